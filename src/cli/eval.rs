@@ -1,0 +1,83 @@
+//! `dbn-serve eval --model FILE`: test error on MNIST's test set and the confusion matrix.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+
+use super::{CliError, Context};
+use crate::engine::data::MnistSplit;
+use crate::engine::dbn::ConfusionMatrix;
+use crate::engine::persist;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Method {
+    /// Exact free energy of each label (deterministic).
+    FreeEnergy,
+    /// Count labels during Gibbs sampling in the top two layers.
+    Gibbs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model file (.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, value_enum, default_value = "free-energy")]
+    method: Method,
+    /// Gibbs steps per image (method gibbs).
+    #[arg(long, default_value_t = 100)]
+    gibbs_steps: usize,
+    /// Seed of the Gibbs chains.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Context, args: EvalArgs) -> Result<(), CliError> {
+    let (dbn, card) = persist::load(&args.model)?;
+    let test = ctx.load_mnist(MnistSplit::Test)?;
+    let started = Instant::now();
+    let probs = match args.method {
+        Method::FreeEnergy => dbn.classify_free_energy(test.images.view())?,
+        Method::Gibbs => {
+            let mut rng = crate::engine::rng_from_seed(args.seed);
+            dbn.classify_gibbs(test.images.view(), args.gibbs_steps, &mut rng)?
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let cm = ConfusionMatrix::from_predictions(probs.view(), &test.labels);
+    let error = cm.errors() as f64 / cm.total().max(1) as f64;
+    if args.json {
+        let out = serde_json::json!({
+            "model": card.name, "method": format!("{:?}", args.method), "images": cm.total(),
+            "errors": cm.errors(), "error_rate": error, "class_error_rates": cm.class_errors(),
+            "confusion": cm.counts, "seconds": seconds,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "model {} ({:?}), {:?}: test error {:.2}% ({} of {} images), {:.2}s, {:.0} images/s",
+        card.name,
+        card.sizes,
+        args.method,
+        100.0 * error,
+        cm.errors(),
+        cm.total(),
+        seconds,
+        cm.total() as f64 / seconds
+    );
+    println!("confusion matrix (rows: true label, columns: predicted)");
+    print!("     ");
+    (0..cm.counts.len()).for_each(|k| print!("{k:>6}"));
+    println!("   error");
+    for (k, (row, e)) in cm.counts.iter().zip(cm.class_errors()).enumerate() {
+        print!("{k:>4} ");
+        row.iter().for_each(|c| print!("{c:>6}"));
+        println!("  {:5.2}%", 100.0 * e);
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The command line: `train`, `eval` and `sample`. Every flag also reads a `DBN_…`
+//! environment variable.
+
+mod eval;
+mod progress;
+mod sample;
+mod train;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::engine::data::{Dataset, MnistSplit};
+use crate::engine::EngineError;
+
+/// Deep belief nets learned by contrastive divergence.
+#[derive(Debug, Parser)]
+#[command(name = "dbn-serve", version, about)]
+pub struct Cli {
+    /// Worker threads for the numerics (default: all cores). Results are reproducible for a
+    /// given seed and thread count.
+    #[arg(long, env = "DBN_THREADS", global = true)]
+    threads: Option<usize>,
+    /// Directory holding the four MNIST files (standard names, gzipped or raw).
+    #[arg(long, env = "DBN_MNIST_DIR", default_value = "data/mnist", global = true)]
+    mnist_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a model from a JSON training spec and save it.
+    Train(train::TrainArgs),
+    /// Measure a model's error on the MNIST test set, with a confusion matrix.
+    Eval(eval::EvalArgs),
+    /// Generate digits of a chosen class and save them as a PNG grid.
+    Sample(sample::SampleArgs),
+}
+
+/// Failures of a command, reported on stderr with a non-zero exit.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DBN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build_global() {
+        tracing::warn!("thread pool: {e}");
+    }
+    let ctx = Context {
+        threads: rayon::current_num_threads(),
+        mnist_dir: cli.mnist_dir,
+    };
+    let result = match cli.command {
+        Command::Train(args) => train::run(&ctx, args),
+        Command::Eval(args) => eval::run(&ctx, args),
+        Command::Sample(args) => sample::run(&ctx, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Settings shared by the subcommands.
+struct Context {
+    threads: usize,
+    mnist_dir: PathBuf,
+}
+
+impl Context {
+    fn load_mnist(&self, split: MnistSplit) -> Result<Dataset, CliError> {
+        let data = Dataset::load_mnist(&self.mnist_dir, split).map_err(EngineError::from)?;
+        tracing::info!("loaded {} MNIST {:?} images from {}", data.len(), split, self.mnist_dir.display());
+        Ok(data)
+    }
+}

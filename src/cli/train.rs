@@ -1,0 +1,82 @@
+//! `dbn-serve train --spec FILE.json`: greedy training, then the test error, then the model.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::progress::ConsoleProgress;
+use super::{CliError, Context};
+use crate::engine::data::MnistSplit;
+use crate::engine::dbn::{error_rate, train_greedy};
+use crate::engine::persist::{self, ModelCard, Provenance};
+use crate::engine::spec::{Limits, TrainingSpec};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The training spec (JSON); see examples/mnist-dbn.json.
+    #[arg(long)]
+    spec: PathBuf,
+    /// Where to save the model (default: models/NAME.safetensors).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip measuring the test error after training.
+    #[arg(long)]
+    no_test: bool,
+}
+
+pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.spec).map_err(|source| CliError::Io {
+        path: args.spec.clone(),
+        source,
+    })?;
+    let spec: TrainingSpec = serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", args.spec.display())))?;
+    if spec.dataset != "mnist" {
+        return Err(CliError::Usage(format!(
+            "dataset {:?}: the command line trains on \"mnist\" only",
+            spec.dataset
+        )));
+    }
+    let train = ctx.load_mnist(MnistSplit::Train)?;
+    spec.validate(train.n_pixels(), train.classes, &Limits::default())?;
+    let name = spec.name.clone().unwrap_or_else(|| "model".into());
+    let out = args.out.unwrap_or_else(|| PathBuf::from(format!("models/{name}.safetensors")));
+
+    let mut rng = crate::engine::rng_from_seed(spec.seed);
+    let outcome = train_greedy(&spec, &train, &Limits::default(), &mut ConsoleProgress::new(), &mut rng)?;
+    tracing::info!("greedy training took {:.1}s", outcome.seconds);
+
+    let mut card = ModelCard {
+        name,
+        sizes: outcome.dbn.sizes(),
+        label_classes: outcome.dbn.label_classes(),
+        image_shape: Some([train.image_rows, train.image_cols]),
+        spec: Some(spec.clone()),
+        provenance: Provenance {
+            dataset: spec.dataset.clone(),
+            train_examples: outcome.train_examples,
+            validation_examples: outcome.validation_examples,
+            seed: spec.seed,
+            threads: ctx.threads,
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            train_seconds: outcome.seconds,
+        },
+        metrics: Default::default(),
+    };
+    if let Some(v) = outcome.validation_error {
+        tracing::info!("validation error (free energy): {:.2}%", 100.0 * v);
+        card.metrics.insert("validation_error".into(), v);
+    }
+    if !args.no_test && outcome.dbn.label_classes() > 0 {
+        let test = ctx.load_mnist(MnistSplit::Test)?;
+        let probs = outcome.dbn.classify_free_energy(test.images.view())?;
+        let err = error_rate(probs.view(), &test.labels);
+        tracing::info!("test error (free energy, {} images): {:.2}%", test.len(), 100.0 * err);
+        card.metrics.insert("test_error".into(), err);
+    }
+    persist::save(&out, &outcome.dbn, &card)?;
+    println!("{}", out.display());
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Greedy layer-wise learning (Hinton, Osindero & Teh 2006): each RBM learns from the hidden
+//! probabilities that the trained layers below produce for the training set; the top RBM sees
+//! the features joined with one-hot labels.
+
+use std::time::Instant;
+
+use ndarray::{concatenate, Array2, ArrayView2, Axis};
+use rand::Rng;
+
+use super::{error_rate, Dbn};
+use crate::engine::data::Dataset;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::observer::{EpochMetrics, Observer, Phase};
+use crate::engine::rbm::{train_rbm, LayerRun, Rbm};
+use crate::engine::spec::{Limits, TrainingSpec};
+
+/// The result of greedy training.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub dbn: Dbn,
+    /// Metrics of every epoch of every layer, in order.
+    pub history: Vec<EpochMetrics>,
+    /// Examples learned from, and held out.
+    pub train_examples: usize,
+    pub validation_examples: usize,
+    /// Error on the held-out examples (free energy), when any were held out and there are labels.
+    pub validation_error: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Learns the DBN `spec` describes from `data`, drawing every random number from `rng`.
+pub fn train_greedy<R: Rng + ?Sized>(
+    spec: &TrainingSpec,
+    data: &Dataset,
+    limits: &Limits,
+    observer: &mut dyn Observer,
+    rng: &mut R,
+) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    spec.validate(data.n_pixels(), data.classes, limits)?;
+    let used = spec.train_examples.map_or(data.len(), |n| n.min(data.len()));
+    if spec.validation_examples >= used {
+        return Err(EngineError::invalid(
+            "validation_examples",
+            format!("must leave training examples: {} of {used} requested", spec.validation_examples),
+        ));
+    }
+    let (train, valid) = data.slice(0..used).split_last(spec.validation_examples);
+    let n_layers = spec.architecture.hidden.len();
+
+    // Each layer's share of the run, by its multiply-adds: epochs · n · V · H.
+    let work: Vec<f64> = (0..n_layers)
+        .map(|i| {
+            let v = spec.layer_visible(i, data.n_pixels(), data.classes) as f64;
+            spec.layer_config(i).epochs as f64 * train.len() as f64 * v * spec.architecture.hidden[i] as f64
+        })
+        .collect();
+    let total: f64 = work.iter().sum();
+
+    let mut layers = Vec::with_capacity(n_layers);
+    let mut history = Vec::new();
+    let mut input: Array2<f32> = train.images.clone();
+    let mut valid_input: Array2<f32> = valid.images.clone();
+    let mut done = 0.0;
+    for (i, &hidden) in spec.architecture.hidden.iter().enumerate() {
+        let config = spec.layer_config(i);
+        let labels = spec.layer_labels(i, data.classes);
+        let visible = input.ncols() + labels;
+        let mut rbm = Rbm::new(visible, hidden, labels, config.init_std, rng)?;
+        let (x, xv) = if labels > 0 {
+            (with_labels(input.view(), &train)?, with_labels(valid_input.view(), &valid)?)
+        } else {
+            (input.clone(), valid_input.clone())
+        };
+        let mut run = LayerRun {
+            phase: Phase::Pretrain,
+            layer: i,
+            layers: n_layers,
+            fraction: (done / total, (done + work[i]) / total),
+            validation: (xv.nrows() > 0).then(|| xv.view()),
+            observer: &mut *observer,
+        };
+        history.extend(train_rbm(&mut rbm, x.view(), &config, &mut run, rng)?);
+        done += work[i];
+        if i + 1 < n_layers {
+            input = rbm.hidden_probs_all(input.view());
+            valid_input = rbm.hidden_probs_all(valid_input.view());
+        }
+        layers.push(rbm);
+    }
+    let dbn = Dbn::new(layers)?;
+    let validation_error = if valid.len() > 0 && dbn.label_classes() > 0 {
+        Some(error_rate(dbn.classify_free_energy(valid.images.view())?.view(), &valid.labels))
+    } else {
+        None
+    };
+    Ok(TrainOutcome {
+        dbn,
+        history,
+        train_examples: train.len(),
+        validation_examples: valid.len(),
+        validation_error,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// [features | one-hot labels]: the visible layer of the associative memory.
+fn with_labels(features: ArrayView2<f32>, data: &Dataset) -> Result<Array2<f32>> {
+    let labels = data.one_hot_labels();
+    concatenate(Axis(1), &[features, labels.view()]).map_err(|e| EngineError::Shape(e.to_string()))
+}
+

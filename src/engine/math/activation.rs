@@ -1,0 +1,132 @@
+//! Elementwise activations over rows of a batch, vectorised (see `simd`).
+
+use ndarray::{ArrayView1, ArrayViewMut2, Axis};
+
+use super::simd::{self, dispatch, Fma};
+
+#[inline(always)]
+fn sigmoid_bias_body<F: Fma>(row: &mut [f32], bias: &[f32]) {
+    for (x, &b) in row.iter_mut().zip(bias) {
+        *x = simd::sigmoid::<F>(*x + b);
+    }
+}
+
+dispatch!(fn sigmoid_bias_slice(row: &mut [f32], bias: &[f32]) => sigmoid_bias_body);
+
+/// `x[r, j] = σ(x[r, j] + bias[j])` for every row: the logistic units of seed Eqs. 2 and 3
+/// applied to the total input a product has left in `x`.
+/// x: [batch, n], bias: [n].
+pub fn sigmoid_bias_rows(mut x: ArrayViewMut2<f32>, bias: ArrayView1<f32>) {
+    assert_eq!(x.ncols(), bias.len(), "bias length");
+    let bias = bias.to_vec();
+    for mut row in x.axis_iter_mut(Axis(0)) {
+        match row.as_slice_mut() {
+            Some(s) => sigmoid_bias_slice(s, &bias),
+            None => row
+                .iter_mut()
+                .zip(&bias)
+                .for_each(|(x, &b)| *x = simd::sigmoid::<simd::Plain>(*x + b)),
+        }
+    }
+}
+
+/// Softmax over each row of `x + bias`: a group of winner-take-all units (the label units of
+/// the top-level RBM). x: [batch, k], bias: [k]. Small k, so plain `exp` is fine here.
+pub fn softmax_bias_rows(mut x: ArrayViewMut2<f32>, bias: ArrayView1<f32>) {
+    assert_eq!(x.ncols(), bias.len(), "bias length");
+    for mut row in x.axis_iter_mut(Axis(0)) {
+        let mut max = f32::NEG_INFINITY;
+        for (v, &b) in row.iter_mut().zip(bias.iter()) {
+            *v += b;
+            max = max.max(*v);
+        }
+        let mut sum = 0.0f32;
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        row.mapv_inplace(|v| v / sum);
+    }
+}
+
+/// ln Σ_j e^{x_j} for each row, computed stably. x: [batch, k] → [batch].
+pub fn log_sum_exp_rows(x: ndarray::ArrayView2<f32>) -> ndarray::Array1<f32> {
+    x.map_axis(Axis(1), |row| {
+        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        if !max.is_finite() {
+            return max;
+        }
+        max + row.iter().map(|&v| (v - max).exp()).sum::<f32>().ln()
+    })
+}
+
+#[inline(always)]
+fn softplus_sum_body<F: Fma>(base: &[f32], shift: &[f32]) -> f32 {
+    // Eight partial sums so that the loop vectorises without reassociation.
+    let mut acc = [0.0f32; 8];
+    let n = base.len().min(shift.len());
+    let (b8, s8) = (&base[..n - n % 8], &shift[..n - n % 8]);
+    for (bc, sc) in b8.chunks_exact(8).zip(s8.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += simd::softplus::<F>(bc[l] + sc[l]);
+        }
+    }
+    let mut tail = 0.0f32;
+    for j in n - n % 8..n {
+        tail += simd::softplus::<F>(base[j] + shift[j]);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+dispatch!(
+    /// Σ_j softplus(base[j] + shift[j]): the hidden units' part of an RBM's free energy for one
+    /// visible vector, when `base` holds c + vW without one term and `shift` adds it back.
+    pub fn softplus_sum_shifted(base: &[f32], shift: &[f32]) -> f32 => softplus_sum_body
+);
+
+/// softplus(x) = ln(1 + e^x), the same approximation the vectorised kernels use.
+pub fn softplus(x: f32) -> f32 {
+    simd::softplus::<simd::Plain>(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn softmax_rows_sum_to_one() {
+        let mut x = array![[1.0f32, 2.0, 3.0], [-1000.0, 0.0, 1000.0]];
+        softmax_bias_rows(x.view_mut(), array![0.5f32, 0.0, -0.5].view());
+        for row in x.rows() {
+            assert!((row.sum() - 1.0).abs() < 1e-6);
+            assert!(row.iter().all(|&p| (0.0..=1.0).contains(&p)));
+        }
+    }
+
+    #[test]
+    fn vectorised_sigmoid_matches_scalar_definition() {
+        let mut x = ndarray::Array2::from_shape_fn((3, 37), |(i, j)| (i as f32 - 1.0) * (j as f32 - 18.0) * 0.7);
+        let bias = ndarray::Array1::from_shape_fn(37, |j| 0.1 * j as f32 - 1.0);
+        let want = ndarray::Array2::from_shape_fn((3, 37), |(i, j)| {
+            1.0 / (1.0 + (-(x[[i, j]] as f64 + bias[j] as f64)).exp())
+        });
+        sigmoid_bias_rows(x.view_mut(), bias.view());
+        for (g, w) in x.iter().zip(want.iter()) {
+            assert!((*g as f64 - w).abs() < 1e-6, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn softplus_sum_matches_naive_sum() {
+        let base: Vec<f32> = (0..53).map(|j| (j as f32 - 26.0) * 0.9).collect();
+        let shift: Vec<f32> = (0..53).map(|j| (j % 5) as f32 - 2.0).collect();
+        let want: f64 = base
+            .iter()
+            .zip(&shift)
+            .map(|(&b, &s)| (1.0 + ((b + s) as f64).exp()).ln())
+            .sum();
+        let got = softplus_sum_shifted(&base, &shift) as f64;
+        assert!((got - want).abs() < 1e-4 * want.abs(), "{got} vs {want}");
+    }
+}

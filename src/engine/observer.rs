@@ -1,0 +1,82 @@
+//! How training reports progress and learns that it should stop, without knowing who listens:
+//! the command line draws a progress bar, the service's job queue records and streams it.
+
+use serde::{Deserialize, Serialize};
+
+/// The stage of a training run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Greedy layer-by-layer learning of the RBM stack.
+    Pretrain,
+    /// Fine-tuning of the whole stack.
+    Finetune,
+}
+
+/// Where training stands, reported after every mini-batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub phase: Phase,
+    /// Layer being trained (0-based) and the number of layers.
+    pub layer: usize,
+    pub layers: usize,
+    /// Current epoch (1-based) of this layer, and its total.
+    pub epoch: usize,
+    pub epochs: usize,
+    /// Mini-batches done in this epoch, and their number.
+    pub batch: usize,
+    pub batches: usize,
+    /// Fraction of the whole run done, 0..1 (weighted by each layer's arithmetic).
+    pub fraction: f64,
+    /// Training examples per second over this epoch so far.
+    pub examples_per_sec: f64,
+}
+
+/// What one epoch of one layer measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub phase: Phase,
+    pub layer: usize,
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean Σ_i (v_i − v̂_i)² per example over the epoch's mini-batches (the reconstruction the
+    /// CD update used; absent for persistent CD, whose negative phase is no reconstruction).
+    pub recon_error_train: Option<f64>,
+    /// Mean-field reconstruction error on held-out data, when there is any.
+    pub recon_error_validation: Option<f64>,
+    /// Mean free energy of held-out data minus that of as many training examples: it grows
+    /// when the layer starts to overfit.
+    pub free_energy_gap: Option<f64>,
+    /// Classification error on held-out data, where the stage can classify.
+    pub validation_error: Option<f64>,
+    pub momentum: f32,
+    pub seconds: f64,
+    pub examples_per_sec: f64,
+}
+
+/// Whether training should go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// Receives progress; returning [`Control::Stop`] makes training end with
+/// `EngineError::Cancelled` before the next mini-batch.
+pub trait Observer {
+    fn on_batch(&mut self, progress: &Progress) -> Control;
+    fn on_epoch(&mut self, progress: &Progress, metrics: &EpochMetrics) -> Control;
+}
+
+/// Listens to nothing and never stops training.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Observer for Silent {
+    fn on_batch(&mut self, _: &Progress) -> Control {
+        Control::Continue
+    }
+    fn on_epoch(&mut self, _: &Progress, _: &EpochMetrics) -> Control {
+        Control::Continue
+    }
+}

@@ -1,0 +1,185 @@
+//! Saving and loading whole models as safetensors: one f32 tensor per weight matrix and bias
+//! vector, and a JSON model card (architecture, training spec, data provenance, metrics) in
+//! the metadata, behind a format name and version. Loading checks everything it reads.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::{Array1, Array2};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::dbn::Dbn;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::rbm::Rbm;
+use crate::engine::spec::TrainingSpec;
+
+/// The `format` metadata value of our model files.
+pub const FORMAT: &str = "dbn-serve.dbn";
+/// Bumped whenever the layout of tensors or card changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything about a model except its numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub name: String,
+    /// Layer sizes from the input up, e.g. [784, 500, 500, 2000].
+    pub sizes: Vec<usize>,
+    /// Label units on the top RBM.
+    pub label_classes: usize,
+    /// Height and width of input images, when the inputs are images.
+    pub image_shape: Option<[usize; 2]>,
+    /// The spec it was trained from, if any.
+    pub spec: Option<TrainingSpec>,
+    pub provenance: Provenance,
+    /// Named results, e.g. `test_error`.
+    #[serde(default)]
+    pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
+/// Where a model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Provenance {
+    pub dataset: String,
+    pub train_examples: usize,
+    pub validation_examples: usize,
+    pub seed: u64,
+    /// Worker threads used (results are reproducible for a given seed and thread count).
+    pub threads: usize,
+    pub engine_version: String,
+    /// Seconds since the Unix epoch when training finished.
+    pub created_unix: u64,
+    pub train_seconds: f64,
+}
+
+fn tensor_names(i: usize) -> [String; 3] {
+    [format!("layers.{i}.weight"), format!("layers.{i}.visible_bias"), format!("layers.{i}.hidden_bias")]
+}
+
+fn le_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Serialises a model to safetensors bytes.
+pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (i, rbm) in dbn.layers().iter().enumerate() {
+        let [w, vb, hb] = tensor_names(i);
+        let contiguous = |a: &[f32]| le_bytes(a);
+        owned.push((w, vec![rbm.n_visible(), rbm.n_hidden()], contiguous(&rbm.weights.iter().copied().collect::<Vec<_>>())));
+        owned.push((vb, vec![rbm.n_visible()], contiguous(&rbm.visible_bias.to_vec())));
+        owned.push((hb, vec![rbm.n_hidden()], contiguous(&rbm.hidden_bias.to_vec())));
+    }
+    let views = owned
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| EngineError::Model(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let label_units: Vec<usize> = dbn.layers().iter().map(|r| r.label_units).collect();
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("format_version".to_string(), FORMAT_VERSION.to_string()),
+        ("label_units".to_string(), serde_json::to_string(&label_units).expect("plain vector")),
+        ("card".to_string(), serde_json::to_string(card).map_err(|e| EngineError::Model(e.to_string()))?),
+    ]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| EngineError::Model(e.to_string()))
+}
+
+/// Parses safetensors bytes written by [`to_bytes`], rejecting foreign, corrupt, newer or
+/// inconsistent files.
+pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
+    let bad = |m: String| EngineError::Model(m);
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(bad(format!("not a {FORMAT} model (format: {:?})", meta.get("format"))));
+    }
+    let version: u32 = meta.get("format_version").and_then(|v| v.parse().ok()).ok_or_else(|| bad("missing format_version".into()))?;
+    if version != FORMAT_VERSION {
+        return Err(bad(format!("format version {version} is not supported (this build reads {FORMAT_VERSION})")));
+    }
+    let card: ModelCard = serde_json::from_str(meta.get("card").ok_or_else(|| bad("missing model card".into()))?)
+        .map_err(|e| bad(format!("model card: {e}")))?;
+    let label_units: Vec<usize> = serde_json::from_str(meta.get("label_units").ok_or_else(|| bad("missing label_units".into()))?)
+        .map_err(|e| bad(format!("label_units: {e}")))?;
+    if label_units.len() + 1 != card.sizes.len() || label_units.is_empty() {
+        return Err(bad("label_units and sizes disagree".into()));
+    }
+    if st.len() != 3 * label_units.len() {
+        return Err(bad(format!("{} tensors, expected {}", st.len(), 3 * label_units.len())));
+    }
+    let mut layers = Vec::with_capacity(label_units.len());
+    for (i, &labels) in label_units.iter().enumerate() {
+        let [w, vb, hb] = tensor_names(i);
+        let visible = card.sizes[i] + labels;
+        let hidden = card.sizes[i + 1];
+        let weights = read_f32(&st, &w, &[visible, hidden])?;
+        let rbm = Rbm {
+            weights: Array2::from_shape_vec((visible, hidden), weights).expect("shape checked"),
+            visible_bias: Array1::from_vec(read_f32(&st, &vb, &[visible])?),
+            hidden_bias: Array1::from_vec(read_f32(&st, &hb, &[hidden])?),
+            label_units: labels,
+        };
+        if !rbm.is_finite() {
+            return Err(bad(format!("layer {i} holds non-finite values")));
+        }
+        layers.push(rbm);
+    }
+    let dbn = Dbn::new(layers)?;
+    if dbn.label_classes() != card.label_classes {
+        return Err(bad("label_classes disagrees with the tensors".into()));
+    }
+    Ok((dbn, card))
+}
+
+fn read_f32(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let t = st.tensor(name).map_err(|e| EngineError::Model(format!("{name}: {e}")))?;
+    if t.dtype() != Dtype::F32 || t.shape() != shape {
+        return Err(EngineError::Model(format!(
+            "{name}: expected f32 {shape:?}, found {:?} {:?}",
+            t.dtype(),
+            t.shape()
+        )));
+    }
+    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed to
+/// disk, then renamed over the target, so a reader sees the old file or the new, never half.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        EngineError::io(path, e)
+    })
+}
+
+/// Saves a model to `path` atomically.
+pub fn save(path: &Path, dbn: &Dbn, card: &ModelCard) -> Result<()> {
+    write_atomic(path, &to_bytes(dbn, card)?)
+}
+
+/// Loads a model from `path`.
+pub fn load(path: &Path) -> Result<(Dbn, ModelCard)> {
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    from_bytes(&bytes)
+}

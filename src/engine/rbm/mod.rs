@@ -1,0 +1,13 @@
+//! Restricted Boltzmann machines: binary (Bernoulli) hidden units, Bernoulli visible units and
+//! optionally one softmax group of visible units (the label units of the top-level RBM),
+//! learned by contrastive divergence (CD-k) or persistent CD.
+
+mod config;
+mod gibbs;
+mod model;
+mod train;
+
+pub use config::{RbmTrainConfig, VisibleBiasInit};
+pub use gibbs::{Clamp, GibbsState};
+pub use model::Rbm;
+pub use train::{train_rbm, LayerRun};

@@ -1,0 +1,319 @@
+//! Learning an RBM by contrastive divergence (seed Eq. 4):
+//! Δw_ij = ε(<v_i h_j>_data − <v_i h_j>_recon), with momentum and L2 weight decay.
+//!
+//! Hinton's conventions (`rbm.m`): the positive statistics use p(h | v0); sampled hidden states
+//! drive the reconstruction; the negative statistics use the reconstruction's probabilities
+//! and p(h | v1). With CD-k the intermediate visible states are sampled. With persistent CD the
+//! negative phase continues the fantasy particles of the previous mini-batch instead of
+//! starting at the data.
+//!
+//! All buffers are allocated once per layer; a mini-batch step allocates only the small work
+//! lists of the sparse products.
+
+use std::time::Instant;
+
+use ndarray::{s, Array1, Array2, ArrayView2, Axis, Zip};
+use rand::Rng;
+
+use super::model::squared_distance;
+use super::{Rbm, RbmTrainConfig, VisibleBiasInit};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::math::product::looks_sparse;
+use crate::engine::math::{sample_bernoulli, sigmoid_bias_rows, xt_times_p_add, SparseRows};
+use crate::engine::observer::{Control, EpochMetrics, Observer, Phase, Progress};
+
+/// Where one layer's training sits in a larger run, and who watches it.
+pub struct LayerRun<'a> {
+    pub phase: Phase,
+    pub layer: usize,
+    pub layers: usize,
+    /// The share of the whole run this layer covers: [start, end) within 0..1.
+    pub fraction: (f64, f64),
+    /// Held-out inputs of this layer, for monitoring (a few thousand rows are plenty).
+    pub validation: Option<ArrayView2<'a, f32>>,
+    pub observer: &'a mut dyn Observer,
+}
+
+/// Rows of held-out and training data used for the per-epoch monitors.
+const MONITOR_ROWS: usize = 2000;
+
+/// Trains `rbm` on `data` ([n, V]) as `config` says, reporting to `run.observer`.
+/// Returns the metrics of every epoch.
+pub fn train_rbm<R: Rng + ?Sized>(
+    rbm: &mut Rbm,
+    data: ArrayView2<f32>,
+    config: &RbmTrainConfig,
+    run: &mut LayerRun,
+    rng: &mut R,
+) -> Result<Vec<EpochMetrics>> {
+    config.validate("pretrain")?;
+    rbm.check_visible(&data)?;
+    if data.nrows() == 0 {
+        return Err(EngineError::invalid("dataset", "no training examples"));
+    }
+    if config.visible_bias_init == VisibleBiasInit::Data {
+        rbm.init_visible_bias_from_data(data);
+    }
+    let mut cd = CdState::new(rbm, config.batch_size.min(data.nrows()), config.persistent);
+    // Mostly-zero data (MNIST pixels) is listed as sparse rows once, so that the two products
+    // with v0 gather weights for its non-zeros only.
+    cd.sparse_data = looks_sparse(&data).then(|| SparseRows::from_dense(data, 1.0));
+    if let Some(chains) = cd.chains.as_mut() {
+        // Fantasy particles start at (binarised) training examples.
+        let rows = data.slice(s![..chains.nrows(), ..]);
+        sample_bernoulli(rng, rows, chains.view_mut());
+    }
+    let n = data.nrows();
+    let batches = n.div_ceil(cd.batch);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut history = Vec::with_capacity(config.epochs);
+    for epoch in 0..config.epochs {
+        shuffle(&mut order, rng);
+        let momentum = config.momentum(epoch);
+        let started = Instant::now();
+        let mut recon_sum = 0.0f64;
+        for (bi, rows) in order.chunks(cd.batch).enumerate() {
+            recon_sum += cd.step(rbm, data, rows, config, momentum, rng);
+            let done = bi * cd.batch + rows.len();
+            let progress = progress_at(run, epoch, config.epochs, bi + 1, batches, done, n, started);
+            if run.observer.on_batch(&progress) == Control::Stop {
+                return Err(EngineError::Cancelled);
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        if !rbm.is_finite() || !recon_sum.is_finite() {
+            return Err(EngineError::Diverged(format!(
+                "layer {} epoch {}: parameters are no longer finite; lower the learning rate",
+                run.layer,
+                epoch + 1
+            )));
+        }
+        let metrics = epoch_metrics(rbm, data, run, epoch, momentum, seconds, n, (!config.persistent).then_some(recon_sum / n as f64));
+        let progress = progress_at(run, epoch, config.epochs, batches, batches, n, n, started);
+        let stop = run.observer.on_epoch(&progress, &metrics) == Control::Stop;
+        history.push(metrics);
+        if stop {
+            return Err(EngineError::Cancelled);
+        }
+    }
+    Ok(history)
+}
+
+fn progress_at(
+    run: &LayerRun,
+    epoch: usize,
+    epochs: usize,
+    batch: usize,
+    batches: usize,
+    done: usize,
+    n: usize,
+    started: Instant,
+) -> Progress {
+    let within = (epoch as f64 + done as f64 / n as f64) / epochs as f64;
+    let (a, b) = run.fraction;
+    Progress {
+        phase: run.phase,
+        layer: run.layer,
+        layers: run.layers,
+        epoch: epoch + 1,
+        epochs,
+        batch,
+        batches,
+        fraction: a + (b - a) * within,
+        examples_per_sec: done as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn epoch_metrics(
+    rbm: &Rbm,
+    data: ArrayView2<f32>,
+    run: &LayerRun,
+    epoch: usize,
+    momentum: f32,
+    seconds: f64,
+    n: usize,
+    recon_error_train: Option<f64>,
+) -> EpochMetrics {
+    let (recon_error_validation, free_energy_gap) = match run.validation {
+        Some(valid) if valid.nrows() > 0 => {
+            let valid = valid.slice(s![..valid.nrows().min(MONITOR_ROWS), ..]);
+            let train = data.slice(s![..data.nrows().min(valid.nrows()), ..]);
+            let mean_f = |x: ArrayView2<f32>| rbm.free_energy(x).iter().map(|&f| f as f64).sum::<f64>() / x.nrows() as f64;
+            (Some(rbm.reconstruction_error(valid)), Some(mean_f(valid) - mean_f(train)))
+        }
+        _ => (None, None),
+    };
+    EpochMetrics {
+        phase: run.phase,
+        layer: run.layer,
+        epoch: epoch + 1,
+        recon_error_train,
+        recon_error_validation,
+        free_energy_gap,
+        validation_error: None,
+        momentum,
+        seconds,
+        examples_per_sec: n as f64 / seconds.max(1e-9),
+    }
+}
+
+/// Fisher–Yates shuffle with the caller's generator.
+pub(crate) fn shuffle<T, R: Rng + ?Sized>(items: &mut [T], rng: &mut R) {
+    for i in (1..items.len()).rev() {
+        // Multiply-shift maps 64 random bits onto 0..=i with negligible bias.
+        let j = ((rng.next_u64() as u128 * (i as u128 + 1)) >> 64) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// Buffers and momentum of one layer's CD learning.
+struct CdState {
+    batch: usize,
+    /// v0: [B, V] data; vn: [B, V] negative-phase visible; vs: [B, V] sampled visible.
+    v0: Array2<f32>,
+    vn: Array2<f32>,
+    vs: Array2<f32>,
+    /// p0, p1: [B, H] hidden probabilities; h: [B, H] sampled hidden states.
+    p0: Array2<f32>,
+    p1: Array2<f32>,
+    h: Array2<f32>,
+    /// Momentum-smoothed increments (seed Eq. 4 plus momentum and decay).
+    w_inc: Array2<f32>,
+    vb_inc: Array1<f32>,
+    hb_inc: Array1<f32>,
+    /// Column sums of the statistics for the bias updates.
+    v_sum: Array1<f32>,
+    h_sum: Array1<f32>,
+    /// PCD fantasy particles: [B, V].
+    chains: Option<Array2<f32>>,
+    /// The training data as sparse rows, when it is sparse; the batch's rows and their
+    /// transpose (scaled for the weight update) are rebuilt in place every step.
+    sparse_data: Option<SparseRows>,
+    batch_rows: SparseRows,
+    batch_cols: SparseRows,
+}
+
+impl CdState {
+    fn new(rbm: &Rbm, batch: usize, persistent: bool) -> Self {
+        let (v, h) = (rbm.n_visible(), rbm.n_hidden());
+        CdState {
+            batch,
+            v0: Array2::zeros((batch, v)),
+            vn: Array2::zeros((batch, v)),
+            vs: Array2::zeros((batch, v)),
+            p0: Array2::zeros((batch, h)),
+            p1: Array2::zeros((batch, h)),
+            h: Array2::zeros((batch, h)),
+            w_inc: Array2::zeros((v, h)),
+            vb_inc: Array1::zeros(v),
+            hb_inc: Array1::zeros(h),
+            v_sum: Array1::zeros(v),
+            h_sum: Array1::zeros(h),
+            chains: persistent.then(|| Array2::zeros((batch, v))),
+            sparse_data: None,
+            batch_rows: SparseRows::default(),
+            batch_cols: SparseRows::default(),
+        }
+    }
+
+    /// One mini-batch of CD-k / PCD-k on the examples `rows` of `data`. Returns the summed
+    /// squared reconstruction error of the batch (0 for PCD).
+    fn step<R: Rng + ?Sized>(
+        &mut self,
+        rbm: &mut Rbm,
+        data: ArrayView2<f32>,
+        rows: &[usize],
+        cfg: &RbmTrainConfig,
+        momentum: f32,
+        rng: &mut R,
+    ) -> f64 {
+        let b = rows.len();
+        let mut v0 = self.v0.slice_mut(s![..b, ..]);
+        for (mut dst, &r) in v0.axis_iter_mut(Axis(0)).zip(rows) {
+            dst.assign(&data.row(r));
+        }
+        let v0 = self.v0.slice(s![..b, ..]);
+        let mut p0 = self.p0.slice_mut(s![..b, ..]);
+        let mut p1 = self.p1.slice_mut(s![..b, ..]);
+        let mut h = self.h.slice_mut(s![..b, ..]);
+        let mut vn = self.vn.slice_mut(s![..b, ..]);
+        let mut vs = self.vs.slice_mut(s![..b, ..]);
+
+        // Positive phase: p(h | v0), seed Eq. 2.
+        if let Some(sparse) = &self.sparse_data {
+            sparse.gather_rows_into(rows, &mut self.batch_rows);
+            self.batch_rows.times_w(rbm.weights.view(), p0.view_mut());
+            sigmoid_bias_rows(p0.view_mut(), rbm.hidden_bias.view());
+        } else {
+            rbm.hidden_probs_into(v0, p0.view_mut());
+        }
+        let recon = match self.chains.as_mut() {
+            Some(chains) => {
+                // PCD-k: continue the fantasy particles.
+                let mut chain = chains.slice_mut(s![..b, ..]);
+                for _ in 0..cfg.cd_k {
+                    rbm.hidden_probs_into(chain.view(), p1.view_mut());
+                    sample_bernoulli(rng, p1.view(), h.view_mut());
+                    rbm.visible_probs_into(h.view(), vs.view_mut());
+                    rbm.sample_visible_into(rng, vs.view(), chain.view_mut());
+                }
+                vn.assign(&chain);
+                0.0
+            }
+            None => {
+                // CD-k: h0 ~ p(h | v0) drives the reconstruction.
+                sample_bernoulli(rng, p0.view(), h.view_mut());
+                for step in 1..=cfg.cd_k {
+                    rbm.visible_probs_into(h.view(), vn.view_mut());
+                    if step < cfg.cd_k {
+                        rbm.sample_visible_into(rng, vn.view(), vs.view_mut());
+                        rbm.hidden_probs_into(vs.view(), p1.view_mut());
+                        sample_bernoulli(rng, p1.view(), h.view_mut());
+                    }
+                }
+                squared_distance(v0, vn.view())
+            }
+        };
+        // Negative statistics use p(h | v_neg).
+        rbm.hidden_probs_into(vn.view(), p1.view_mut());
+
+        let lr = cfg.learning_rate;
+        let decay = lr * cfg.weight_decay;
+        Zip::from(&mut self.w_inc)
+            .and(&rbm.weights)
+            .for_each(|inc, &w| *inc = momentum * *inc - decay * w);
+        let scale = lr / b as f32;
+        if self.sparse_data.is_some() {
+            self.batch_rows.transpose_into(scale, &mut self.batch_cols);
+            self.batch_cols.times_w_add(p0.view(), 1.0, self.w_inc.view_mut());
+        } else {
+            xt_times_p_add(v0, p0.view(), scale, self.w_inc.view_mut());
+        }
+        xt_times_p_add(vn.view(), p1.view(), -scale, self.w_inc.view_mut());
+        Zip::from(&mut rbm.weights).and(&self.w_inc).for_each(|w, &inc| *w += inc);
+
+        let bias_scale = cfg.bias_learning_rate / b as f32;
+        column_difference(v0, vn.view(), &mut self.v_sum);
+        column_difference(p0.view(), p1.view(), &mut self.h_sum);
+        for (inc, bias, d) in [
+            (&mut self.vb_inc, &mut rbm.visible_bias, &self.v_sum),
+            (&mut self.hb_inc, &mut rbm.hidden_bias, &self.h_sum),
+        ] {
+            Zip::from(inc).and(bias).and(d).for_each(|inc, bias, &d| {
+                *inc = momentum * *inc + bias_scale * d;
+                *bias += *inc;
+            });
+        }
+        recon
+    }
+}
+
+/// out[j] = Σ_r a[r, j] − Σ_r b[r, j].
+fn column_difference(a: ArrayView2<f32>, b: ArrayView2<f32>, out: &mut Array1<f32>) {
+    out.fill(0.0);
+    for (ra, rb) in a.rows().into_iter().zip(b.rows()) {
+        Zip::from(&mut *out).and(&ra).and(&rb).for_each(|o, &x, &y| *o += x - y);
+    }
+}
+

@@ -1,0 +1,179 @@
+//! The training spec: what to learn, from which data, with which settings. The command line
+//! reads it from a JSON file and the HTTP API accepts the same JSON unchanged.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::error::{EngineError, Result};
+use crate::engine::rbm::RbmTrainConfig;
+
+/// A complete description of a training run. Unknown fields are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    /// A name for the resulting model (optional).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Dataset to learn from; `mnist` is the standard MNIST training set.
+    #[serde(default = "default_dataset")]
+    pub dataset: String,
+    pub architecture: Architecture,
+    /// Settings of every layer's RBM, unless a layer override says otherwise.
+    #[serde(default)]
+    pub pretrain: RbmTrainConfig,
+    /// Per-layer changes to `pretrain` (e.g. more epochs for the top RBM).
+    #[serde(default)]
+    pub layer_overrides: Vec<LayerOverride>,
+    /// Use only the first this many training examples (default: all).
+    #[serde(default)]
+    pub train_examples: Option<usize>,
+    /// Hold out the last this many training examples for monitoring (default 0; the paper
+    /// chose its epochs on the last 10,000 and then trained on all 60,000).
+    #[serde(default)]
+    pub validation_examples: usize,
+    /// Seed of every random draw of the run (default 0).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_dataset() -> String {
+    "mnist".into()
+}
+
+/// Layer sizes above the input, e.g. `[500, 500, 2000]` for the seed's digit model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architecture {
+    pub hidden: Vec<usize>,
+    /// Join the softmax label units to the visible layer of the top RBM, making it an
+    /// associative memory of features and labels (default true).
+    #[serde(default = "yes")]
+    pub labels_in_top: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Settings that differ for one layer (0-based; the top RBM is the last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerOverride {
+    pub layer: usize,
+    pub epochs: Option<usize>,
+    pub learning_rate: Option<f32>,
+    pub bias_learning_rate: Option<f32>,
+    pub weight_decay: Option<f32>,
+    pub cd_k: Option<usize>,
+    pub persistent: Option<bool>,
+    pub batch_size: Option<usize>,
+}
+
+/// Bounds that keep one spec from exhausting the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_layers: usize,
+    pub max_units: usize,
+    /// Weights across all layers.
+    pub max_parameters: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_layers: 10,
+            max_units: 20_000,
+            max_parameters: 200_000_000,
+        }
+    }
+}
+
+impl TrainingSpec {
+    /// The seed's 784-500-500-2000 digit model with labels joined to the top RBM.
+    pub fn digit_model() -> Self {
+        TrainingSpec {
+            name: Some("mnist-dbn".into()),
+            dataset: default_dataset(),
+            architecture: Architecture {
+                hidden: vec![500, 500, 2000],
+                labels_in_top: true,
+            },
+            pretrain: RbmTrainConfig::default(),
+            layer_overrides: Vec::new(),
+            train_examples: None,
+            validation_examples: 0,
+            seed: 0,
+        }
+    }
+
+    /// Checks the spec against the input size and limits; errors name the field.
+    pub fn validate(&self, n_inputs: usize, classes: usize, limits: &Limits) -> Result<()> {
+        let hidden = &self.architecture.hidden;
+        if hidden.is_empty() || hidden.len() > limits.max_layers {
+            return Err(EngineError::invalid(
+                "architecture.hidden",
+                format!("needs 1..={} layer sizes, got {}", limits.max_layers, hidden.len()),
+            ));
+        }
+        let mut params = 0usize;
+        for (i, &h) in hidden.iter().enumerate() {
+            if h == 0 || h > limits.max_units {
+                return Err(EngineError::invalid(
+                    format!("architecture.hidden[{i}]"),
+                    format!("must be in 1..={}, got {h}", limits.max_units),
+                ));
+            }
+            let below = self.layer_visible(i, n_inputs, classes);
+            params = params.saturating_add(below.saturating_mul(h));
+        }
+        if params > limits.max_parameters {
+            return Err(EngineError::invalid(
+                "architecture.hidden",
+                format!("{params} weights exceed the limit of {}", limits.max_parameters),
+            ));
+        }
+        self.pretrain.validate("pretrain")?;
+        for (i, o) in self.layer_overrides.iter().enumerate() {
+            if o.layer >= hidden.len() {
+                return Err(EngineError::invalid(
+                    format!("layer_overrides[{i}].layer"),
+                    format!("there are {} layers", hidden.len()),
+                ));
+            }
+            self.layer_config(o.layer).validate(&format!("layer_overrides[{i}]"))?;
+        }
+        if self.train_examples == Some(0) {
+            return Err(EngineError::invalid("train_examples", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Visible units of layer `i`: the input, a hidden layer, or features plus labels on top.
+    pub fn layer_visible(&self, i: usize, n_inputs: usize, classes: usize) -> usize {
+        let below = if i == 0 { n_inputs } else { self.architecture.hidden[i - 1] };
+        below + self.layer_labels(i, classes)
+    }
+
+    /// Label units joined to layer `i` (only the top one, when asked).
+    pub fn layer_labels(&self, i: usize, classes: usize) -> usize {
+        if self.architecture.labels_in_top && i + 1 == self.architecture.hidden.len() {
+            classes
+        } else {
+            0
+        }
+    }
+
+    /// The settings of layer `i`: `pretrain` with that layer's overrides applied in order.
+    pub fn layer_config(&self, i: usize) -> RbmTrainConfig {
+        let mut c = self.pretrain.clone();
+        for o in self.layer_overrides.iter().filter(|o| o.layer == i) {
+            c.epochs = o.epochs.unwrap_or(c.epochs);
+            c.learning_rate = o.learning_rate.unwrap_or(c.learning_rate);
+            c.bias_learning_rate = o.bias_learning_rate.unwrap_or(c.bias_learning_rate);
+            c.weight_decay = o.weight_decay.unwrap_or(c.weight_decay);
+            c.cd_k = o.cd_k.unwrap_or(c.cd_k);
+            c.persistent = o.persistent.unwrap_or(c.persistent);
+            c.batch_size = o.batch_size.unwrap_or(c.batch_size);
+        }
+        c
+    }
+}

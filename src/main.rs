@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    dbn_serve::cli::main()
+}
