@@ -32,11 +32,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn time_it(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
-    median((0..reps).map(|_| {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64()
-    }).collect())
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
 fn mnist(split: MnistSplit) -> Dataset {
@@ -63,12 +67,43 @@ fn products() {
     let mut back = Array2::zeros((100, 784));
     let mut stats = Array2::zeros((784, 500));
     let flop = 2.0 * 100.0 * 784.0 * 500.0;
-    let mut report = |name: &str, secs: f64| println!("product={name} us={:.1} gflops={:.1}", secs * 1e6, flop / secs / 1e9);
-    report("v0·W sparse", time_it(200, || x_times_w(v0.view(), rbm.weights.view(), out.view_mut())));
-    report("v1·W dense", time_it(200, || x_times_w(dense_v.view(), rbm.weights.view(), out.view_mut())));
-    report("h·Wt dense", time_it(200, || dbn_serve::engine::math::matmul(back.view_mut(), false, p.view(), rbm.weights.t(), 1.0)));
-    report("v0t·p sparse", time_it(200, || xt_times_p_add(v0.view(), p.view(), 1e-3, stats.view_mut())));
-    report("v1t·p dense", time_it(200, || xt_times_p_add(dense_v.view(), p.view(), 1e-3, stats.view_mut())));
+    let report = |name: &str, secs: f64| {
+        println!(
+            "product={name} us={:.1} gflops={:.1}",
+            secs * 1e6,
+            flop / secs / 1e9
+        )
+    };
+    report(
+        "v0·W sparse",
+        time_it(200, || {
+            x_times_w(v0.view(), rbm.weights.view(), out.view_mut())
+        }),
+    );
+    report(
+        "v1·W dense",
+        time_it(200, || {
+            x_times_w(dense_v.view(), rbm.weights.view(), out.view_mut())
+        }),
+    );
+    report(
+        "h·Wt dense",
+        time_it(200, || {
+            dbn_serve::engine::math::matmul(back.view_mut(), false, p.view(), rbm.weights.t(), 1.0)
+        }),
+    );
+    report(
+        "v0t·p sparse",
+        time_it(200, || {
+            xt_times_p_add(v0.view(), p.view(), 1e-3, stats.view_mut())
+        }),
+    );
+    report(
+        "v1t·p dense",
+        time_it(200, || {
+            xt_times_p_add(dense_v.view(), p.view(), 1e-3, stats.view_mut())
+        }),
+    );
 }
 
 struct Quiet;
@@ -99,8 +134,17 @@ fn cd1(args: &[String]) {
             momentum_switch_epoch: 5usize.saturating_sub(epoch),
             ..RbmTrainConfig::default()
         };
-        let mut run = LayerRun { phase: Phase::Pretrain, layer: 0, layers: 1, fraction: (0.0, 1.0), validation: None, observer: &mut Quiet };
-        let m = train_rbm(&mut rbm, train.images.view(), &config, &mut run, &mut rng).unwrap().remove(0);
+        let mut run = LayerRun {
+            phase: Phase::Pretrain,
+            layer: 0,
+            layers: 1,
+            fraction: (0.0, 1.0),
+            validation: None,
+            observer: &mut Quiet,
+        };
+        let m = train_rbm(&mut rbm, train.images.view(), &config, &mut run, &mut rng)
+            .unwrap()
+            .remove(0);
         let recon_test = rbm.reconstruction_error(test.images.view());
         times.push(m.seconds);
         println!(
@@ -120,7 +164,11 @@ fn cd1(args: &[String]) {
 }
 
 fn classify(args: &[String]) {
-    let dbn = match args.iter().position(|a| a == "--model").and_then(|i| args.get(i + 1)) {
+    let dbn = match args
+        .iter()
+        .position(|a| a == "--model")
+        .and_then(|i| args.get(i + 1))
+    {
         Some(path) => persist::load(&PathBuf::from(path)).unwrap().0,
         None => {
             let mut rng = rng_from_seed(2);
@@ -152,10 +200,16 @@ fn classify(args: &[String]) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let threads: usize = arg(&args, "--threads", 0);
     if threads > 0 {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .unwrap();
     }
     match args.first().map(String::as_str) {
         Some("products") => products(),

@@ -23,7 +23,13 @@ pub enum Scale {
 
 /// Lays out `images` ([n, height·width], one per row) in a grid `cols` tiles wide with a
 /// one-pixel dark border, and returns the PNG bytes.
-pub fn grid_png(images: ArrayView2<f32>, height: usize, width: usize, cols: usize, scale: Scale) -> Result<Vec<u8>, RenderError> {
+pub fn grid_png(
+    images: ArrayView2<f32>,
+    height: usize,
+    width: usize,
+    cols: usize,
+    scale: Scale,
+) -> Result<Vec<u8>, RenderError> {
     if height * width != images.ncols() || height == 0 || width == 0 {
         return Err(RenderError::Shape(images.ncols(), height, width));
     }
@@ -35,7 +41,11 @@ pub fn grid_png(images: ArrayView2<f32>, height: usize, width: usize, cols: usiz
     for (t, img) in images.rows().into_iter().enumerate() {
         let (lo, hi) = match scale {
             Scale::Unit => (0.0, 1.0),
-            Scale::PerTile => img.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v))),
+            Scale::PerTile => img
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                }),
         };
         let span = if hi > lo { hi - lo } else { 1.0 };
         let (x0, y0) = ((t % cols) * (width + 1) + 1, (t / cols) * (height + 1) + 1);
@@ -59,12 +69,18 @@ mod tests {
     #[test]
     fn grid_decodes_to_the_tiles_it_was_given() {
         // Two 2x3 tiles: the first all white, the second a ramp; decode the PNG and read back.
-        let images = ndarray::array![[1.0f32, 1.0, 1.0, 1.0, 1.0, 1.0], [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]];
+        let images = ndarray::array![
+            [1.0f32, 1.0, 1.0, 1.0, 1.0, 1.0],
+            [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+        ];
         let bytes = grid_png(images.view(), 2, 3, 2, Scale::Unit).unwrap();
-        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut buf).unwrap();
-        assert_eq!((info.width, info.height), (2 * 4 + 1, 3 + 1 + 1));
+        // Two tiles of width 3 side by side, one of height 2, each with a 1-pixel border.
+        assert_eq!((info.width, info.height), (2 * (3 + 1) + 1, 2 + 1 + 1));
         let at = |x: usize, y: usize| buf[y * info.width as usize + x];
         assert_eq!(at(1, 1), 255);
         assert_eq!(at(0, 0), 40, "border");
@@ -76,6 +92,9 @@ mod tests {
     #[test]
     fn wrong_tile_size_is_an_error() {
         let images = ndarray::Array2::<f32>::zeros((2, 10));
-        assert!(matches!(grid_png(images.view(), 3, 3, 2, Scale::Unit), Err(RenderError::Shape(10, 3, 3))));
+        assert!(matches!(
+            grid_png(images.view(), 3, 3, 2, Scale::Unit),
+            Err(RenderError::Shape(10, 3, 3))
+        ));
     }
 }

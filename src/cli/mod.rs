@@ -23,7 +23,12 @@ pub struct Cli {
     #[arg(long, env = "DBN_THREADS", global = true)]
     threads: Option<usize>,
     /// Directory holding the four MNIST files (standard names, gzipped or raw).
-    #[arg(long, env = "DBN_MNIST_DIR", default_value = "data/mnist", global = true)]
+    #[arg(
+        long,
+        env = "DBN_MNIST_DIR",
+        default_value = "data/mnist",
+        global = true
+    )]
     mnist_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -60,12 +65,18 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DBN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("DBN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build_global() {
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build_global()
+    {
         tracing::warn!("thread pool: {e}");
     }
     let ctx = Context {
@@ -95,7 +106,12 @@ struct Context {
 impl Context {
     fn load_mnist(&self, split: MnistSplit) -> Result<Dataset, CliError> {
         let data = Dataset::load_mnist(&self.mnist_dir, split).map_err(EngineError::from)?;
-        tracing::info!("loaded {} MNIST {:?} images from {}", data.len(), split, self.mnist_dir.display());
+        tracing::info!(
+            "loaded {} MNIST {:?} images from {}",
+            data.len(),
+            split,
+            self.mnist_dir.display()
+        );
         Ok(data)
     }
 }

@@ -41,7 +41,9 @@ pub fn run(_ctx: &Context, args: SampleArgs) -> Result<(), CliError> {
         None => (0..dbn.label_classes()).collect(),
     };
     if labels.is_empty() {
-        return Err(CliError::Usage("the model has no labels; pass --label".into()));
+        return Err(CliError::Usage(
+            "the model has no labels; pass --label".into(),
+        ));
     }
     let rows = labels
         .iter()

@@ -29,7 +29,8 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         path: args.spec.clone(),
         source,
     })?;
-    let spec: TrainingSpec = serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", args.spec.display())))?;
+    let spec: TrainingSpec = serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", args.spec.display())))?;
     if spec.dataset != "mnist" {
         return Err(CliError::Usage(format!(
             "dataset {:?}: the command line trains on \"mnist\" only",
@@ -39,10 +40,18 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
     let train = ctx.load_mnist(MnistSplit::Train)?;
     spec.validate(train.n_pixels(), train.classes, &Limits::default())?;
     let name = spec.name.clone().unwrap_or_else(|| "model".into());
-    let out = args.out.unwrap_or_else(|| PathBuf::from(format!("models/{name}.safetensors")));
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("models/{name}.safetensors")));
 
     let mut rng = crate::engine::rng_from_seed(spec.seed);
-    let outcome = train_greedy(&spec, &train, &Limits::default(), &mut ConsoleProgress::new(), &mut rng)?;
+    let outcome = train_greedy(
+        &spec,
+        &train,
+        &Limits::default(),
+        &mut ConsoleProgress::new(),
+        &mut rng,
+    )?;
     tracing::info!("greedy training took {:.1}s", outcome.seconds);
 
     let mut card = ModelCard {
@@ -73,7 +82,11 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         let test = ctx.load_mnist(MnistSplit::Test)?;
         let probs = outcome.dbn.classify_free_energy(test.images.view())?;
         let err = error_rate(probs.view(), &test.labels);
-        tracing::info!("test error (free energy, {} images): {:.2}%", test.len(), 100.0 * err);
+        tracing::info!(
+            "test error (free energy, {} images): {:.2}%",
+            test.len(),
+            100.0 * err
+        );
         card.metrics.insert("test_error".into(), err);
     }
     persist::save(&out, &outcome.dbn, &card)?;

@@ -62,7 +62,9 @@ pub enum DataError {
         expected: usize,
         found: usize,
     },
-    #[error("{name}: truncated: the header promises {expected} bytes of data, the file has {found}")]
+    #[error(
+        "{name}: truncated: the header promises {expected} bytes of data, the file has {found}"
+    )]
     Truncated {
         name: String,
         expected: u64,
@@ -74,7 +76,9 @@ pub enum DataError {
     TooLarge { name: String, limit: u64 },
     #[error("{name}: gzip stream is corrupt: {message}")]
     Gzip { name: String, message: String },
-    #[error("{name}: images are {found_rows}x{found_cols}, expected {expected_rows}x{expected_cols}")]
+    #[error(
+        "{name}: images are {found_rows}x{found_cols}, expected {expected_rows}x{expected_cols}"
+    )]
     ImageSize {
         name: String,
         expected_rows: usize,

@@ -55,7 +55,11 @@ pub struct Provenance {
 }
 
 fn tensor_names(i: usize) -> [String; 3] {
-    [format!("layers.{i}.weight"), format!("layers.{i}.visible_bias"), format!("layers.{i}.hidden_bias")]
+    [
+        format!("layers.{i}.weight"),
+        format!("layers.{i}.visible_bias"),
+        format!("layers.{i}.hidden_bias"),
+    ]
 }
 
 fn le_bytes(values: &[f32]) -> Vec<u8> {
@@ -68,9 +72,21 @@ pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
     for (i, rbm) in dbn.layers().iter().enumerate() {
         let [w, vb, hb] = tensor_names(i);
         let contiguous = |a: &[f32]| le_bytes(a);
-        owned.push((w, vec![rbm.n_visible(), rbm.n_hidden()], contiguous(&rbm.weights.iter().copied().collect::<Vec<_>>())));
-        owned.push((vb, vec![rbm.n_visible()], contiguous(&rbm.visible_bias.to_vec())));
-        owned.push((hb, vec![rbm.n_hidden()], contiguous(&rbm.hidden_bias.to_vec())));
+        owned.push((
+            w,
+            vec![rbm.n_visible(), rbm.n_hidden()],
+            contiguous(&rbm.weights.iter().copied().collect::<Vec<_>>()),
+        ));
+        owned.push((
+            vb,
+            vec![rbm.n_visible()],
+            contiguous(&rbm.visible_bias.to_vec()),
+        ));
+        owned.push((
+            hb,
+            vec![rbm.n_hidden()],
+            contiguous(&rbm.hidden_bias.to_vec()),
+        ));
     }
     let views = owned
         .iter()
@@ -84,8 +100,14 @@ pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("format_version".to_string(), FORMAT_VERSION.to_string()),
-        ("label_units".to_string(), serde_json::to_string(&label_units).expect("plain vector")),
-        ("card".to_string(), serde_json::to_string(card).map_err(|e| EngineError::Model(e.to_string()))?),
+        (
+            "label_units".to_string(),
+            serde_json::to_string(&label_units).expect("plain vector"),
+        ),
+        (
+            "card".to_string(),
+            serde_json::to_string(card).map_err(|e| EngineError::Model(e.to_string()))?,
+        ),
     ]);
     safetensors::serialize(views, Some(metadata)).map_err(|e| EngineError::Model(e.to_string()))
 }
@@ -94,25 +116,44 @@ pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
 /// inconsistent files.
 pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
     let bad = |m: String| EngineError::Model(m);
-    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(bad(format!("not a {FORMAT} model (format: {:?})", meta.get("format"))));
+        return Err(bad(format!(
+            "not a {FORMAT} model (format: {:?})",
+            meta.get("format")
+        )));
     }
-    let version: u32 = meta.get("format_version").and_then(|v| v.parse().ok()).ok_or_else(|| bad("missing format_version".into()))?;
+    let version: u32 = meta
+        .get("format_version")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("missing format_version".into()))?;
     if version != FORMAT_VERSION {
-        return Err(bad(format!("format version {version} is not supported (this build reads {FORMAT_VERSION})")));
+        return Err(bad(format!(
+            "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+        )));
     }
-    let card: ModelCard = serde_json::from_str(meta.get("card").ok_or_else(|| bad("missing model card".into()))?)
-        .map_err(|e| bad(format!("model card: {e}")))?;
-    let label_units: Vec<usize> = serde_json::from_str(meta.get("label_units").ok_or_else(|| bad("missing label_units".into()))?)
-        .map_err(|e| bad(format!("label_units: {e}")))?;
+    let card: ModelCard = serde_json::from_str(
+        meta.get("card")
+            .ok_or_else(|| bad("missing model card".into()))?,
+    )
+    .map_err(|e| bad(format!("model card: {e}")))?;
+    let label_units: Vec<usize> = serde_json::from_str(
+        meta.get("label_units")
+            .ok_or_else(|| bad("missing label_units".into()))?,
+    )
+    .map_err(|e| bad(format!("label_units: {e}")))?;
     if label_units.len() + 1 != card.sizes.len() || label_units.is_empty() {
         return Err(bad("label_units and sizes disagree".into()));
     }
     if st.len() != 3 * label_units.len() {
-        return Err(bad(format!("{} tensors, expected {}", st.len(), 3 * label_units.len())));
+        return Err(bad(format!(
+            "{} tensors, expected {}",
+            st.len(),
+            3 * label_units.len()
+        )));
     }
     let mut layers = Vec::with_capacity(label_units.len());
     for (i, &labels) in label_units.iter().enumerate() {
@@ -139,7 +180,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
 }
 
 fn read_f32(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-    let t = st.tensor(name).map_err(|e| EngineError::Model(format!("{name}: {e}")))?;
+    let t = st
+        .tensor(name)
+        .map_err(|e| EngineError::Model(format!("{name}: {e}")))?;
     if t.dtype() != Dtype::F32 || t.shape() != shape {
         return Err(EngineError::Model(format!(
             "{name}: expected f32 {shape:?}, found {:?} {:?}",
@@ -147,15 +190,24 @@ fn read_f32(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
             t.shape()
         )));
     }
-    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed to
 /// disk, then renamed over the target, so a reader sees the old file or the new, never half.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

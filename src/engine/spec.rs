@@ -111,7 +111,11 @@ impl TrainingSpec {
         if hidden.is_empty() || hidden.len() > limits.max_layers {
             return Err(EngineError::invalid(
                 "architecture.hidden",
-                format!("needs 1..={} layer sizes, got {}", limits.max_layers, hidden.len()),
+                format!(
+                    "needs 1..={} layer sizes, got {}",
+                    limits.max_layers,
+                    hidden.len()
+                ),
             ));
         }
         let mut params = 0usize;
@@ -128,7 +132,10 @@ impl TrainingSpec {
         if params > limits.max_parameters {
             return Err(EngineError::invalid(
                 "architecture.hidden",
-                format!("{params} weights exceed the limit of {}", limits.max_parameters),
+                format!(
+                    "{params} weights exceed the limit of {}",
+                    limits.max_parameters
+                ),
             ));
         }
         self.pretrain.validate("pretrain")?;
@@ -139,7 +146,8 @@ impl TrainingSpec {
                     format!("there are {} layers", hidden.len()),
                 ));
             }
-            self.layer_config(o.layer).validate(&format!("layer_overrides[{i}]"))?;
+            self.layer_config(o.layer)
+                .validate(&format!("layer_overrides[{i}]"))?;
         }
         if self.train_examples == Some(0) {
             return Err(EngineError::invalid("train_examples", "must be at least 1"));
@@ -149,7 +157,11 @@ impl TrainingSpec {
 
     /// Visible units of layer `i`: the input, a hidden layer, or features plus labels on top.
     pub fn layer_visible(&self, i: usize, n_inputs: usize, classes: usize) -> usize {
-        let below = if i == 0 { n_inputs } else { self.architecture.hidden[i - 1] };
+        let below = if i == 0 {
+            n_inputs
+        } else {
+            self.architecture.hidden[i - 1]
+        };
         below + self.layer_labels(i, classes)
     }
 

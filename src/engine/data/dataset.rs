@@ -77,7 +77,12 @@ impl Dataset {
                 labels: labels.dims[0],
             });
         }
-        if let Some((index, &label)) = labels.data.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+        if let Some((index, &label)) = labels
+            .data
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= classes)
+        {
             return Err(DataError::LabelRange {
                 name: "labels".into(),
                 label,
@@ -86,7 +91,8 @@ impl Dataset {
             });
         }
         let pixels = images.data.iter().map(|&p| p as f32 / 255.0).collect();
-        let images = Array2::from_shape_vec((n, rows * cols), pixels).expect("size checked by the IDX parser");
+        let images = Array2::from_shape_vec((n, rows * cols), pixels)
+            .expect("size checked by the IDX parser");
         Ok(Dataset {
             images,
             labels: labels.data.clone(),
@@ -102,10 +108,13 @@ impl Dataset {
         let read = |kind: &str| -> Result<IdxArray, DataError> {
             let base = format!("{}-{kind}", split.prefix());
             let candidates = [dir.join(format!("{base}.gz")), dir.join(&base)];
-            let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| DataError::Io {
-                path: candidates[0].display().to_string(),
-                message: "not found (nor without .gz)".into(),
-            })?;
+            let path = candidates
+                .iter()
+                .find(|p| p.is_file())
+                .ok_or_else(|| DataError::Io {
+                    path: candidates[0].display().to_string(),
+                    message: "not found (nor without .gz)".into(),
+                })?;
             let bytes = std::fs::read(path).map_err(|e| DataError::Io {
                 path: path.display().to_string(),
                 message: e.to_string(),

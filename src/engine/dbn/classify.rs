@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Dbn;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::math::{self, matmul, sample_bernoulli, sample_categorical_rows, softmax_bias_rows};
+use crate::engine::math::{
+    self, matmul, sample_bernoulli, sample_categorical_rows, softmax_bias_rows,
+};
 
 /// Rows below which the per-label sums stay on one thread.
 const PAR_ROWS: usize = 16;
@@ -21,7 +23,10 @@ const PAR_ROWS: usize = 16;
 impl Dbn {
     fn require_labels(&self) -> Result<usize> {
         match self.label_classes() {
-            0 => Err(EngineError::invalid("model", "this model has no label units, so it cannot classify")),
+            0 => Err(EngineError::invalid(
+                "model",
+                "this model has no label units, so it cannot classify",
+            )),
             k => Ok(k),
         }
     }
@@ -48,14 +53,19 @@ impl Dbn {
         let w_l = top.weights.slice(s![nf.., ..]);
         let b_l = top.visible_bias.slice(s![nf..]);
         let mut out = Array2::zeros((base.nrows(), k));
-        let one_row = |(base_row, mut out_row): (ndarray::ArrayView1<f32>, ndarray::ArrayViewMut1<f32>)| {
-            let base_row = base_row.as_slice().expect("rows of an owned array are contiguous");
-            for (label, f) in out_row.iter_mut().enumerate() {
-                let w_row = w_l.row(label);
-                let shift = w_row.as_slice().expect("rows of the weights are contiguous");
-                *f = -b_l[label] - math::softplus_sum_shifted(base_row, shift);
-            }
-        };
+        let one_row =
+            |(base_row, mut out_row): (ndarray::ArrayView1<f32>, ndarray::ArrayViewMut1<f32>)| {
+                let base_row = base_row
+                    .as_slice()
+                    .expect("rows of an owned array are contiguous");
+                for (label, f) in out_row.iter_mut().enumerate() {
+                    let w_row = w_l.row(label);
+                    let shift = w_row
+                        .as_slice()
+                        .expect("rows of the weights are contiguous");
+                    *f = -b_l[label] - math::softplus_sum_shifted(base_row, shift);
+                }
+            };
         let rows = base.axis_iter(Axis(0)).zip(out.axis_iter_mut(Axis(0)));
         if base.nrows() >= PAR_ROWS {
             base.axis_iter(Axis(0))
@@ -81,10 +91,18 @@ impl Dbn {
 
     /// p(label | x) estimated by `steps` steps of alternating Gibbs sampling in the top two
     /// layers with the features clamped, counting how often each label is on.
-    pub fn classify_gibbs<R: Rng + ?Sized>(&self, x: ArrayView2<f32>, steps: usize, rng: &mut R) -> Result<Array2<f32>> {
+    pub fn classify_gibbs<R: Rng + ?Sized>(
+        &self,
+        x: ArrayView2<f32>,
+        steps: usize,
+        rng: &mut R,
+    ) -> Result<Array2<f32>> {
         let k = self.require_labels()?;
         if steps == 0 {
-            return Err(EngineError::invalid("steps", "Gibbs classification needs at least one step"));
+            return Err(EngineError::invalid(
+                "steps",
+                "Gibbs classification needs at least one step",
+            ));
         }
         let top = self.top();
         let nf = top.n_features();
@@ -117,13 +135,28 @@ pub fn argmax_rows(probs: ArrayView2<f32>) -> Vec<usize> {
     probs
         .rows()
         .into_iter()
-        .map(|r| r.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &p)| if p > best.1 { (i, p) } else { best }).0)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
+                    if p > best.1 {
+                        (i, p)
+                    } else {
+                        best
+                    }
+                })
+                .0
+        })
         .collect()
 }
 
 /// Fraction of rows whose argmax differs from the label.
 pub fn error_rate(probs: ArrayView2<f32>, labels: &[u8]) -> f64 {
-    let wrong = argmax_rows(probs).iter().zip(labels).filter(|(&p, &l)| p != l as usize).count();
+    let wrong = argmax_rows(probs)
+        .iter()
+        .zip(labels)
+        .filter(|(&p, &l)| p != l as usize)
+        .count();
     wrong as f64 / labels.len().max(1) as f64
 }
 
@@ -150,7 +183,10 @@ impl ConfusionMatrix {
     }
 
     pub fn errors(&self) -> u64 {
-        self.total() - (0..self.counts.len()).map(|i| self.counts[i][i]).sum::<u64>()
+        self.total()
+            - (0..self.counts.len())
+                .map(|i| self.counts[i][i])
+                .sum::<u64>()
     }
 
     /// Error rate of each true class.

@@ -17,9 +17,18 @@ pub const MAX_STEPS: usize = 100_000;
 impl Dbn {
     /// `count` images ([count, n_inputs] pixel probabilities) after `steps` Gibbs steps in
     /// the top RBM with `label` clamped (None: labels sampled freely too).
-    pub fn generate<R: Rng + ?Sized>(&self, label: Option<usize>, count: usize, steps: usize, rng: &mut R) -> Result<Array2<f32>> {
+    pub fn generate<R: Rng + ?Sized>(
+        &self,
+        label: Option<usize>,
+        count: usize,
+        steps: usize,
+        rng: &mut R,
+    ) -> Result<Array2<f32>> {
         let mut frames = self.generate_frames(label, count, steps, steps.max(1), rng)?;
-        Ok(frames.pop().map(|(_, images)| images).expect("the last step is always a frame"))
+        Ok(frames
+            .pop()
+            .map(|(_, images)| images)
+            .expect("the last step is always a frame"))
     }
 
     /// As [`Dbn::generate`], returning the images every `every` steps and at the last step:
@@ -35,30 +44,45 @@ impl Dbn {
         let top = self.top();
         let (nf, k) = (top.n_features(), top.label_units);
         if count == 0 || count > MAX_SAMPLES {
-            return Err(EngineError::invalid("count", format!("must be in 1..={MAX_SAMPLES}")));
+            return Err(EngineError::invalid(
+                "count",
+                format!("must be in 1..={MAX_SAMPLES}"),
+            ));
         }
         if steps > MAX_STEPS {
-            return Err(EngineError::invalid("steps", format!("must be at most {MAX_STEPS}")));
+            return Err(EngineError::invalid(
+                "steps",
+                format!("must be at most {MAX_STEPS}"),
+            ));
         }
         if every == 0 {
             return Err(EngineError::invalid("every", "must be at least 1"));
         }
         if let Some(l) = label {
             if l >= k {
-                return Err(EngineError::invalid("label", format!("must be below {k} for this model")));
+                return Err(EngineError::invalid(
+                    "label",
+                    format!("must be below {k} for this model"),
+                ));
             }
         }
         // Start from the top RBM's bias-only beliefs: features ~ σ(b_f), labels ~ softmax(b_l).
         let mut start = Array2::zeros((count, top.n_visible()));
-        let feature_p = Array2::from_shape_fn((count, nf), |(_, i)| 1.0 / (1.0 + (-top.visible_bias[i]).exp()));
+        let feature_p = Array2::from_shape_fn((count, nf), |(_, i)| {
+            1.0 / (1.0 + (-top.visible_bias[i]).exp())
+        });
         sample_bernoulli(rng, feature_p.view(), start.slice_mut(s![.., ..nf]));
         if k > 0 {
             let mut label_p = Array2::zeros((count, k));
             softmax_bias_rows(label_p.view_mut(), top.visible_bias.slice(s![nf..]));
             sample_categorical_rows(rng, label_p.view(), start.slice_mut(s![.., nf..]));
         }
-        let one_hot = label.map(|l| Array2::from_shape_fn((count, k), |(_, j)| (j == l) as u8 as f32));
-        let clamp = one_hot.as_ref().map(|v| Clamp { start: nf, values: v.view() });
+        let one_hot =
+            label.map(|l| Array2::from_shape_fn((count, k), |(_, j)| (j == l) as u8 as f32));
+        let clamp = one_hot.as_ref().map(|v| Clamp {
+            start: nf,
+            values: v.view(),
+        });
 
         let mut frames = Vec::new();
         if steps == 0 {

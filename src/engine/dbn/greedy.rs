@@ -38,11 +38,16 @@ pub fn train_greedy<R: Rng + ?Sized>(
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
     spec.validate(data.n_pixels(), data.classes, limits)?;
-    let used = spec.train_examples.map_or(data.len(), |n| n.min(data.len()));
+    let used = spec
+        .train_examples
+        .map_or(data.len(), |n| n.min(data.len()));
     if spec.validation_examples >= used {
         return Err(EngineError::invalid(
             "validation_examples",
-            format!("must leave training examples: {} of {used} requested", spec.validation_examples),
+            format!(
+                "must leave training examples: {} of {used} requested",
+                spec.validation_examples
+            ),
         ));
     }
     let (train, valid) = data.slice(0..used).split_last(spec.validation_examples);
@@ -52,7 +57,10 @@ pub fn train_greedy<R: Rng + ?Sized>(
     let work: Vec<f64> = (0..n_layers)
         .map(|i| {
             let v = spec.layer_visible(i, data.n_pixels(), data.classes) as f64;
-            spec.layer_config(i).epochs as f64 * train.len() as f64 * v * spec.architecture.hidden[i] as f64
+            spec.layer_config(i).epochs as f64
+                * train.len() as f64
+                * v
+                * spec.architecture.hidden[i] as f64
         })
         .collect();
     let total: f64 = work.iter().sum();
@@ -68,7 +76,10 @@ pub fn train_greedy<R: Rng + ?Sized>(
         let visible = input.ncols() + labels;
         let mut rbm = Rbm::new(visible, hidden, labels, config.init_std, rng)?;
         let (x, xv) = if labels > 0 {
-            (with_labels(input.view(), &train)?, with_labels(valid_input.view(), &valid)?)
+            (
+                with_labels(input.view(), &train)?,
+                with_labels(valid_input.view(), &valid)?,
+            )
         } else {
             (input.clone(), valid_input.clone())
         };
@@ -89,8 +100,11 @@ pub fn train_greedy<R: Rng + ?Sized>(
         layers.push(rbm);
     }
     let dbn = Dbn::new(layers)?;
-    let validation_error = if valid.len() > 0 && dbn.label_classes() > 0 {
-        Some(error_rate(dbn.classify_free_energy(valid.images.view())?.view(), &valid.labels))
+    let validation_error = if !valid.is_empty() && dbn.label_classes() > 0 {
+        Some(error_rate(
+            dbn.classify_free_energy(valid.images.view())?.view(),
+            &valid.labels,
+        ))
     } else {
         None
     };
@@ -109,4 +123,3 @@ fn with_labels(features: ArrayView2<f32>, data: &Dataset) -> Result<Array2<f32>>
     let labels = data.one_hot_labels();
     concatenate(Axis(1), &[features, labels.view()]).map_err(|e| EngineError::Shape(e.to_string()))
 }
-

@@ -29,7 +29,9 @@ impl Dbn {
         }
         for (i, pair) in layers.windows(2).enumerate() {
             if pair[0].label_units != 0 {
-                return Err(EngineError::Model(format!("layer {i} has label units but is not the top layer")));
+                return Err(EngineError::Model(format!(
+                    "layer {i} has label units but is not the top layer"
+                )));
             }
             if pair[0].n_hidden() != pair[1].n_features() {
                 return Err(EngineError::Model(format!(
@@ -63,7 +65,9 @@ impl Dbn {
 
     /// Layer sizes from the input up, e.g. [784, 500, 500, 2000].
     pub fn sizes(&self) -> Vec<usize> {
-        std::iter::once(self.n_inputs()).chain(self.layers.iter().map(Rbm::n_hidden)).collect()
+        std::iter::once(self.n_inputs())
+            .chain(self.layers.iter().map(Rbm::n_hidden))
+            .collect()
     }
 
     /// Rejects input of the wrong width, or values outside [0, 1] or not finite.
@@ -76,7 +80,10 @@ impl Dbn {
             )));
         }
         if let Some(bad) = x.iter().find(|v| !(0.0..=1.0).contains(*v)) {
-            return Err(EngineError::invalid("input", format!("values must lie in [0, 1], found {bad}")));
+            return Err(EngineError::invalid(
+                "input",
+                format!("values must lie in [0, 1], found {bad}"),
+            ));
         }
         Ok(())
     }
@@ -101,6 +108,8 @@ impl Dbn {
     pub fn receptive_fields(&self, count: usize) -> Array2<f32> {
         let w = &self.layers[0].weights;
         let count = count.min(w.ncols());
-        w.slice(ndarray::s![..self.n_inputs(), ..count]).t().to_owned()
+        w.slice(ndarray::s![..self.n_inputs(), ..count])
+            .t()
+            .to_owned()
     }
 }

@@ -106,7 +106,9 @@ mod tests {
 
     #[test]
     fn vectorised_sigmoid_matches_scalar_definition() {
-        let mut x = ndarray::Array2::from_shape_fn((3, 37), |(i, j)| (i as f32 - 1.0) * (j as f32 - 18.0) * 0.7);
+        let mut x = ndarray::Array2::from_shape_fn((3, 37), |(i, j)| {
+            (i as f32 - 1.0) * (j as f32 - 18.0) * 0.7
+        });
         let bias = ndarray::Array1::from_shape_fn(37, |j| 0.1 * j as f32 - 1.0);
         let want = ndarray::Array2::from_shape_fn((3, 37), |(i, j)| {
             1.0 / (1.0 + (-(x[[i, j]] as f64 + bias[j] as f64)).exp())

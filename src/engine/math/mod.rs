@@ -3,13 +3,13 @@
 
 pub mod activation;
 pub mod product;
-pub mod sparse;
 pub mod random;
 mod simd;
+pub mod sparse;
 
 pub use activation::{
     log_sum_exp_rows, sigmoid_bias_rows, softmax_bias_rows, softplus, softplus_sum_shifted,
 };
 pub use product::{matmul, x_times_w, xt_times_p_add};
-pub use sparse::SparseRows;
 pub use random::{fill_normal, fill_uniform, sample_bernoulli, sample_categorical_rows};
+pub use sparse::SparseRows;

@@ -71,7 +71,13 @@ pub fn matmul(
     });
 }
 
-fn matmul_seq(mut dst: ArrayViewMut2<f32>, accumulate: bool, lhs: ArrayView2<f32>, rhs: ArrayView2<f32>, alpha: f32) {
+fn matmul_seq(
+    mut dst: ArrayViewMut2<f32>,
+    accumulate: bool,
+    lhs: ArrayView2<f32>,
+    rhs: ArrayView2<f32>,
+    alpha: f32,
+) {
     let ((m, k), n) = (lhs.dim(), rhs.ncols());
     let (ds, ls, rs) = (dst.strides().to_vec(), lhs.strides(), rhs.strides());
     // SAFETY: each pointer, shape and element stride comes from a live ndarray view of
@@ -83,7 +89,11 @@ fn matmul_seq(mut dst: ArrayViewMut2<f32>, accumulate: bool, lhs: ArrayView2<f32
             MatRef::<f32>::from_raw_parts(rhs.as_ptr(), k, n, rs[0], rs[1]),
         )
     };
-    let beta = if accumulate { Accum::Add } else { Accum::Replace };
+    let beta = if accumulate {
+        Accum::Add
+    } else {
+        Accum::Replace
+    };
     faer_matmul(d, beta, l, r, alpha, Par::Seq);
 }
 
@@ -101,7 +111,10 @@ pub fn looks_sparse(x: &ArrayView2<f32>) -> bool {
 pub fn x_times_w(x: ArrayView2<f32>, w: ArrayView2<f32>, out: ArrayViewMut2<f32>) {
     assert_eq!(x.ncols(), w.nrows(), "inner dimensions");
     assert_eq!(out.dim(), (x.nrows(), w.ncols()), "output shape");
-    if w.is_standard_layout() && out.is_standard_layout() && (x.nrows() <= GEMV_ROWS || looks_sparse(&x)) {
+    if w.is_standard_layout()
+        && out.is_standard_layout()
+        && (x.nrows() <= GEMV_ROWS || looks_sparse(&x))
+    {
         SparseRows::from_dense(x, 1.0).times_w(w, out);
     } else {
         matmul(out, false, x, w, 1.0);
@@ -116,7 +129,9 @@ pub fn xt_times_p_add(x: ArrayView2<f32>, p: ArrayView2<f32>, alpha: f32, out: A
     assert_eq!(x.nrows(), p.nrows(), "batch sizes");
     assert_eq!(out.dim(), (x.ncols(), p.ncols()), "output shape");
     if p.is_standard_layout() && out.is_standard_layout() && looks_sparse(&x) {
-        SparseRows::from_dense(x, 1.0).transpose().times_w_add(p, alpha, out);
+        SparseRows::from_dense(x, 1.0)
+            .transpose()
+            .times_w_add(p, alpha, out);
     } else {
         matmul(out, true, x.t(), p, alpha);
     }
@@ -129,7 +144,9 @@ mod tests {
 
     fn naive(x: &Array2<f32>, w: &Array2<f32>) -> Array2<f32> {
         Array2::from_shape_fn((x.nrows(), w.ncols()), |(i, j)| {
-            (0..x.ncols()).map(|k| x[[i, k]] as f64 * w[[k, j]] as f64).sum::<f64>() as f32
+            (0..x.ncols())
+                .map(|k| x[[i, k]] as f64 * w[[k, j]] as f64)
+                .sum::<f64>() as f32
         })
     }
 
@@ -152,7 +169,9 @@ mod tests {
 
     #[test]
     fn sparse_dense_and_gemv_paths_agree_with_naive_product() {
-        let w = Array2::from_shape_fn((70, 90), |(i, j)| ((i * 31 + j * 17) % 23) as f32 / 23.0 - 0.5);
+        let w = Array2::from_shape_fn((70, 90), |(i, j)| {
+            ((i * 31 + j * 17) % 23) as f32 / 23.0 - 0.5
+        });
         for (rows, keep) in [(1, 1), (3, 5), (40, 7), (40, 1)] {
             let x = sparse_matrix(rows, 70, keep);
             let mut out = Array2::zeros((rows, 90));
@@ -179,10 +198,18 @@ mod tests {
 
     #[test]
     fn parallel_column_blocks_match_single_thread() {
-        let w = Array2::from_shape_fn((784, 500), |(i, j)| ((i * 31 + j * 17) % 23) as f32 / 23.0 - 0.5);
+        let w = Array2::from_shape_fn((784, 500), |(i, j)| {
+            ((i * 31 + j * 17) % 23) as f32 / 23.0 - 0.5
+        });
         let x = sparse_matrix(100, 784, 6);
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         let mut a = Array2::zeros((100, 500));
         let mut b = Array2::zeros((100, 500));
         one.install(|| x_times_w(x.view(), w.view(), a.view_mut()));

@@ -45,21 +45,32 @@ fn bernoulli_body<F: Fma>(p: &[f32], u: &mut [f32]) {
 dispatch!(fn threshold(p: &[f32], u: &mut [f32]) => bernoulli_body);
 
 /// Binary states with P(state = 1) = p, written to `out` (same shape as `p`, standard layout).
-pub fn sample_bernoulli<R: Rng + ?Sized>(rng: &mut R, p: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
+pub fn sample_bernoulli<R: Rng + ?Sized>(
+    rng: &mut R,
+    p: ArrayView2<f32>,
+    mut out: ArrayViewMut2<f32>,
+) {
     assert_eq!(p.dim(), out.dim(), "shapes");
     for (p_row, mut o_row) in p.rows().into_iter().zip(out.rows_mut()) {
         let o = o_row.as_slice_mut().expect("standard layout output");
         fill_uniform(rng, o);
         match p_row.as_slice() {
             Some(p) => threshold(p, o),
-            None => o.iter_mut().zip(p_row.iter()).for_each(|(u, &p)| *u = (*u < p) as u8 as f32),
+            None => o
+                .iter_mut()
+                .zip(p_row.iter())
+                .for_each(|(u, &p)| *u = (*u < p) as u8 as f32),
         }
     }
 }
 
 /// One-hot draws, one per row, from the categorical distribution each row of `probs` holds.
 /// probs and out: [batch, k].
-pub fn sample_categorical_rows<R: Rng + ?Sized>(rng: &mut R, probs: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
+pub fn sample_categorical_rows<R: Rng + ?Sized>(
+    rng: &mut R,
+    probs: ArrayView2<f32>,
+    mut out: ArrayViewMut2<f32>,
+) {
     assert_eq!(probs.dim(), out.dim(), "shapes");
     let mut u = [0.0f32; 1];
     for (p, mut o) in probs.axis_iter(Axis(0)).zip(out.axis_iter_mut(Axis(0))) {

@@ -170,7 +170,13 @@ impl SparseRows {
 /// acc = Σ_t val[t] · src[idx[t]·stride + col ..][..T]: T/16 (or T/8) independent vector
 /// accumulators, one contiguous `src` segment per non-zero.
 #[inline(always)]
-fn tile_sum<F: Fma, const T: usize>(src: &[f32], stride: usize, col: usize, idx: &[u32], val: &[f32]) -> [f32; T] {
+fn tile_sum<F: Fma, const T: usize>(
+    src: &[f32],
+    stride: usize,
+    col: usize,
+    idx: &[u32],
+    val: &[f32],
+) -> [f32; T] {
     let mut acc = [0f32; T];
     for (&i, &x) in idx.iter().zip(val) {
         let off = i as usize * stride + col;
@@ -200,11 +206,17 @@ fn tile_rows<F: Fma, const T: usize>(
             continue;
         }
         let acc = tile_sum::<F, T>(src, stride, col, idx, val);
-        let dst: &mut [f32; T] = (&mut row.as_slice_mut().expect("rows of a column block are contiguous")[c..c + T])
+        let dst: &mut [f32; T] = (&mut row
+            .as_slice_mut()
+            .expect("rows of a column block are contiguous")[c..c + T])
             .try_into()
             .expect("slice of length T");
         for l in 0..T {
-            dst[l] = if accumulate { F::fma(alpha, acc[l], dst[l]) } else { alpha * acc[l] };
+            dst[l] = if accumulate {
+                F::fma(alpha, acc[l], dst[l])
+            } else {
+                alpha * acc[l]
+            };
         }
     }
 }
@@ -251,7 +263,13 @@ mod tests {
 
     #[test]
     fn gather_and_transpose_preserve_entries() {
-        let x = Array2::from_shape_fn((5, 7), |(i, j)| if (i + 2 * j) % 3 == 0 { (i * 7 + j) as f32 } else { 0.0 });
+        let x = Array2::from_shape_fn((5, 7), |(i, j)| {
+            if (i + 2 * j) % 3 == 0 {
+                (i * 7 + j) as f32
+            } else {
+                0.0
+            }
+        });
         let sp = SparseRows::from_dense(x.view(), 1.0);
         let mut batch = SparseRows::default();
         sp.gather_rows_into(&[3, 0], &mut batch);

@@ -73,15 +73,25 @@ pub const MAX_CD_K: usize = 1_000;
 impl RbmTrainConfig {
     /// Checks every field; `prefix` names where the config sits in a larger spec.
     pub fn validate(&self, prefix: &str) -> Result<()> {
-        let bad = |field: &str, msg: String| Err(EngineError::invalid(format!("{prefix}.{field}"), msg));
+        let bad =
+            |field: &str, msg: String| Err(EngineError::invalid(format!("{prefix}.{field}"), msg));
         if self.epochs == 0 || self.epochs > MAX_EPOCHS {
-            return bad("epochs", format!("must be in 1..={MAX_EPOCHS}, got {}", self.epochs));
+            return bad(
+                "epochs",
+                format!("must be in 1..={MAX_EPOCHS}, got {}", self.epochs),
+            );
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH {
-            return bad("batch_size", format!("must be in 1..={MAX_BATCH}, got {}", self.batch_size));
+            return bad(
+                "batch_size",
+                format!("must be in 1..={MAX_BATCH}, got {}", self.batch_size),
+            );
         }
         if self.cd_k == 0 || self.cd_k > MAX_CD_K {
-            return bad("cd_k", format!("must be in 1..={MAX_CD_K}, got {}", self.cd_k));
+            return bad(
+                "cd_k",
+                format!("must be in 1..={MAX_CD_K}, got {}", self.cd_k),
+            );
         }
         for (field, value, max) in [
             ("learning_rate", self.learning_rate, 100.0),
@@ -89,16 +99,25 @@ impl RbmTrainConfig {
             ("init_std", self.init_std, 10.0),
         ] {
             if !(value.is_finite() && value > 0.0 && value <= max) {
-                return bad(field, format!("must be a number in (0, {max}], got {value}"));
+                return bad(
+                    field,
+                    format!("must be a number in (0, {max}], got {value}"),
+                );
             }
         }
-        for (field, value) in [("momentum_initial", self.momentum_initial), ("momentum_final", self.momentum_final)] {
+        for (field, value) in [
+            ("momentum_initial", self.momentum_initial),
+            ("momentum_final", self.momentum_final),
+        ] {
             if !(0.0..1.0).contains(&value) {
                 return bad(field, format!("must be in [0, 1), got {value}"));
             }
         }
         if !(self.weight_decay.is_finite() && (0.0..1.0).contains(&self.weight_decay)) {
-            return bad("weight_decay", format!("must be in [0, 1), got {}", self.weight_decay));
+            return bad(
+                "weight_decay",
+                format!("must be in [0, 1), got {}", self.weight_decay),
+            );
         }
         Ok(())
     }

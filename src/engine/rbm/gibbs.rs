@@ -30,7 +30,13 @@ pub struct GibbsState {
 impl Rbm {
     /// Runs `steps` full steps of alternating Gibbs sampling from the visible states `start`
     /// ([batch, V]), with optional clamped columns. `steps` = 0 returns the start unchanged.
-    pub fn gibbs<R: Rng + ?Sized>(&self, start: Array2<f32>, steps: usize, clamp: Option<Clamp>, rng: &mut R) -> GibbsState {
+    pub fn gibbs<R: Rng + ?Sized>(
+        &self,
+        start: Array2<f32>,
+        steps: usize,
+        clamp: Option<Clamp>,
+        rng: &mut R,
+    ) -> GibbsState {
         self.gibbs_frames(start, steps, clamp, rng, |_, _| {})
     }
 
@@ -47,7 +53,8 @@ impl Rbm {
         let batch = start.nrows();
         let apply = |v: &mut Array2<f32>| {
             if let Some(c) = clamp {
-                v.slice_mut(s![.., c.start..c.start + c.values.ncols()]).assign(&c.values);
+                v.slice_mut(s![.., c.start..c.start + c.values.ncols()])
+                    .assign(&c.values);
             }
         };
         let mut state = GibbsState {

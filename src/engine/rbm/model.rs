@@ -35,10 +35,16 @@ impl Rbm {
         rng: &mut R,
     ) -> Result<Self> {
         if n_visible == 0 || n_hidden == 0 {
-            return Err(EngineError::invalid("layer size", "an RBM needs at least one visible and one hidden unit"));
+            return Err(EngineError::invalid(
+                "layer size",
+                "an RBM needs at least one visible and one hidden unit",
+            ));
         }
         if label_units > n_visible {
-            return Err(EngineError::invalid("label_units", "more label units than visible units"));
+            return Err(EngineError::invalid(
+                "label_units",
+                "more label units than visible units",
+            ));
         }
         let mut w = vec![0.0f32; n_visible * n_hidden];
         fill_normal(rng, &mut w, 0.0, init_std);
@@ -123,7 +129,12 @@ impl Rbm {
 
     /// Samples visible states from their probabilities: independent Bernoulli draws, and one
     /// one-hot draw for the softmax group.
-    pub fn sample_visible_into<R: Rng + ?Sized>(&self, rng: &mut R, probs: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
+    pub fn sample_visible_into<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        probs: ArrayView2<f32>,
+        mut out: ArrayViewMut2<f32>,
+    ) {
         let f = self.n_features();
         sample_bernoulli(rng, probs.slice(s![.., ..f]), out.slice_mut(s![.., ..f]));
         if self.label_units > 0 {
@@ -136,14 +147,18 @@ impl Rbm {
     pub fn free_energy(&self, v: ArrayView2<f32>) -> Array1<f32> {
         let mut x = Array2::zeros((v.nrows(), self.n_hidden()));
         math::x_times_w(v, self.weights.view(), x.view_mut());
-        let hb = self.hidden_bias.as_slice().expect("owned array is contiguous");
+        let hb = self
+            .hidden_bias
+            .as_slice()
+            .expect("owned array is contiguous");
         let mut out = v.dot(&self.visible_bias).mapv(|e| -e);
         out.as_slice_mut()
             .expect("owned array is contiguous")
             .par_iter_mut()
             .zip(x.axis_iter(Axis(0)).into_par_iter())
             .for_each(|(f, row)| {
-                *f -= math::softplus_sum_shifted(row.as_slice().expect("row of an owned array"), hb);
+                *f -=
+                    math::softplus_sum_shifted(row.as_slice().expect("row of an owned array"), hb);
             });
         out
     }
@@ -181,11 +196,18 @@ impl Rbm {
 
     /// True when every parameter is finite.
     pub fn is_finite(&self) -> bool {
-        self.weights.iter().chain(&self.visible_bias).chain(&self.hidden_bias).all(|x| x.is_finite())
+        self.weights
+            .iter()
+            .chain(&self.visible_bias)
+            .chain(&self.hidden_bias)
+            .all(|x| x.is_finite())
     }
 }
 
 /// Σ (a − b)² over all elements, in f64.
 pub(crate) fn squared_distance(a: ArrayView2<f32>, b: ArrayView2<f32>) -> f64 {
-    a.iter().zip(b.iter()).map(|(&x, &y)| ((x - y) as f64).powi(2)).sum()
+    a.iter()
+        .zip(b.iter())
+        .map(|(&x, &y)| ((x - y) as f64).powi(2))
+        .sum()
 }

@@ -75,7 +75,8 @@ pub fn train_rbm<R: Rng + ?Sized>(
         for (bi, rows) in order.chunks(cd.batch).enumerate() {
             recon_sum += cd.step(rbm, data, rows, config, momentum, rng);
             let done = bi * cd.batch + rows.len();
-            let progress = progress_at(run, epoch, config.epochs, bi + 1, batches, done, n, started);
+            let progress =
+                progress_at(run, epoch, config.epochs, bi + 1, batches, done, n, started);
             if run.observer.on_batch(&progress) == Control::Stop {
                 return Err(EngineError::Cancelled);
             }
@@ -88,7 +89,16 @@ pub fn train_rbm<R: Rng + ?Sized>(
                 epoch + 1
             )));
         }
-        let metrics = epoch_metrics(rbm, data, run, epoch, momentum, seconds, n, (!config.persistent).then_some(recon_sum / n as f64));
+        let metrics = epoch_metrics(
+            rbm,
+            data,
+            run,
+            epoch,
+            momentum,
+            seconds,
+            n,
+            (!config.persistent).then_some(recon_sum / n as f64),
+        );
         let progress = progress_at(run, epoch, config.epochs, batches, batches, n, n, started);
         let stop = run.observer.on_epoch(&progress, &metrics) == Control::Stop;
         history.push(metrics);
@@ -139,8 +149,13 @@ fn epoch_metrics(
         Some(valid) if valid.nrows() > 0 => {
             let valid = valid.slice(s![..valid.nrows().min(MONITOR_ROWS), ..]);
             let train = data.slice(s![..data.nrows().min(valid.nrows()), ..]);
-            let mean_f = |x: ArrayView2<f32>| rbm.free_energy(x).iter().map(|&f| f as f64).sum::<f64>() / x.nrows() as f64;
-            (Some(rbm.reconstruction_error(valid)), Some(mean_f(valid) - mean_f(train)))
+            let mean_f = |x: ArrayView2<f32>| {
+                rbm.free_energy(x).iter().map(|&f| f as f64).sum::<f64>() / x.nrows() as f64
+            };
+            (
+                Some(rbm.reconstruction_error(valid)),
+                Some(mean_f(valid) - mean_f(train)),
+            )
         }
         _ => (None, None),
     };
@@ -286,12 +301,15 @@ impl CdState {
         let scale = lr / b as f32;
         if self.sparse_data.is_some() {
             self.batch_rows.transpose_into(scale, &mut self.batch_cols);
-            self.batch_cols.times_w_add(p0.view(), 1.0, self.w_inc.view_mut());
+            self.batch_cols
+                .times_w_add(p0.view(), 1.0, self.w_inc.view_mut());
         } else {
             xt_times_p_add(v0, p0.view(), scale, self.w_inc.view_mut());
         }
         xt_times_p_add(vn.view(), p1.view(), -scale, self.w_inc.view_mut());
-        Zip::from(&mut rbm.weights).and(&self.w_inc).for_each(|w, &inc| *w += inc);
+        Zip::from(&mut rbm.weights)
+            .and(&self.w_inc)
+            .for_each(|w, &inc| *w += inc);
 
         let bias_scale = cfg.bias_learning_rate / b as f32;
         column_difference(v0, vn.view(), &mut self.v_sum);
@@ -313,7 +331,9 @@ impl CdState {
 fn column_difference(a: ArrayView2<f32>, b: ArrayView2<f32>, out: &mut Array1<f32>) {
     out.fill(0.0);
     for (ra, rb) in a.rows().into_iter().zip(b.rows()) {
-        Zip::from(&mut *out).and(&ra).and(&rb).for_each(|o, &x, &y| *o += x - y);
+        Zip::from(&mut *out)
+            .and(&ra)
+            .and(&rb)
+            .for_each(|o, &x, &y| *o += x - y);
     }
 }
-

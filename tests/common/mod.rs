@@ -1,0 +1,37 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use dbn_serve::engine::data::{Dataset, MnistSplit};
+use dbn_serve::engine::observer::Silent;
+use dbn_serve::engine::rbm::{train_rbm, LayerRun, Rbm, RbmTrainConfig};
+use dbn_serve::engine::EngineRng;
+use ndarray::ArrayView2;
+
+/// The committed real-MNIST subset: 2,000 training and 500 test images.
+pub fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist-subset")
+}
+
+pub fn fixture(split: MnistSplit) -> Dataset {
+    Dataset::load_mnist(&fixture_dir(), split).expect("fixture loads")
+}
+
+/// Trains an RBM with nobody watching.
+pub fn train_quietly(
+    rbm: &mut Rbm,
+    data: ArrayView2<f32>,
+    config: &RbmTrainConfig,
+    rng: &mut EngineRng,
+) {
+    let mut run = LayerRun {
+        phase: dbn_serve::engine::observer::Phase::Pretrain,
+        layer: 0,
+        layers: 1,
+        fraction: (0.0, 1.0),
+        validation: None,
+        observer: &mut Silent,
+    };
+    train_rbm(rbm, data, config, &mut run, rng).expect("training succeeds");
+}
