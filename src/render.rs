@@ -30,7 +30,7 @@ pub fn grid_png(
     cols: usize,
     scale: Scale,
 ) -> Result<Vec<u8>, RenderError> {
-    if height * width != images.ncols() || height == 0 || width == 0 {
+    if height.checked_mul(width) != Some(images.ncols()) || height == 0 || width == 0 {
         return Err(RenderError::Shape(images.ncols(), height, width));
     }
     let n = images.nrows();

@@ -136,6 +136,36 @@ fn datasets_check_sizes_counts_and_labels() {
 }
 
 #[test]
+fn absurd_image_sizes_are_errors_not_panics() {
+    // Zero images of 4294967295x4294967295: a valid IDX header whose row size overflows.
+    let huge = IdxArray {
+        dims: vec![0, u32::MAX as usize, u32::MAX as usize],
+        data: vec![],
+    };
+    let e = Dataset::from_idx(&huge, &labels(&[]), None, 10).unwrap_err();
+    assert!(matches!(e, DataError::Invalid { .. }), "{e}");
+    // A hand-built array whose bytes do not match its dimensions.
+    let short = IdxArray {
+        dims: vec![2, 2, 2],
+        data: vec![0; 5],
+    };
+    let e = Dataset::from_idx(&short, &labels(&[0, 1]), None, 10).unwrap_err();
+    assert!(matches!(e, DataError::Invalid { .. }), "{e}");
+}
+
+#[test]
+fn multi_member_gzip_files_are_read_whole() {
+    let raw = encode_idx(&images(2, 3, 3));
+    let (a, b) = raw.split_at(11);
+    let mut two = gzip(a);
+    two.extend(gzip(b));
+    assert_eq!(
+        parse_idx("two members", &two, MAX).unwrap(),
+        images(2, 3, 3)
+    );
+}
+
+#[test]
 fn missing_mnist_files_are_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let e = Dataset::load_mnist(dir.path(), dbn_serve::engine::data::MnistSplit::Test).unwrap_err();

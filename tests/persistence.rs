@@ -78,6 +78,11 @@ fn corrupt_foreign_and_inconsistent_files_are_rejected() {
     lying.sizes = vec![16, 9, 6];
     let e = persist::from_bytes(&persist::to_bytes(&dbn, &lying).unwrap()).unwrap_err();
     assert!(e.to_string().contains("expected f32"), "{e}");
+    // An image shape that does not multiply out to the inputs.
+    let mut wrong_shape = card.clone();
+    wrong_shape.image_shape = Some([4, 5]);
+    let e = persist::from_bytes(&persist::to_bytes(&dbn, &wrong_shape).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("image shape"), "{e}");
     // A weight turned into NaN.
     let mut nan = dbn.layers().to_vec();
     nan[0].weights[[0, 0]] = f32::NAN;

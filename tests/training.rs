@@ -117,12 +117,9 @@ fn progress_rises_to_one_and_validation_metrics_are_reported() {
     s.layer_overrides = vec![LayerOverride {
         layer: 1,
         epochs: Some(3),
-        learning_rate: None,
-        bias_learning_rate: None,
-        weight_decay: None,
         cd_k: Some(2),
-        persistent: None,
         batch_size: Some(50),
+        ..LayerOverride::default()
     }];
     let mut rec = Recorder::default();
     let out = train_greedy(

@@ -39,6 +39,15 @@ pub struct EvalArgs {
 pub fn run(ctx: &Context, args: EvalArgs) -> Result<(), CliError> {
     let (dbn, card) = persist::load(&args.model)?;
     let test = ctx.load_mnist(MnistSplit::Test)?;
+    if dbn.label_classes() != test.classes || dbn.n_inputs() != test.n_pixels() {
+        return Err(CliError::Usage(format!(
+            "the model takes {} inputs and {} labels; MNIST has {} pixels and {} classes",
+            dbn.n_inputs(),
+            dbn.label_classes(),
+            test.n_pixels(),
+            test.classes
+        )));
+    }
     let started = Instant::now();
     let probs = match args.method {
         Method::FreeEnergy => dbn.classify_free_energy(test.images.view())?,

@@ -66,6 +66,7 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
             validation_examples: outcome.validation_examples,
             seed: spec.seed,
             threads: ctx.threads,
+            kernels: crate::engine::math::kernel_set().into(),
             engine_version: env!("CARGO_PKG_VERSION").into(),
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -86,6 +86,8 @@ pub enum DataError {
         found_rows: usize,
         found_cols: usize,
     },
+    #[error("{name}: {message}")]
+    Invalid { name: String, message: String },
     #[error("{images} images but {labels} labels")]
     CountMismatch { images: usize, labels: usize },
     #[error("{name}: label {label} at index {index} is not below {classes}")]

@@ -46,8 +46,12 @@ pub struct Provenance {
     pub train_examples: usize,
     pub validation_examples: usize,
     pub seed: u64,
-    /// Worker threads used (results are reproducible for a given seed and thread count).
+    /// Worker threads used (results are reproducible for a given seed, thread count and
+    /// kernel set).
     pub threads: usize,
+    /// The vector instruction set the kernels ran with: `avx512`, `avx2` or `portable`.
+    #[serde(default)]
+    pub kernels: String,
     pub engine_version: String,
     /// Seconds since the Unix epoch when training finished.
     pub created_unix: u64,
@@ -158,7 +162,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
     let mut layers = Vec::with_capacity(label_units.len());
     for (i, &labels) in label_units.iter().enumerate() {
         let [w, vb, hb] = tensor_names(i);
-        let visible = card.sizes[i] + labels;
+        let visible = card.sizes[i]
+            .checked_add(labels)
+            .ok_or_else(|| bad(format!("layer {i}: sizes overflow")))?;
         let hidden = card.sizes[i + 1];
         let weights = read_f32(&st, &w, &[visible, hidden])?;
         let rbm = Rbm {
@@ -173,6 +179,14 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
         layers.push(rbm);
     }
     let dbn = Dbn::new(layers)?;
+    if let Some([h, w]) = card.image_shape {
+        if h.checked_mul(w) != Some(dbn.n_inputs()) {
+            return Err(bad(format!(
+                "image shape {h}x{w} does not match {} inputs",
+                dbn.n_inputs()
+            )));
+        }
+    }
     if dbn.label_classes() != card.label_classes {
         return Err(bad("label_classes disagrees with the tensors".into()));
     }
@@ -208,7 +222,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per process and call, so concurrent writers of one path never share a file.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

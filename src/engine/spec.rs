@@ -55,17 +55,26 @@ fn yes() -> bool {
 }
 
 /// Settings that differ for one layer (0-based; the top RBM is the last).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct LayerOverride {
     pub layer: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_rate: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bias_learning_rate: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cd_k: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum_final: Option<f32>,
 }
 
 /// Bounds that keep one spec from exhausting the machine.
@@ -185,6 +194,7 @@ impl TrainingSpec {
             c.cd_k = o.cd_k.unwrap_or(c.cd_k);
             c.persistent = o.persistent.unwrap_or(c.persistent);
             c.batch_size = o.batch_size.unwrap_or(c.batch_size);
+            c.momentum_final = o.momentum_final.unwrap_or(c.momentum_final);
         }
         c
     }

@@ -90,9 +90,20 @@ impl Dataset {
                 classes,
             });
         }
+        let invalid = |message: String| DataError::Invalid {
+            name: "images".into(),
+            message,
+        };
+        let per_image = rows
+            .checked_mul(cols)
+            .ok_or_else(|| invalid(format!("{rows}x{cols} images are too large")))?;
+        let bytes = images.data.len();
         let pixels = images.data.iter().map(|&p| p as f32 / 255.0).collect();
-        let images = Array2::from_shape_vec((n, rows * cols), pixels)
-            .expect("size checked by the IDX parser");
+        let images = Array2::from_shape_vec((n, per_image), pixels).map_err(|e| {
+            invalid(format!(
+                "{bytes} bytes do not hold {n} images of {rows}x{cols}: {e}"
+            ))
+        })?;
         Ok(Dataset {
             images,
             labels: labels.data.clone(),

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 use crate::engine::error::DataError;
 
@@ -27,7 +27,7 @@ pub struct IdxArray {
 pub fn parse_idx(name: &str, bytes: &[u8], max_bytes: u64) -> Result<IdxArray, DataError> {
     if bytes.starts_with(&GZIP_MAGIC) {
         let mut raw = Vec::new();
-        GzDecoder::new(bytes)
+        MultiGzDecoder::new(bytes)
             .take(max_bytes + 1)
             .read_to_end(&mut raw)
             .map_err(|e| DataError::Gzip {

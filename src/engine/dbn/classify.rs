@@ -98,10 +98,13 @@ impl Dbn {
         rng: &mut R,
     ) -> Result<Array2<f32>> {
         let k = self.require_labels()?;
-        if steps == 0 {
+        if steps == 0 || steps > super::generate::MAX_STEPS {
             return Err(EngineError::invalid(
                 "steps",
-                "Gibbs classification needs at least one step",
+                format!(
+                    "Gibbs classification needs 1..={} steps",
+                    super::generate::MAX_STEPS
+                ),
             ));
         }
         let top = self.top();

@@ -45,7 +45,13 @@ pub fn softmax_bias_rows(mut x: ArrayViewMut2<f32>, bias: ArrayView1<f32>) {
             *v = (*v - max).exp();
             sum += *v;
         }
-        row.mapv_inplace(|v| v / sum);
+        row.mapv_inplace(|v| {
+            if v / sum < simd::TINY_PROBABILITY {
+                0.0
+            } else {
+                v / sum
+            }
+        });
     }
 }
 

@@ -5,7 +5,10 @@ pub mod activation;
 pub mod product;
 pub mod random;
 mod simd;
+
+pub use simd::{has_avx512, kernel_set};
 pub mod sparse;
+pub mod update;
 
 pub use activation::{
     log_sum_exp_rows, sigmoid_bias_rows, softmax_bias_rows, softplus, softplus_sum_shifted,

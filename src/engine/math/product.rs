@@ -185,6 +185,28 @@ mod tests {
     }
 
     #[test]
+    fn threaded_dense_products_match_the_naive_product_on_both_split_axes() {
+        // Training-sized shapes, large enough for the per-thread split: columns are cut when
+        // n >= m, rows when m > n; one operand transposed as CD uses it.
+        let w = Array2::from_shape_fn((784, 500), |(i, j)| {
+            ((i * 31 + j * 17) % 23) as f32 / 23.0 - 0.5
+        });
+        let x = Array2::from_shape_fn((100, 784), |(i, j)| ((i * 5 + j * 3) % 13) as f32 / 13.0);
+        let p = Array2::from_shape_fn((100, 500), |(i, j)| ((i * 11 + j) % 7) as f32 / 7.0);
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut out = Array2::zeros((100, 500));
+        two.install(|| matmul(out.view_mut(), false, x.view(), w.view(), 1.0));
+        assert_close(&out, &naive(&x, &w));
+        let mut stats = Array2::from_elem((784, 500), 0.5f32);
+        two.install(|| matmul(stats.view_mut(), true, x.t(), p.view(), 2.0));
+        let want = naive(&x.t().to_owned(), &p).mapv(|v| 0.5 + 2.0 * v);
+        assert_close(&stats, &want);
+    }
+
+    #[test]
     fn transposed_statistics_accumulate_in_both_paths() {
         let p = Array2::from_shape_fn((40, 90), |(i, j)| ((i * 13 + j) % 17) as f32 / 17.0);
         for keep in [7, 1] {
