@@ -261,6 +261,57 @@ mod tests {
     use super::*;
     use ndarray::Array2;
 
+    fn naive(x: &Array2<f32>, w: &Array2<f32>) -> Array2<f64> {
+        Array2::from_shape_fn((x.nrows(), w.ncols()), |(i, j)| {
+            (0..x.ncols())
+                .map(|k| x[[i, k]] as f64 * w[[k, j]] as f64)
+                .sum::<f64>()
+        })
+    }
+
+    #[test]
+    fn sparse_products_match_the_naive_product_with_tails_and_threads() {
+        // 500 output columns: 128-, 64- and 16-wide tiles plus single-column tails, split over
+        // two threads; 20 % of the inputs non-zero, as in MNIST.
+        let w = Array2::from_shape_fn((300, 500), |(i, j)| {
+            ((i * 31 + j * 17) % 23) as f32 / 23.0 - 0.5
+        });
+        let x = Array2::from_shape_fn((60, 300), |(i, j)| {
+            if (i * 7 + j * 13) % 5 == 0 {
+                ((i + j) % 9) as f32 / 8.0
+            } else {
+                0.0
+            }
+        });
+        let sp = SparseRows::from_dense(x.view(), 1.0);
+        assert!((sp.density() - 0.2).abs() < 0.05);
+        let want = naive(&x, &w);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = Array2::from_elem((60, 500), 9.0f32);
+            pool.install(|| sp.times_w(w.view(), out.view_mut()));
+            for (g, e) in out.iter().zip(want.iter()) {
+                assert!(
+                    (*g as f64 - e).abs() < 1e-4 * (1.0 + e.abs()),
+                    "{threads} threads: {g} vs {e}"
+                );
+            }
+            // out += 0.5 · xᵀ·p through the transpose, as the CD statistics use it.
+            let p = Array2::from_shape_fn((60, 500), |(i, j)| ((i * 3 + j) % 10) as f32 / 10.0);
+            let mut stats = Array2::from_elem((300, 500), 1.0f32);
+            let mut cols = SparseRows::default();
+            sp.transpose_into(0.5, &mut cols);
+            pool.install(|| cols.times_w_add(p.view(), 1.0, stats.view_mut()));
+            let want_stats = naive(&x.t().to_owned(), &p);
+            for (g, e) in stats.iter().zip(want_stats.iter()) {
+                assert!((*g as f64 - (1.0 + 0.5 * e)).abs() < 1e-4 * (1.0 + e.abs()));
+            }
+        }
+    }
+
     #[test]
     fn gather_and_transpose_preserve_entries() {
         let x = Array2::from_shape_fn((5, 7), |(i, j)| {

@@ -18,7 +18,7 @@ use rand::Rng;
 use super::model::squared_distance;
 use super::{Rbm, RbmTrainConfig, VisibleBiasInit};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::math::product::looks_sparse;
+use crate::engine::math::product::{looks_sparse, sparse_batches_pay_off};
 use crate::engine::math::{
     sample_bernoulli, sigmoid_bias_rows, update, xt_times_p_add, SparseRows,
 };
@@ -62,11 +62,8 @@ pub fn train_rbm<R: Rng + ?Sized>(
     }
     let mut cd = CdState::new(rbm, config.batch_size.min(data.nrows()), config.persistent);
     // Mostly-zero data (MNIST pixels) is listed as sparse rows once, so that the two products
-    // with v0 gather weights for its non-zeros only -- where that is faster: with AVX-512 the
-    // dense GEMM wins (a CD-1 batch of MNIST on the 2-core Xeon: 420 µs dense against 630 µs
-    // sparse per product), with AVX2 the gathering kernels do. The choice depends on the CPU
-    // alone, so a seed still fixes the model on a given machine.
-    cd.sparse_data = (looks_sparse(&data) && prefer_sparse_training())
+    // with v0 gather weights for its non-zeros only, where that is faster on this CPU.
+    cd.sparse_data = (looks_sparse(&data) && sparse_batches_pay_off())
         .then(|| SparseRows::from_dense(data, 1.0));
     if let Some(chains) = cd.chains.as_mut() {
         // Fantasy particles start at (binarised) training examples.
@@ -196,11 +193,6 @@ fn epoch_metrics(
         seconds,
         examples_per_sec: n as f64 / seconds.max(1e-9),
     }
-}
-
-/// Whether the sparse kernels beat dense GEMM for CD's products with sparse data on this CPU.
-fn prefer_sparse_training() -> bool {
-    !crate::engine::math::has_avx512()
 }
 
 /// Fisher–Yates shuffle with the caller's generator.
