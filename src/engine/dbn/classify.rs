@@ -19,6 +19,8 @@ use crate::engine::math::{
 
 /// Rows below which the per-label sums stay on one thread.
 const PAR_ROWS: usize = 16;
+/// Rows classified at a time: the top layer's input for a block is BLOCK_ROWS × 2000 floats.
+pub const BLOCK_ROWS: usize = 1000;
 
 impl Dbn {
     fn require_labels(&self) -> Result<usize> {
@@ -44,8 +46,19 @@ impl Dbn {
     }
 
     /// F(x, k) for every example and label. x: [batch, n_inputs] → [batch, classes].
+    /// Large batches go through in blocks of [`BLOCK_ROWS`], so memory stays bounded.
     pub fn label_free_energies(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
         let k = self.require_labels()?;
+        if x.nrows() > BLOCK_ROWS {
+            let mut out = Array2::zeros((x.nrows(), k));
+            let blocks = x
+                .axis_chunks_iter(Axis(0), BLOCK_ROWS)
+                .zip(out.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS));
+            for (xb, mut ob) in blocks {
+                ob.assign(&self.label_free_energies(xb)?);
+            }
+            return Ok(out);
+        }
         let top = self.top();
         let nf = top.n_features();
         let (features, base) = self.top_hidden_input(x)?;

@@ -154,9 +154,8 @@ pub(crate) fn exp<F: Fma>(x: f32) -> f32 {
 /// `logf` polynomial on the mantissa folded into [sqrt(1/2), sqrt(2)).
 #[inline(always)]
 pub(crate) fn ln_1_to_2<F: Fma>(z: f32) -> f32 {
-    let big = z > std::f32::consts::SQRT_2;
-    let m = if big { z * 0.5 } else { z };
-    let e = if big { 1.0f32 } else { 0.0 };
+    let e = (z > std::f32::consts::SQRT_2) as u8 as f32;
+    let m = z * (1.0 - 0.5 * e);
     let x = m - 1.0;
     let mut p = 7.037_683_6e-2;
     p = F::fma(p, x, -1.151_461e-1);
@@ -192,18 +191,14 @@ pub(crate) fn sigmoid<F: Fma>(x: f32) -> f32 {
 
 /// softplus(x) = ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|), stable for any x.
 ///
-/// ln(1 + y) for small y = e^-|x| uses the rounding-compensated form ln(u) · y / (u − 1) with
-/// u = 1 + y (Goldberg's log1p), which keeps full relative precision where 1 + y drops digits.
+/// ln(1 + y) for y = e^-|x| is ln(u) + (y − (u − 1)) with u = 1 + y rounded: the second term
+/// restores what rounding 1 + y dropped (to first order ln(u + δ) = ln u + δ/u, and u ≈ 1
+/// wherever δ matters), so tiny y keep full relative precision with no division or branch.
 #[inline(always)]
 pub(crate) fn softplus<F: Fma>(x: f32) -> f32 {
     let y = exp::<F>(-x.abs());
     let u = 1.0 + y;
-    let d = u - 1.0;
-    let log1p = if d == 0.0 {
-        y
-    } else {
-        ln_1_to_2::<F>(u) * (y / d)
-    };
+    let log1p = ln_1_to_2::<F>(u) + (y - (u - 1.0));
     x.max(0.0) + log1p
 }
 
