@@ -68,32 +68,49 @@ pub fn log_sum_exp_rows(x: ndarray::ArrayView2<f32>) -> ndarray::Array1<f32> {
 
 #[inline(always)]
 fn softplus_sum_body<F: Fma>(base: &[f32], shift: &[f32]) -> f32 {
-    // A plain elementwise map into a small buffer (which the loop vectoriser turns into SIMD
-    // code, branches into selects), then a lane-wise sum. Summing inside the map with a
-    // handful of scalar accumulators left the whole thing scalar: 10 ns per element.
-    const BLOCK: usize = 256;
+    // Σ softplus(z) = Σ max(z, 0) + Σ ln(1 + e^-|z|). Every factor 1 + e^-|z| lies in (1, 2],
+    // so a product of ROUNDS of them stays below 2^16 and its one logarithm replaces ROUNDS
+    // logarithms. Rounding 1 + y drops y's low digits (all of y below 6e-8); those are kept in
+    // a compensation sum, y − ((1 + y) − 1), so tiny terms keep their relative precision. The
+    // work is laid out as elementwise maps over LANES-wide rows (the loop vectoriser's shape);
+    // scalar accumulators inside the map would leave it scalar.
+    const LANES: usize = 64;
+    const ROUNDS: usize = 16;
     let n = base.len().min(shift.len());
-    let mut buf = [0.0f32; BLOCK];
-    let mut lanes = [0.0f32; 16];
+    let mut positive = [0.0f32; LANES];
+    let mut logs = [0.0f32; LANES];
+    let mut product = [1.0f32; LANES];
+    let mut dropped = [0.0f32; LANES];
     let mut start = 0;
-    while start < n {
-        let m = BLOCK.min(n - start);
-        let (b, s) = (&base[start..start + m], &shift[start..start + m]);
-        for ((out, &x), &y) in buf[..m].iter_mut().zip(b).zip(s) {
-            *out = simd::softplus::<F>(x + y);
+    let mut round = 0;
+    while start + LANES <= n {
+        let (b, s) = (&base[start..start + LANES], &shift[start..start + LANES]);
+        for l in 0..LANES {
+            let z = b[l] + s[l];
+            let y = simd::exp::<F>(-z.abs());
+            let u = 1.0 + y;
+            positive[l] += z.max(0.0);
+            dropped[l] += y - (u - 1.0);
+            product[l] *= u;
         }
-        let mut chunks = buf[..m].chunks_exact(16);
-        for c in &mut chunks {
-            for l in 0..16 {
-                lanes[l] += c[l];
+        round += 1;
+        if round == ROUNDS {
+            for l in 0..LANES {
+                logs[l] += simd::ln_at_least_1::<F>(product[l]);
+                product[l] = 1.0;
             }
+            round = 0;
         }
-        for (l, &v) in chunks.remainder().iter().enumerate() {
-            lanes[l] += v;
-        }
-        start += m;
+        start += LANES;
     }
-    lanes.iter().sum()
+    let mut total = 0.0f32;
+    for l in 0..LANES {
+        total += positive[l] + logs[l] + simd::ln_at_least_1::<F>(product[l]) + dropped[l];
+    }
+    for j in start..n {
+        total += simd::softplus::<F>(base[j] + shift[j]);
+    }
+    total
 }
 
 dispatch!(
@@ -135,6 +152,33 @@ mod tests {
         for (g, w) in x.iter().zip(want.iter()) {
             assert!((*g as f64 - w).abs() < 1e-6, "{g} vs {w}");
         }
+    }
+
+    #[test]
+    fn blocked_softplus_sum_matches_f64_over_a_top_layer_row() {
+        // 2,000 + 37 terms (the lane path, its log-of-products rounds and the tail), inputs
+        // from −40 to +40 as a top RBM's hidden units see them. Oracle: ln_1p in f64.
+        let n = 2037;
+        let base: Vec<f32> = (0..n)
+            .map(|j| ((j * 7919) % 8001) as f32 / 100.0 - 40.0)
+            .collect();
+        let shift: Vec<f32> = (0..n).map(|j| ((j % 13) as f32 - 6.0) * 0.05).collect();
+        let want: f64 = base
+            .iter()
+            .zip(&shift)
+            .map(|(&b, &s)| {
+                let z = (b + s) as f64;
+                z.max(0.0) + (-z.abs()).exp().ln_1p()
+            })
+            .sum();
+        let got = softplus_sum_shifted(&base, &shift) as f64;
+        assert!((got - want).abs() < 2e-6 * want.abs(), "{got} vs {want}");
+        // All strongly negative: the sum is tiny and must keep its relative precision.
+        let neg: Vec<f32> = (0..n).map(|j| -20.0 - (j % 7) as f32).collect();
+        let zero = vec![0.0f32; n];
+        let want: f64 = neg.iter().map(|&z| (z as f64).exp().ln_1p()).sum();
+        let got = softplus_sum_shifted(&neg, &zero) as f64;
+        assert!((got - want).abs() < 1e-4 * want, "{got} vs {want}");
     }
 
     #[test]

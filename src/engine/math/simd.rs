@@ -178,6 +178,16 @@ pub(crate) fn ln_1_to_2<F: Fma>(z: f32) -> f32 {
 /// units learned to switch off firmly. A probability of 1e-30 is 0 for every purpose here.
 pub(crate) const TINY_PROBABILITY: f32 = 1e-30;
 
+/// ln(z) for finite z >= 1 (up to f32::MAX): the exponent bits give k with z = 2^k · m,
+/// m in [1, 2), and ln z = k ln 2 + ln m.
+#[inline(always)]
+pub(crate) fn ln_at_least_1<F: Fma>(z: f32) -> f32 {
+    let bits = z.to_bits();
+    let k = ((bits >> 23) as i32 - 127) as f32;
+    let m = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
+    F::fma(k, std::f32::consts::LN_2, ln_1_to_2::<F>(m))
+}
+
 /// The logistic function 1 / (1 + e^-x), flushed to 0 below [`TINY_PROBABILITY`].
 #[inline(always)]
 pub(crate) fn sigmoid<F: Fma>(x: f32) -> f32 {
