@@ -9,13 +9,17 @@
 //!
 //! MNIST is read from $DBN_MNIST_DIR (default ../shared/data/mnist).
 
+mod common;
+
 use std::path::PathBuf;
+
+use common::{arg, mnist_dir};
 use std::time::Instant;
 
 use dbn_serve::engine::data::{Dataset, MnistSplit};
 use dbn_serve::engine::dbn::Dbn;
 use dbn_serve::engine::math::{x_times_w, xt_times_p_add};
-use dbn_serve::engine::observer::{Control, EpochMetrics, Observer, Phase, Progress};
+use dbn_serve::engine::observer::{Phase, Silent};
 use dbn_serve::engine::rbm::{train_rbm, LayerRun, Rbm, RbmTrainConfig, VisibleBiasInit};
 use dbn_serve::engine::{persist, rng_from_seed};
 use ndarray::{s, Array2};
@@ -44,16 +48,7 @@ fn time_it(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn mnist(split: MnistSplit) -> Dataset {
-    let dir = std::env::var("DBN_MNIST_DIR").unwrap_or_else(|_| "../shared/data/mnist".into());
-    Dataset::load_mnist(&PathBuf::from(dir), split).expect("MNIST (set DBN_MNIST_DIR)")
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    Dataset::load_mnist(&mnist_dir(), split).expect("MNIST (set DBN_MNIST_DIR)")
 }
 
 fn products() {
@@ -106,16 +101,6 @@ fn products() {
     );
 }
 
-struct Quiet;
-impl Observer for Quiet {
-    fn on_batch(&mut self, _: &Progress) -> Control {
-        Control::Continue
-    }
-    fn on_epoch(&mut self, _: &Progress, _: &EpochMetrics) -> Control {
-        Control::Continue
-    }
-}
-
 fn cd1(args: &[String]) {
     let epochs: usize = arg(args, "--epochs", 5);
     let train = mnist(MnistSplit::Train);
@@ -140,7 +125,7 @@ fn cd1(args: &[String]) {
             layers: 1,
             fraction: (0.0, 1.0),
             validation: None,
-            observer: &mut Quiet,
+            observer: &mut Silent,
         };
         let m = train_rbm(&mut rbm, train.images.view(), &config, &mut run, &mut rng)
             .unwrap()

@@ -6,21 +6,17 @@
 //! Prints the fraction assigned to the clamped label, per label and overall, the k-NN's own
 //! error on the MNIST test set as its credential, and writes a 10×10 grid (one row per label).
 
+mod common;
+
 use std::path::PathBuf;
+
+use common::{arg, mnist_dir};
 
 use dbn_serve::engine::data::{Dataset, MnistSplit};
 use dbn_serve::engine::math::matmul;
 use dbn_serve::engine::{persist, rng_from_seed};
 use dbn_serve::render::{grid_png, Scale};
 use ndarray::{concatenate, s, Array2, ArrayView2, Axis};
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Labels by majority of the 3 nearest training images (Euclidean, ties to the nearest).
 fn knn3(train: &Dataset, queries: ArrayView2<f32>) -> Vec<usize> {
@@ -64,9 +60,8 @@ fn main() {
     let per_label: usize = arg(&args, "--per-label", 100);
     let steps: usize = arg(&args, "--steps", 1000);
     let grid: PathBuf = arg(&args, "--grid", PathBuf::from("docs/samples.png"));
-    let dir = std::env::var("DBN_MNIST_DIR").unwrap_or_else(|_| "../shared/data/mnist".into());
-    let train = Dataset::load_mnist(&PathBuf::from(&dir), MnistSplit::Train).expect("MNIST train");
-    let test = Dataset::load_mnist(&PathBuf::from(&dir), MnistSplit::Test).expect("MNIST test");
+    let train = Dataset::load_mnist(&mnist_dir(), MnistSplit::Train).expect("MNIST train");
+    let test = Dataset::load_mnist(&mnist_dir(), MnistSplit::Test).expect("MNIST test");
     let (dbn, card) = persist::load(&model).expect("model");
 
     let knn_test = knn3(&train, test.images.view());

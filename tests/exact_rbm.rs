@@ -161,21 +161,26 @@ fn long_gibbs_chains_reach_the_model_statistics() {
     );
 }
 
-#[test]
-fn cd_training_increases_the_exact_log_likelihood() {
-    let (mut rbm, mut rng) = random_rbm(3, 0.01);
+/// Trains from small random weights and the data's own visible biases (so that the gain is
+/// the learning rule's alone) and returns the exact log-likelihood before and after.
+fn likelihood_gain(seed: u64, config: &RbmTrainConfig) -> (f64, f64) {
+    let (mut rbm, mut rng) = random_rbm(seed, 0.01);
     let data = toy_data();
-    // Start from the data's own visible biases so that the gain is CD's alone.
     rbm.init_visible_bias_from_data(data.view());
     let before = log_likelihood(&rbm, &data);
+    common::train_quietly(&mut rbm, data.view(), config, &mut rng);
+    (before, log_likelihood(&rbm, &data))
+}
+
+#[test]
+fn cd_training_increases_the_exact_log_likelihood() {
     let config = RbmTrainConfig {
         epochs: 150,
         batch_size: 10,
         visible_bias_init: VisibleBiasInit::Data,
         ..RbmTrainConfig::default()
     };
-    common::train_quietly(&mut rbm, data.view(), &config, &mut rng);
-    let after = log_likelihood(&rbm, &data);
+    let (before, after) = likelihood_gain(3, &config);
     // Uniform over 64 states is ln(1/64) ≈ −4.16 per example; the data has two modes with
     // some noise, so a learned model does far better. Require a gain of at least 1 nat.
     assert!(
@@ -186,10 +191,6 @@ fn cd_training_increases_the_exact_log_likelihood() {
 
 #[test]
 fn persistent_cd_also_increases_the_log_likelihood() {
-    let (mut rbm, mut rng) = random_rbm(4, 0.01);
-    let data = toy_data();
-    rbm.init_visible_bias_from_data(data.view());
-    let before = log_likelihood(&rbm, &data);
     // PCD's fantasy particles must mix faster than the weights move: low momentum throughout
     // (Tieleman 2008 used none).
     let config = RbmTrainConfig {
@@ -199,8 +200,7 @@ fn persistent_cd_also_increases_the_log_likelihood() {
         momentum_final: 0.5,
         ..RbmTrainConfig::default()
     };
-    common::train_quietly(&mut rbm, data.view(), &config, &mut rng);
-    let after = log_likelihood(&rbm, &data);
+    let (before, after) = likelihood_gain(4, &config);
     assert!(
         after > before + 1.0,
         "log-likelihood {before:.3} → {after:.3}"
