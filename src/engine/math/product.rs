@@ -16,7 +16,7 @@ const SPARSE_DENSITY: f32 = 0.3;
 /// Up to this many rows a product is a few GEMVs, done by row gathering.
 const GEMV_ROWS: usize = 4;
 /// Work (multiply-adds) below which a product stays on one thread.
-pub(crate) const PAR_MIN_WORK: usize = 1 << 18;
+pub(crate) const PAR_MIN_WORK: usize = 1 << 17;
 
 /// `dst = alpha·lhs·rhs` (or `dst += alpha·lhs·rhs` when `accumulate`), any strides.
 /// dst: [m, n], lhs: [m, k], rhs: [k, n].
