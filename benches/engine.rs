@@ -120,6 +120,9 @@ fn cd1(args: &[String]) {
             ..RbmTrainConfig::default()
         };
         let mut run = LayerRun {
+            resume: None,
+            done: &[],
+            history: &[],
             phase: Phase::Pretrain,
             layer: 0,
             layers: 1,

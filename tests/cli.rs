@@ -88,6 +88,67 @@ fn train_eval_and_sample_work_from_the_command_line() {
 }
 
 #[test]
+fn a_run_resumed_from_its_checkpoint_saves_the_same_model() {
+    // Train with checkpoints, then resume from the run's last checkpoint (end of the top
+    // layer's last epoch): the model saved by the resumed run equals the first run's.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"architecture": {"hidden": [30, 40]}, "pretrain": {"epochs": 2}, "train_examples": 300, "seed": 8}"#,
+    )
+    .unwrap();
+    let (first, second) = (
+        dir.path().join("first.safetensors"),
+        dir.path().join("second.safetensors"),
+    );
+    let checkpoint = dir.path().join("run.ckpt");
+    let out = dbn_serve()
+        .args(["train", "--no-test", "--spec"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&first)
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = dbn_serve_checkpoint(&checkpoint);
+    assert_eq!(
+        (saved.layer, saved.state.next_epoch),
+        (1, 2),
+        "the last checkpoint is the end of the run"
+    );
+    let out = dbn_serve()
+        .env("DBN_LOG", "info")
+        .args(["train", "--no-test", "--resume", "--spec"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&second)
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming at layer 2"));
+    let (a, _) = dbn_serve::engine::persist::load(&first).unwrap();
+    let (b, _) = dbn_serve::engine::persist::load(&second).unwrap();
+    assert_eq!(a, b);
+}
+
+fn dbn_serve_checkpoint(path: &std::path::Path) -> dbn_serve::engine::dbn::Checkpoint {
+    dbn_serve::engine::dbn::Checkpoint::from_bytes(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
 fn bad_specs_and_missing_files_fail_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("spec.json");

@@ -4,22 +4,27 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf;
+
+use crate::engine::dbn::Checkpoint;
 use crate::engine::observer::{Control, EpochMetrics, Observer, Progress};
 
-/// An observer for the command line.
+/// An observer for the command line; optionally writes a checkpoint after every epoch.
 pub struct ConsoleProgress {
     terminal: bool,
     started: Instant,
     last_draw: Instant,
+    checkpoint: Option<PathBuf>,
 }
 
 impl ConsoleProgress {
-    pub fn new() -> Self {
+    pub fn new(checkpoint: Option<PathBuf>) -> Self {
         let now = Instant::now();
         ConsoleProgress {
             terminal: std::io::stderr().is_terminal(),
             started: now,
             last_draw: now - Duration::from_secs(1),
+            checkpoint,
         }
     }
 }
@@ -76,5 +81,26 @@ impl Observer for ConsoleProgress {
             100.0 * p.fraction
         );
         Control::Continue
+    }
+
+    fn wants_checkpoints(&self) -> bool {
+        self.checkpoint.is_some()
+    }
+
+    fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> Control {
+        let Some(path) = &self.checkpoint else {
+            return Control::Continue;
+        };
+        let written = checkpoint
+            .to_bytes()
+            .and_then(|bytes| crate::engine::persist::write_atomic(path, &bytes));
+        match written {
+            Ok(()) => Control::Continue,
+            Err(e) => {
+                // Training on without the checkpoint the user asked for would put the work at risk.
+                tracing::error!("checkpoint {}: {e}; stopping", path.display());
+                Control::Stop
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use super::progress::ConsoleProgress;
 use super::{CliError, Context};
 use crate::engine::data::MnistSplit;
-use crate::engine::dbn::{error_rate, train_greedy};
+use crate::engine::dbn::{error_rate, resume_greedy, train_greedy, Checkpoint};
 use crate::engine::persist::{self, ModelCard, Provenance};
 use crate::engine::spec::{Limits, TrainingSpec};
 
@@ -22,6 +22,13 @@ pub struct TrainArgs {
     /// Skip measuring the test error after training.
     #[arg(long)]
     no_test: bool,
+    /// Write a checkpoint here (atomically) after every epoch.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Continue from the checkpoint file (`--checkpoint`) if it exists; the spec must be the
+    /// one that run used.
+    #[arg(long, requires = "checkpoint")]
+    resume: bool,
 }
 
 pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
@@ -44,14 +51,31 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         .out
         .unwrap_or_else(|| PathBuf::from(format!("models/{name}.safetensors")));
 
-    let mut rng = crate::engine::rng_from_seed(spec.seed);
-    let outcome = train_greedy(
-        &spec,
-        &train,
-        &Limits::default(),
-        &mut ConsoleProgress::new(),
-        &mut rng,
-    )?;
+    let mut progress = ConsoleProgress::new(args.checkpoint.clone());
+    let resume_from = match (&args.checkpoint, args.resume) {
+        (Some(path), true) if path.is_file() => {
+            let bytes = std::fs::read(path).map_err(|source| CliError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Some(Checkpoint::from_bytes(&bytes)?)
+        }
+        _ => None,
+    };
+    let outcome = match resume_from {
+        Some(checkpoint) => {
+            tracing::info!(
+                "resuming at layer {} epoch {}",
+                checkpoint.layer + 1,
+                checkpoint.state.next_epoch + 1
+            );
+            resume_greedy(&spec, &train, &Limits::default(), &mut progress, checkpoint)?
+        }
+        None => {
+            let mut rng = crate::engine::rng_from_seed(spec.seed);
+            train_greedy(&spec, &train, &Limits::default(), &mut progress, &mut rng)?
+        }
+    };
     tracing::info!("greedy training took {:.1}s", outcome.seconds);
 
     let mut card = ModelCard {

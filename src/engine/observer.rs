@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::dbn::Checkpoint;
+
 /// The stage of a training run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +68,15 @@ pub enum Control {
 pub trait Observer {
     fn on_batch(&mut self, progress: &Progress) -> Control;
     fn on_epoch(&mut self, progress: &Progress, metrics: &EpochMetrics) -> Control;
+    /// Whether to build a [`Checkpoint`] at the end of every epoch (a copy of the model and
+    /// its learning state; default no).
+    fn wants_checkpoints(&self) -> bool {
+        false
+    }
+    /// Receives the end-of-epoch checkpoint when [`Observer::wants_checkpoints`] says so.
+    fn on_checkpoint(&mut self, _checkpoint: &Checkpoint) -> Control {
+        Control::Continue
+    }
 }
 
 /// Listens to nothing and never stops training.

@@ -66,7 +66,7 @@ fn tensor_names(i: usize) -> [String; 3] {
     ]
 }
 
-fn le_bytes(values: &[f32]) -> Vec<u8> {
+pub(crate) fn le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
@@ -193,7 +193,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
     Ok((dbn, card))
 }
 
-fn read_f32(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+pub(crate) fn read_f32(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let t = st
         .tensor(name)
         .map_err(|e| EngineError::Model(format!("{name}: {e}")))?;

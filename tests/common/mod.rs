@@ -26,6 +26,9 @@ pub fn train_quietly(
     rng: &mut EngineRng,
 ) {
     let mut run = LayerRun {
+        resume: None,
+        done: &[],
+        history: &[],
         phase: dbn_serve::engine::observer::Phase::Pretrain,
         layer: 0,
         layers: 1,

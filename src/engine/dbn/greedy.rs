@@ -5,14 +5,14 @@
 use std::time::Instant;
 
 use ndarray::{concatenate, Array2, ArrayView2, Axis};
-use rand::Rng;
 
-use super::{error_rate, Dbn};
+use super::{error_rate, Checkpoint, Dbn};
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::{EpochMetrics, Observer, Phase};
 use crate::engine::rbm::{train_rbm, LayerRun, Rbm};
 use crate::engine::spec::{Limits, TrainingSpec};
+use crate::engine::EngineRng;
 
 /// The result of greedy training.
 #[derive(Debug, Clone)]
@@ -29,12 +29,37 @@ pub struct TrainOutcome {
 }
 
 /// Learns the DBN `spec` describes from `data`, drawing every random number from `rng`.
-pub fn train_greedy<R: Rng + ?Sized>(
+pub fn train_greedy(
     spec: &TrainingSpec,
     data: &Dataset,
     limits: &Limits,
     observer: &mut dyn Observer,
-    rng: &mut R,
+    rng: &mut EngineRng,
+) -> Result<TrainOutcome> {
+    run_greedy(spec, data, limits, observer, rng, None)
+}
+
+/// Continues greedy training from `checkpoint`, which must come from a run of the same `spec`
+/// on the same `data`: the result is bit-identical to the uninterrupted run's (for the same
+/// thread count and kernel set).
+pub fn resume_greedy(
+    spec: &TrainingSpec,
+    data: &Dataset,
+    limits: &Limits,
+    observer: &mut dyn Observer,
+    checkpoint: Checkpoint,
+) -> Result<TrainOutcome> {
+    let mut rng = checkpoint.rng.clone();
+    run_greedy(spec, data, limits, observer, &mut rng, Some(checkpoint))
+}
+
+fn run_greedy(
+    spec: &TrainingSpec,
+    data: &Dataset,
+    limits: &Limits,
+    observer: &mut dyn Observer,
+    rng: &mut EngineRng,
+    resume: Option<Checkpoint>,
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
     spec.validate(data.n_pixels(), data.classes, limits)?;
@@ -65,16 +90,54 @@ pub fn train_greedy<R: Rng + ?Sized>(
         .collect();
     let total: f64 = work.iter().sum();
 
-    let mut layers = Vec::with_capacity(n_layers);
-    let mut history = Vec::new();
+    let (mut layers, mut history, first, mut current) = match resume {
+        Some(cp) => {
+            if cp.layer >= n_layers || cp.done.len() != cp.layer {
+                return Err(EngineError::Model(format!(
+                    "checkpoint: layer {} of a {n_layers}-layer spec",
+                    cp.layer
+                )));
+            }
+            (cp.done, cp.history, cp.layer, Some((cp.rbm, cp.state)))
+        }
+        None => (Vec::with_capacity(n_layers), Vec::new(), 0, None),
+    };
+    // The inputs of the first layer to train: the data, passed up through finished layers.
     let mut input: Array2<f32> = train.images.clone();
     let mut valid_input: Array2<f32> = valid.images.clone();
-    let mut done = 0.0;
-    for (i, &hidden) in spec.architecture.hidden.iter().enumerate() {
+    for (i, rbm) in layers.iter().enumerate() {
+        let (visible, labels) = (
+            spec.layer_visible(i, data.n_pixels(), data.classes),
+            spec.layer_labels(i, data.classes),
+        );
+        if rbm.weights.dim() != (visible, spec.architecture.hidden[i]) || rbm.label_units != labels
+        {
+            return Err(EngineError::Model(format!(
+                "checkpoint: layer {i} does not match the spec"
+            )));
+        }
+        input = rbm.hidden_probs_all(input.view());
+        valid_input = rbm.hidden_probs_all(valid_input.view());
+    }
+    let mut done: f64 = work[..first].iter().sum();
+    for (i, &hidden) in spec.architecture.hidden.iter().enumerate().skip(first) {
         let config = spec.layer_config(i);
         let labels = spec.layer_labels(i, data.classes);
         let visible = input.ncols() + labels;
-        let mut rbm = Rbm::new(visible, hidden, labels, config.init_std, rng)?;
+        let (mut rbm, resume) = match current.take() {
+            Some((rbm, state)) => {
+                if rbm.weights.dim() != (visible, hidden) || rbm.label_units != labels {
+                    return Err(EngineError::Model(format!(
+                        "checkpoint: layer {i} does not match the spec"
+                    )));
+                }
+                (rbm, Some(state))
+            }
+            None => (
+                Rbm::new(visible, hidden, labels, config.init_std, rng)?,
+                None,
+            ),
+        };
         let (x, xv) = if labels > 0 {
             (
                 with_labels(input.view(), &train)?,
@@ -83,15 +146,21 @@ pub fn train_greedy<R: Rng + ?Sized>(
         } else {
             (input.clone(), valid_input.clone())
         };
-        let mut run = LayerRun {
-            phase: Phase::Pretrain,
-            layer: i,
-            layers: n_layers,
-            fraction: (done / total, (done + work[i]) / total),
-            validation: (xv.nrows() > 0).then(|| xv.view()),
-            observer: &mut *observer,
+        let new_epochs = {
+            let mut run = LayerRun {
+                resume,
+                done: &layers,
+                history: &history,
+                phase: Phase::Pretrain,
+                layer: i,
+                layers: n_layers,
+                fraction: (done / total, (done + work[i]) / total),
+                validation: (xv.nrows() > 0).then(|| xv.view()),
+                observer: &mut *observer,
+            };
+            train_rbm(&mut rbm, x.view(), &config, &mut run, rng)?
         };
-        history.extend(train_rbm(&mut rbm, x.view(), &config, &mut run, rng)?);
+        history.extend(new_epochs);
         done += work[i];
         if i + 1 < n_layers {
             input = rbm.hidden_probs_all(input.view());

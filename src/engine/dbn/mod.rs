@@ -2,12 +2,14 @@
 //! one below, whose top RBM may join softmax label units to the features (an associative
 //! memory that classifies by free energy or Gibbs sampling and generates digits of a class).
 
+mod checkpoint;
 mod classify;
 mod generate;
 mod greedy;
 
+pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
 pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
-pub use greedy::{train_greedy, TrainOutcome};
+pub use greedy::{resume_greedy, train_greedy, TrainOutcome};
 
 use ndarray::{Array2, ArrayView2};
 

@@ -5,9 +5,11 @@
 mod config;
 mod gibbs;
 mod model;
+mod state;
 mod train;
 
 pub use config::{RbmTrainConfig, VisibleBiasInit};
 pub use gibbs::{Clamp, GibbsState};
 pub use model::Rbm;
+pub use state::LayerState;
 pub use train::{train_rbm, LayerRun};

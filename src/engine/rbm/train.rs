@@ -16,16 +16,23 @@ use ndarray::{s, Array1, Array2, ArrayView2, Axis, Zip};
 use rand::Rng;
 
 use super::model::squared_distance;
-use super::{Rbm, RbmTrainConfig, VisibleBiasInit};
+use super::{LayerState, Rbm, RbmTrainConfig, VisibleBiasInit};
+use crate::engine::dbn::Checkpoint;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::product::{looks_sparse, sparse_batches_pay_off};
 use crate::engine::math::{
     sample_bernoulli, sigmoid_bias_rows, update, xt_times_p_add, SparseRows,
 };
 use crate::engine::observer::{Control, EpochMetrics, Observer, Phase, Progress};
+use crate::engine::EngineRng;
 
 /// Where one layer's training sits in a larger run, and who watches it.
 pub struct LayerRun<'a> {
+    /// Continue from this state instead of starting afresh.
+    pub resume: Option<LayerState>,
+    /// The layers below, already trained, and the metrics so far (for checkpoints).
+    pub done: &'a [Rbm],
+    pub history: &'a [EpochMetrics],
     pub phase: Phase,
     pub layer: usize,
     pub layers: usize,
@@ -41,12 +48,14 @@ const MONITOR_ROWS: usize = 2000;
 
 /// Trains `rbm` on `data` ([n, V]) as `config` says, reporting to `run.observer`.
 /// Returns the metrics of every epoch.
-pub fn train_rbm<R: Rng + ?Sized>(
+///
+/// The generator is the engine's concrete one so that checkpoints can record its state.
+pub fn train_rbm(
     rbm: &mut Rbm,
     data: ArrayView2<f32>,
     config: &RbmTrainConfig,
     run: &mut LayerRun,
-    rng: &mut R,
+    rng: &mut EngineRng,
 ) -> Result<Vec<EpochMetrics>> {
     config.validate("pretrain")?;
     rbm.check_visible(&data)?;
@@ -57,7 +66,8 @@ pub fn train_rbm<R: Rng + ?Sized>(
     if data.nrows() == 0 {
         return Err(EngineError::invalid("dataset", "no training examples"));
     }
-    if config.visible_bias_init == VisibleBiasInit::Data {
+    let resume = run.resume.take();
+    if resume.is_none() && config.visible_bias_init == VisibleBiasInit::Data {
         rbm.init_visible_bias_from_data(data);
     }
     let mut cd = CdState::new(rbm, config.batch_size.min(data.nrows()), config.persistent);
@@ -65,26 +75,39 @@ pub fn train_rbm<R: Rng + ?Sized>(
     // with v0 gather weights for its non-zeros only, where that is faster on this CPU.
     cd.sparse_data = (looks_sparse(&data) && sparse_batches_pay_off())
         .then(|| SparseRows::from_dense(data, 1.0));
-    if let Some(chains) = cd.chains.as_mut() {
-        // Fantasy particles start at (binarised) training examples.
-        let rows = data.slice(s![..chains.nrows(), ..]);
-        sample_bernoulli(rng, rows, chains.view_mut());
-    }
-    update::prepare(
-        rbm.weights
-            .as_slice()
-            .expect("owned weights are contiguous"),
-        cd.w_inc
-            .as_slice_mut()
-            .expect("owned increments are contiguous"),
-        config.momentum(0),
-        config.learning_rate * config.weight_decay,
-    );
     let n = data.nrows();
+    let (mut order, first_epoch) = match resume {
+        Some(state) => {
+            state.check(rbm, n, cd.batch, config.persistent)?;
+            cd.w_inc = state.w_inc;
+            cd.vb_inc = state.vb_inc;
+            cd.hb_inc = state.hb_inc;
+            cd.chains = state.chains;
+            let order = state.order.iter().map(|&i| i as usize).collect();
+            (order, state.next_epoch)
+        }
+        None => {
+            if let Some(chains) = cd.chains.as_mut() {
+                // Fantasy particles start at (binarised) training examples.
+                let rows = data.slice(s![..chains.nrows(), ..]);
+                sample_bernoulli(rng, rows, chains.view_mut());
+            }
+            update::prepare(
+                rbm.weights
+                    .as_slice()
+                    .expect("owned weights are contiguous"),
+                cd.w_inc
+                    .as_slice_mut()
+                    .expect("owned increments are contiguous"),
+                config.momentum(0),
+                config.learning_rate * config.weight_decay,
+            );
+            ((0..n).collect::<Vec<usize>>(), 0)
+        }
+    };
     let batches = n.div_ceil(cd.batch);
-    let mut order: Vec<usize> = (0..n).collect();
     let mut history = Vec::with_capacity(config.epochs);
-    for epoch in 0..config.epochs {
+    for epoch in first_epoch..config.epochs {
         shuffle(&mut order, rng);
         let momentum = config.momentum(epoch);
         let started = Instant::now();
@@ -122,8 +145,26 @@ pub fn train_rbm<R: Rng + ?Sized>(
             (!config.persistent).then_some(recon_sum / n as f64),
         );
         let progress = progress_at(run, epoch, config.epochs, batches, batches, n, n, started);
-        let stop = run.observer.on_epoch(&progress, &metrics) == Control::Stop;
+        let mut stop = run.observer.on_epoch(&progress, &metrics) == Control::Stop;
         history.push(metrics);
+        if run.observer.wants_checkpoints() {
+            let checkpoint = Checkpoint {
+                done: run.done.to_vec(),
+                layer: run.layer,
+                rbm: rbm.clone(),
+                state: LayerState {
+                    next_epoch: epoch + 1,
+                    w_inc: cd.w_inc.clone(),
+                    vb_inc: cd.vb_inc.clone(),
+                    hb_inc: cd.hb_inc.clone(),
+                    chains: cd.chains.clone(),
+                    order: order.iter().map(|&i| i as u32).collect(),
+                },
+                history: run.history.iter().chain(&history).cloned().collect(),
+                rng: rng.clone(),
+            };
+            stop |= run.observer.on_checkpoint(&checkpoint) == Control::Stop;
+        }
         if stop {
             return Err(EngineError::Cancelled);
         }
