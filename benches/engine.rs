@@ -123,6 +123,7 @@ fn cd1(args: &[String]) {
             resume: None,
             done: &[],
             history: &[],
+            fingerprint: 0,
             phase: Phase::Pretrain,
             layer: 0,
             layers: 1,

@@ -1,17 +1,20 @@
 //! Checkpoints: a run stopped after any epoch and resumed from the serialised checkpoint ends
-//! with exactly the model of the uninterrupted run.
+//! with exactly the model of the uninterrupted run; a checkpoint of another run is refused.
 
 mod common;
 
 use dbn_serve::engine::data::MnistSplit;
 use dbn_serve::engine::dbn::{resume_greedy, train_greedy, Checkpoint, TrainOutcome};
 use dbn_serve::engine::observer::{Control, EpochMetrics, Observer, Progress, Silent};
+use dbn_serve::engine::persist::{self, ModelCard};
 use dbn_serve::engine::rbm::RbmTrainConfig;
 use dbn_serve::engine::spec::{Architecture, LayerOverride, Limits, TrainingSpec};
 use dbn_serve::engine::{rng_from_seed, EngineError};
 
 /// Two layers, the top one an associative memory learned by PCD-2 (so the fantasy particles
-/// must survive the checkpoint too), with a validation split.
+/// must survive the checkpoint too), with a validation split. Momentum switches after the
+/// first epoch, so checkpoints 1 and 4 sit on the switch, and the top layer switches to a
+/// momentum of its own.
 fn spec() -> TrainingSpec {
     TrainingSpec {
         name: None,
@@ -23,13 +26,14 @@ fn spec() -> TrainingSpec {
         pretrain: RbmTrainConfig {
             epochs: 3,
             batch_size: 50,
+            momentum_switch_epoch: 1,
             ..RbmTrainConfig::default()
         },
         layer_overrides: vec![LayerOverride {
             layer: 1,
             persistent: Some(true),
             cd_k: Some(2),
-            momentum_final: Some(0.5),
+            momentum_final: Some(0.7),
             ..LayerOverride::default()
         }],
         train_examples: Some(500),
@@ -42,6 +46,19 @@ fn spec() -> TrainingSpec {
 struct StopAtCheckpoint {
     stop_after: usize,
     saved: Vec<Vec<u8>>,
+}
+
+impl StopAtCheckpoint {
+    fn new(stop_after: usize) -> Self {
+        StopAtCheckpoint {
+            stop_after,
+            saved: Vec::new(),
+        }
+    }
+
+    fn last(&self) -> Checkpoint {
+        Checkpoint::from_bytes(self.saved.last().expect("a checkpoint was taken")).unwrap()
+    }
 }
 
 impl Observer for StopAtCheckpoint {
@@ -77,66 +94,82 @@ fn untimed(history: &[EpochMetrics]) -> Vec<EpochMetrics> {
         .collect()
 }
 
+/// The model's file bytes: equal bytes mean bit-identical weights (f32 `==` would let −0 = 0).
+fn model_bytes(o: &TrainOutcome) -> Vec<u8> {
+    let card = ModelCard {
+        name: "m".into(),
+        sizes: o.dbn.sizes(),
+        label_classes: o.dbn.label_classes(),
+        image_shape: None,
+        spec: None,
+        provenance: Default::default(),
+        metrics: Default::default(),
+    };
+    persist::to_bytes(&o.dbn, &card).unwrap()
+}
+
 fn assert_same(a: &TrainOutcome, b: &TrainOutcome) {
-    assert_eq!(
-        a.dbn, b.dbn,
+    assert!(
+        model_bytes(a) == model_bytes(b),
         "the resumed model differs from the uninterrupted one"
     );
     assert_eq!(untimed(&a.history), untimed(&b.history));
     assert_eq!(a.validation_error, b.validation_error);
 }
 
-#[test]
-fn resuming_after_any_epoch_gives_the_uninterrupted_model() {
+fn run(spec: &TrainingSpec, observer: &mut dyn Observer) -> Result<TrainOutcome, EngineError> {
     let data = common::fixture(MnistSplit::Train);
-    let spec = spec();
-    let straight = train_greedy(
-        &spec,
+    train_greedy(
+        spec,
         &data,
         &Limits::default(),
-        &mut Silent,
+        observer,
         &mut rng_from_seed(spec.seed),
     )
-    .unwrap();
-    // Epoch checkpoints 1..=6: inside layer 0, at its end, inside the PCD top layer, at the end.
-    for stop_after in [1, 3, 5, 6] {
-        let mut stopper = StopAtCheckpoint {
-            stop_after,
-            saved: Vec::new(),
-        };
-        let cut = train_greedy(
-            &spec,
-            &data,
-            &Limits::default(),
-            &mut stopper,
-            &mut rng_from_seed(spec.seed),
-        );
+}
+
+fn resume(
+    spec: &TrainingSpec,
+    observer: &mut dyn Observer,
+    checkpoint: Checkpoint,
+) -> Result<TrainOutcome, EngineError> {
+    let data = common::fixture(MnistSplit::Train);
+    resume_greedy(spec, &data, &Limits::default(), observer, checkpoint)
+}
+
+#[test]
+fn resuming_after_any_epoch_gives_the_uninterrupted_model() {
+    let spec = spec();
+    let straight = run(&spec, &mut Silent).unwrap();
+    // Epoch checkpoints 1..=6: on the momentum switch, inside and at the end of layer 0,
+    // inside the PCD top layer, and at the very end.
+    for stop_after in [1, 2, 3, 4, 5, 6] {
+        let mut stopper = StopAtCheckpoint::new(stop_after);
         assert!(
-            matches!(cut, Err(EngineError::Cancelled)),
-            "stopping at checkpoint {stop_after}"
+            matches!(run(&spec, &mut stopper), Err(EngineError::Cancelled)),
+            "stopping at {stop_after}"
         );
-        let checkpoint = Checkpoint::from_bytes(stopper.saved.last().unwrap()).unwrap();
-        let resumed =
-            resume_greedy(&spec, &data, &Limits::default(), &mut Silent, checkpoint).unwrap();
+        let resumed = resume(&spec, &mut Silent, stopper.last()).unwrap();
         assert_same(&straight, &resumed);
     }
+    // Stopped twice: resumed from checkpoint 2, stopped again two epochs later, resumed again.
+    let mut first = StopAtCheckpoint::new(2);
+    let _ = run(&spec, &mut first);
+    let mut second = StopAtCheckpoint::new(2);
+    assert!(matches!(
+        resume(&spec, &mut second, first.last()),
+        Err(EngineError::Cancelled)
+    ));
+    let again = second.last();
+    assert_eq!((again.layer, again.state.next_epoch), (1, 1));
+    assert_same(&straight, &resume(&spec, &mut Silent, again).unwrap());
 }
 
 #[test]
 fn foreign_corrupt_and_mismatched_checkpoints_are_rejected() {
-    let data = common::fixture(MnistSplit::Train);
     let spec = spec();
-    let mut stopper = StopAtCheckpoint {
-        stop_after: 4,
-        saved: Vec::new(),
-    };
-    let _ = train_greedy(
-        &spec,
-        &data,
-        &Limits::default(),
-        &mut stopper,
-        &mut rng_from_seed(spec.seed),
-    );
+    let mut stopper = StopAtCheckpoint::new(4);
+    let _ = run(&spec, &mut stopper);
     let bytes = stopper.saved.pop().unwrap();
     for cut in [0, 9, bytes.len() / 3, bytes.len() - 1] {
         assert!(
@@ -145,49 +178,40 @@ fn foreign_corrupt_and_mismatched_checkpoints_are_rejected() {
         );
     }
     // A model file is not a checkpoint.
-    let model = dbn_serve::engine::persist::to_bytes(
-        &train_greedy(
-            &spec,
-            &data,
-            &Limits::default(),
-            &mut Silent,
-            &mut rng_from_seed(1),
-        )
-        .unwrap()
-        .dbn,
-        &dbn_serve::engine::persist::ModelCard {
-            name: "m".into(),
-            sizes: vec![784, 40, 30],
-            label_classes: 10,
-            image_shape: None,
-            spec: None,
-            provenance: Default::default(),
-            metrics: Default::default(),
-        },
-    )
-    .unwrap();
+    let model = model_bytes(&run(&spec, &mut Silent).unwrap());
     assert!(Checkpoint::from_bytes(&model).is_err());
-    // A checkpoint of another architecture, or of fewer examples, does not resume this spec.
-    let mut other = spec.clone();
-    other.architecture.hidden = vec![40, 31];
+    // Any other spec (architecture, seed, learning rate, examples) or other data is refused.
+    for change in 0..4 {
+        let mut other = spec.clone();
+        match change {
+            0 => other.architecture.hidden = vec![40, 31],
+            1 => other.seed += 1,
+            2 => other.pretrain.learning_rate = 0.05,
+            _ => other.train_examples = Some(450),
+        }
+        let e = resume(&other, &mut Silent, Checkpoint::from_bytes(&bytes).unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("another spec"),
+            "change {change}: {e}"
+        );
+    }
+    let mut shifted = common::fixture(MnistSplit::Train);
+    shifted.images[[0, 300]] = 0.5 - shifted.images[[0, 300]];
     let e = resume_greedy(
-        &other,
-        &data,
+        &spec,
+        &shifted,
         &Limits::default(),
         &mut Silent,
         Checkpoint::from_bytes(&bytes).unwrap(),
     )
     .unwrap_err();
-    assert!(e.to_string().contains("does not match"), "{e}");
-    let mut fewer = spec.clone();
-    fewer.train_examples = Some(450);
-    let e = resume_greedy(
-        &fewer,
-        &data,
-        &Limits::default(),
-        &mut Silent,
-        Checkpoint::from_bytes(&bytes).unwrap(),
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("permutation"), "{e}");
+    assert!(e.to_string().contains("other training data"), "{e}");
+    // Crafted state: an epoch beyond the layer's, or increments of the wrong shape.
+    let mut late = Checkpoint::from_bytes(&bytes).unwrap();
+    late.state.next_epoch = 9;
+    let e = resume(&spec, &mut Silent, late).unwrap_err();
+    assert!(e.to_string().contains("past this layer"), "{e}");
+    let mut wrong = Checkpoint::from_bytes(&bytes).unwrap();
+    wrong.state.hb_inc = ndarray::Array1::zeros(3);
+    assert!(resume(&spec, &mut Silent, wrong).is_err());
 }

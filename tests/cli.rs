@@ -88,9 +88,9 @@ fn train_eval_and_sample_work_from_the_command_line() {
 }
 
 #[test]
-fn a_run_resumed_from_its_checkpoint_saves_the_same_model() {
-    // Train with checkpoints, then resume from the run's last checkpoint (end of the top
-    // layer's last epoch): the model saved by the resumed run equals the first run's.
+fn a_run_stopped_mid_layer_and_resumed_saves_the_uninterrupted_model() {
+    // One run straight through; another stopped after 3 epochs (inside layer 1, which has 2
+    // of its own after layer 0's 2) and resumed from its checkpoint. Same model file.
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("spec.json");
     std::fs::write(
@@ -98,54 +98,40 @@ fn a_run_resumed_from_its_checkpoint_saves_the_same_model() {
         r#"{"architecture": {"hidden": [30, 40]}, "pretrain": {"epochs": 2}, "train_examples": 300, "seed": 8}"#,
     )
     .unwrap();
-    let (first, second) = (
-        dir.path().join("first.safetensors"),
-        dir.path().join("second.safetensors"),
+    let path = |name: &str| dir.path().join(name);
+    let train = |extra: &[&str], out: &str| {
+        let mut cmd = dbn_serve();
+        cmd.env("DBN_LOG", "info")
+            .args(["train", "--no-test", "--spec"])
+            .arg(&spec);
+        cmd.arg("--out").arg(path(out)).args(extra);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let ckpt = path("run.ckpt");
+    let ckpt = ckpt.to_str().unwrap();
+    train(&[], "straight.safetensors");
+    train(
+        &["--checkpoint", ckpt, "--stop-after-epochs", "3"],
+        "never.safetensors",
     );
-    let checkpoint = dir.path().join("run.ckpt");
-    let out = dbn_serve()
-        .args(["train", "--no-test", "--spec"])
-        .arg(&spec)
-        .arg("--out")
-        .arg(&first)
-        .arg("--checkpoint")
-        .arg(&checkpoint)
-        .output()
-        .unwrap();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !path("never.safetensors").exists(),
+        "a stopped run saves no model"
     );
-    let saved = dbn_serve_checkpoint(&checkpoint);
-    assert_eq!(
-        (saved.layer, saved.state.next_epoch),
-        (1, 2),
-        "the last checkpoint is the end of the run"
-    );
-    let out = dbn_serve()
-        .env("DBN_LOG", "info")
-        .args(["train", "--no-test", "--resume", "--spec"])
-        .arg(&spec)
-        .arg("--out")
-        .arg(&second)
-        .arg("--checkpoint")
-        .arg(&checkpoint)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming at layer 2"));
-    let (a, _) = dbn_serve::engine::persist::load(&first).unwrap();
-    let (b, _) = dbn_serve::engine::persist::load(&second).unwrap();
+    let saved =
+        dbn_serve::engine::dbn::Checkpoint::from_bytes(&std::fs::read(ckpt).unwrap()).unwrap();
+    assert_eq!((saved.layer, saved.state.next_epoch), (1, 1));
+    let log = train(&["--checkpoint", ckpt, "--resume"], "resumed.safetensors");
+    assert!(log.contains("resuming at layer 2 epoch 2"), "{log}");
+    let (a, _) = dbn_serve::engine::persist::load(&path("straight.safetensors")).unwrap();
+    let (b, _) = dbn_serve::engine::persist::load(&path("resumed.safetensors")).unwrap();
     assert_eq!(a, b);
-}
-
-fn dbn_serve_checkpoint(path: &std::path::Path) -> dbn_serve::engine::dbn::Checkpoint {
-    dbn_serve::engine::dbn::Checkpoint::from_bytes(&std::fs::read(path).unwrap()).unwrap()
 }
 
 #[test]

@@ -47,6 +47,8 @@ fn a_saved_model_loads_bit_identical_and_predicts_identically() {
         a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
         "predictions must be bit-identical"
     );
+    // Two saves of one model are the same bytes (reproducible files, usable as content hashes).
+    assert!(persist::to_bytes(&dbn, &card).unwrap() == persist::to_bytes(&dbn, &card).unwrap());
     let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
     assert_eq!(
         leftovers.len(),

@@ -15,17 +15,27 @@ pub struct ConsoleProgress {
     started: Instant,
     last_draw: Instant,
     checkpoint: Option<PathBuf>,
+    /// Stop after this many epochs (once their checkpoint is written).
+    stop_after: Option<usize>,
+    epochs: usize,
 }
 
 impl ConsoleProgress {
-    pub fn new(checkpoint: Option<PathBuf>) -> Self {
+    pub fn new(checkpoint: Option<PathBuf>, stop_after: Option<usize>) -> Self {
         let now = Instant::now();
         ConsoleProgress {
             terminal: std::io::stderr().is_terminal(),
             started: now,
             last_draw: now - Duration::from_secs(1),
             checkpoint,
+            stop_after,
+            epochs: 0,
         }
+    }
+
+    /// Whether training stopped because `stop_after` epochs were done.
+    pub fn stopped_on_request(&self) -> bool {
+        self.stop_after.is_some_and(|n| self.epochs >= n)
     }
 }
 
@@ -95,7 +105,14 @@ impl Observer for ConsoleProgress {
             .to_bytes()
             .and_then(|bytes| crate::engine::persist::write_atomic(path, &bytes));
         match written {
-            Ok(()) => Control::Continue,
+            Ok(()) => {
+                self.epochs += 1;
+                if self.stopped_on_request() {
+                    Control::Stop
+                } else {
+                    Control::Continue
+                }
+            }
             Err(e) => {
                 // Training on without the checkpoint the user asked for would put the work at risk.
                 tracing::error!("checkpoint {}: {e}; stopping", path.display());

@@ -10,6 +10,7 @@ use crate::engine::data::MnistSplit;
 use crate::engine::dbn::{error_rate, resume_greedy, train_greedy, Checkpoint};
 use crate::engine::persist::{self, ModelCard, Provenance};
 use crate::engine::spec::{Limits, TrainingSpec};
+use crate::engine::EngineError;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -29,6 +30,10 @@ pub struct TrainArgs {
     /// one that run used.
     #[arg(long, requires = "checkpoint")]
     resume: bool,
+    /// Stop after this many epochs of this invocation, leaving the checkpoint to resume from
+    /// (training in time-boxed slices).
+    #[arg(long, requires = "checkpoint")]
+    stop_after_epochs: Option<usize>,
 }
 
 pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
@@ -51,9 +56,16 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         .out
         .unwrap_or_else(|| PathBuf::from(format!("models/{name}.safetensors")));
 
-    let mut progress = ConsoleProgress::new(args.checkpoint.clone());
+    let mut progress = ConsoleProgress::new(args.checkpoint.clone(), args.stop_after_epochs);
     let resume_from = match (&args.checkpoint, args.resume) {
-        (Some(path), true) if path.is_file() => {
+        (Some(path), true) if !path.is_file() => {
+            tracing::warn!(
+                "no checkpoint at {}: starting from the beginning",
+                path.display()
+            );
+            None
+        }
+        (Some(path), true) => {
             let bytes = std::fs::read(path).map_err(|source| CliError::Io {
                 path: path.clone(),
                 source,
@@ -69,12 +81,26 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
                 checkpoint.layer + 1,
                 checkpoint.state.next_epoch + 1
             );
-            resume_greedy(&spec, &train, &Limits::default(), &mut progress, checkpoint)?
+            resume_greedy(&spec, &train, &Limits::default(), &mut progress, checkpoint)
         }
         None => {
             let mut rng = crate::engine::rng_from_seed(spec.seed);
-            train_greedy(&spec, &train, &Limits::default(), &mut progress, &mut rng)?
+            train_greedy(&spec, &train, &Limits::default(), &mut progress, &mut rng)
         }
+    };
+    let outcome = match outcome {
+        Err(EngineError::Cancelled) if progress.stopped_on_request() => {
+            let path = args
+                .checkpoint
+                .as_ref()
+                .expect("required by --stop-after-epochs");
+            println!(
+                "stopped as asked; resume with --resume --checkpoint {}",
+                path.display()
+            );
+            return Ok(());
+        }
+        other => other?,
     };
     tracing::info!("greedy training took {:.1}s", outcome.seconds);
 

@@ -58,6 +58,72 @@ pub struct Provenance {
     pub train_seconds: f64,
 }
 
+/// The metadata of a model file besides the format tag.
+#[derive(Serialize, Deserialize)]
+struct ModelMeta {
+    label_units: Vec<usize>,
+    card: ModelCard,
+}
+
+/// The one metadata key of our files. safetensors keeps metadata in a `HashMap`, whose order
+/// differs from instance to instance, so several keys would make two saves of the same model
+/// differ byte for byte; one key holding one JSON object keeps files reproducible.
+const META_KEY: &str = "dbn_serve";
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<B> {
+    format: String,
+    format_version: u32,
+    body: B,
+}
+
+/// safetensors metadata holding `body` under [`META_KEY`], tagged with a format and version.
+pub(crate) fn metadata_of<B: Serialize>(
+    format: &str,
+    version: u32,
+    body: &B,
+) -> Result<HashMap<String, String>> {
+    let envelope = Envelope {
+        format: format.to_string(),
+        format_version: version,
+        body,
+    };
+    let json = serde_json::to_string(&envelope).map_err(|e| EngineError::Model(e.to_string()))?;
+    Ok(HashMap::from([(META_KEY.to_string(), json)]))
+}
+
+/// The body of safetensors bytes written with [`metadata_of`], after checking format and
+/// version.
+pub(crate) fn body_of<B: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    format: &str,
+    version: u32,
+) -> Result<B> {
+    let bad = |m: String| EngineError::Model(m);
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let raw = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| bad(format!("not a {format} file (no {META_KEY} metadata)")))?;
+    let envelope: Envelope<serde_json::Value> =
+        serde_json::from_str(raw).map_err(|e| bad(format!("{META_KEY} metadata: {e}")))?;
+    if envelope.format != format {
+        return Err(bad(format!(
+            "not a {format} file (format: {})",
+            envelope.format
+        )));
+    }
+    if envelope.format_version != version {
+        return Err(bad(format!(
+            "{format} version {} is not supported (this build reads {version})",
+            envelope.format_version
+        )));
+    }
+    serde_json::from_value(envelope.body).map_err(|e| bad(format!("{format} metadata: {e}")))
+}
+
 fn tensor_names(i: usize) -> [String; 3] {
     [
         format!("layers.{i}.weight"),
@@ -100,19 +166,11 @@ pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
                 .map_err(|e| EngineError::Model(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let label_units: Vec<usize> = dbn.layers().iter().map(|r| r.label_units).collect();
-    let metadata = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("format_version".to_string(), FORMAT_VERSION.to_string()),
-        (
-            "label_units".to_string(),
-            serde_json::to_string(&label_units).expect("plain vector"),
-        ),
-        (
-            "card".to_string(),
-            serde_json::to_string(card).map_err(|e| EngineError::Model(e.to_string()))?,
-        ),
-    ]);
+    let body = ModelMeta {
+        label_units: dbn.layers().iter().map(|r| r.label_units).collect(),
+        card: card.clone(),
+    };
+    let metadata = metadata_of(FORMAT, FORMAT_VERSION, &body)?;
     safetensors::serialize(views, Some(metadata)).map_err(|e| EngineError::Model(e.to_string()))
 }
 
@@ -122,33 +180,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
     let bad = |m: String| EngineError::Model(m);
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(bad(format!(
-            "not a {FORMAT} model (format: {:?})",
-            meta.get("format")
-        )));
-    }
-    let version: u32 = meta
-        .get("format_version")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad("missing format_version".into()))?;
-    if version != FORMAT_VERSION {
-        return Err(bad(format!(
-            "format version {version} is not supported (this build reads {FORMAT_VERSION})"
-        )));
-    }
-    let card: ModelCard = serde_json::from_str(
-        meta.get("card")
-            .ok_or_else(|| bad("missing model card".into()))?,
-    )
-    .map_err(|e| bad(format!("model card: {e}")))?;
-    let label_units: Vec<usize> = serde_json::from_str(
-        meta.get("label_units")
-            .ok_or_else(|| bad("missing label_units".into()))?,
-    )
-    .map_err(|e| bad(format!("label_units: {e}")))?;
+    let ModelMeta { label_units, card } = body_of(bytes, FORMAT, FORMAT_VERSION)?;
     if label_units.len() + 1 != card.sizes.len() || label_units.is_empty() {
         return Err(bad("label_units and sizes disagree".into()));
     }

@@ -29,6 +29,7 @@ pub fn train_quietly(
         resume: None,
         done: &[],
         history: &[],
+        fingerprint: 0,
         phase: dbn_serve::engine::observer::Phase::Pretrain,
         layer: 0,
         layers: 1,

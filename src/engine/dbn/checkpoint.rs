@@ -6,8 +6,6 @@
 //! A checkpoint does not hold the training spec: whoever keeps it keeps the spec beside it
 //! and resumes with the same one. Resuming checks every shape against that spec.
 
-use std::collections::HashMap;
-
 use ndarray::{Array1, Array2};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -15,9 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::EpochMetrics;
-use crate::engine::persist::{le_bytes, read_f32};
+use crate::engine::persist::{body_of, le_bytes, metadata_of, read_f32};
 use crate::engine::rbm::{LayerState, Rbm};
 use crate::engine::EngineRng;
+use rand::SeedableRng;
 
 /// The `format` metadata value of checkpoint files.
 pub const CHECKPOINT_FORMAT: &str = "dbn-serve.checkpoint";
@@ -37,6 +36,30 @@ pub struct Checkpoint {
     pub history: Vec<EpochMetrics>,
     /// The generator, positioned after the last draw of the epoch.
     pub rng: EngineRng,
+    /// Identifies the run's spec and data (see [`run_fingerprint`]); resuming refuses another.
+    pub fingerprint: u64,
+}
+
+/// A stable 64-bit fingerprint (FNV-1a over 32-bit words) of a spec's JSON, the sizes of the
+/// training and held-out sets, and every training pixel and label: what a checkpoint must be
+/// resumed with to reproduce its run.
+pub fn run_fingerprint(
+    spec_json: &str,
+    train: &crate::engine::data::Dataset,
+    held_out: usize,
+) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01B3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |word: u32| {
+        h ^= word as u64;
+        h = h.wrapping_mul(PRIME);
+    };
+    spec_json.bytes().for_each(|b| mix(b as u32));
+    mix(train.len() as u32);
+    mix(held_out as u32);
+    train.images.iter().for_each(|p| mix(p.to_bits()));
+    train.labels.iter().for_each(|&l| mix(l as u32));
+    h
 }
 
 /// The small part of a checkpoint, kept as JSON in the metadata.
@@ -50,6 +73,7 @@ struct Meta {
     examples: usize,
     history: Vec<EpochMetrics>,
     rng: EngineRng,
+    fingerprint: u64,
 }
 
 fn rbm_tensors(prefix: &str, rbm: &Rbm, out: &mut Vec<(String, Vec<usize>, Vec<u8>)>) {
@@ -129,15 +153,9 @@ impl Checkpoint {
             examples: s.order.len(),
             history: self.history.clone(),
             rng: self.rng.clone(),
+            fingerprint: self.fingerprint,
         };
-        let metadata = HashMap::from([
-            ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
-            ("format_version".to_string(), CHECKPOINT_VERSION.to_string()),
-            (
-                "checkpoint".to_string(),
-                serde_json::to_string(&meta).map_err(|e| EngineError::Model(e.to_string()))?,
-            ),
-        ]);
+        let metadata = metadata_of(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, &meta)?;
         safetensors::serialize(views, Some(metadata)).map_err(|e| EngineError::Model(e.to_string()))
     }
 
@@ -146,23 +164,18 @@ impl Checkpoint {
         let bad = |m: String| EngineError::Model(format!("checkpoint: {m}"));
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-        let meta_map = header.metadata().clone().unwrap_or_default();
-        if meta_map.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT)
-            || meta_map.get("format_version").map(String::as_str) != Some("1")
-        {
+        let meta: Meta = body_of(bytes, CHECKPOINT_FORMAT, CHECKPOINT_VERSION)?;
+        if meta.label_units.len().checked_sub(1) != Some(meta.layer) {
+            return Err(bad("layer count and label units disagree".into()));
+        }
+        if meta.next_epoch == 0 || meta.next_epoch > crate::engine::rbm::MAX_EPOCHS {
             return Err(bad(format!(
-                "not a {CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION} file"
+                "next epoch {} is out of range",
+                meta.next_epoch
             )));
         }
-        let meta: Meta = serde_json::from_str(
-            meta_map
-                .get("checkpoint")
-                .ok_or_else(|| bad("no metadata".into()))?,
-        )
-        .map_err(|e| bad(e.to_string()))?;
-        if meta.label_units.len() != meta.layer + 1 {
-            return Err(bad("layer count and label units disagree".into()));
+        if meta.rng == EngineRng::from_seed([0; 32]) {
+            return Err(bad("the generator state is all zeros".into()));
         }
         let read_rbm = |prefix: &str, labels: usize| -> Result<Rbm> {
             let w = st
@@ -214,6 +227,7 @@ impl Checkpoint {
         } else {
             None
         };
+        let finite = |a: &[f32]| a.iter().all(|x| x.is_finite());
         let state = LayerState {
             next_epoch: meta.next_epoch,
             w_inc: Array2::from_shape_vec((v, h), read_f32(&st, "state.w_inc", &[v, h])?)
@@ -223,6 +237,20 @@ impl Checkpoint {
             chains,
             order,
         };
+        let increments_finite = state
+            .w_inc
+            .iter()
+            .chain(&state.vb_inc)
+            .chain(&state.hb_inc)
+            .all(|x| x.is_finite());
+        if !increments_finite
+            || !state
+                .chains
+                .as_ref()
+                .is_none_or(|c| finite(c.as_slice().unwrap_or(&[])))
+        {
+            return Err(bad("the learning state holds non-finite values".into()));
+        }
         Ok(Checkpoint {
             done,
             layer: meta.layer,
@@ -230,6 +258,7 @@ impl Checkpoint {
             state,
             history: meta.history,
             rng: meta.rng,
+            fingerprint: meta.fingerprint,
         })
     }
 }

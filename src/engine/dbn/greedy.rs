@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use ndarray::{concatenate, Array2, ArrayView2, Axis};
 
+use super::checkpoint::run_fingerprint;
 use super::{error_rate, Checkpoint, Dbn};
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
@@ -77,6 +78,9 @@ fn run_greedy(
     }
     let (train, valid) = data.slice(0..used).split_last(spec.validation_examples);
     let n_layers = spec.architecture.hidden.len();
+    let spec_json =
+        serde_json::to_string(spec).map_err(|e| EngineError::invalid("spec", e.to_string()))?;
+    let fingerprint = run_fingerprint(&spec_json, &train, valid.len());
 
     // Each layer's share of the run, by its multiply-adds: epochs · n · V · H.
     let work: Vec<f64> = (0..n_layers)
@@ -92,6 +96,11 @@ fn run_greedy(
 
     let (mut layers, mut history, first, mut current) = match resume {
         Some(cp) => {
+            if cp.fingerprint != fingerprint {
+                return Err(EngineError::Model(
+                    "checkpoint: it was taken with another spec or other training data".into(),
+                ));
+            }
             if cp.layer >= n_layers || cp.done.len() != cp.layer {
                 return Err(EngineError::Model(format!(
                     "checkpoint: layer {} of a {n_layers}-layer spec",
@@ -151,6 +160,7 @@ fn run_greedy(
                 resume,
                 done: &layers,
                 history: &history,
+                fingerprint,
                 phase: Phase::Pretrain,
                 layer: i,
                 layers: n_layers,

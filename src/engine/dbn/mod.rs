@@ -7,7 +7,7 @@ mod classify;
 mod generate;
 mod greedy;
 
-pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
+pub use checkpoint::{run_fingerprint, Checkpoint, CHECKPOINT_FORMAT};
 pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
 pub use greedy::{resume_greedy, train_greedy, TrainOutcome};
 

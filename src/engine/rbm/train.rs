@@ -33,6 +33,8 @@ pub struct LayerRun<'a> {
     /// The layers below, already trained, and the metrics so far (for checkpoints).
     pub done: &'a [Rbm],
     pub history: &'a [EpochMetrics],
+    /// Stamped on checkpoints: identifies the run's spec and data.
+    pub fingerprint: u64,
     pub phase: Phase,
     pub layer: usize,
     pub layers: usize,
@@ -79,10 +81,17 @@ pub fn train_rbm(
     let (mut order, first_epoch) = match resume {
         Some(state) => {
             state.check(rbm, n, cd.batch, config.persistent)?;
-            cd.w_inc = state.w_inc;
+            if state.next_epoch > config.epochs {
+                return Err(EngineError::Model(format!(
+                    "checkpoint: epoch {} is past this layer's {} epochs",
+                    state.next_epoch, config.epochs
+                )));
+            }
+            // The kernels walk these as row-major slices.
+            cd.w_inc = state.w_inc.as_standard_layout().into_owned();
             cd.vb_inc = state.vb_inc;
             cd.hb_inc = state.hb_inc;
-            cd.chains = state.chains;
+            cd.chains = state.chains.map(|c| c.as_standard_layout().into_owned());
             let order = state.order.iter().map(|&i| i as usize).collect();
             (order, state.next_epoch)
         }
@@ -162,6 +171,7 @@ pub fn train_rbm(
                 },
                 history: run.history.iter().chain(&history).cloned().collect(),
                 rng: rng.clone(),
+                fingerprint: run.fingerprint,
             };
             stop |= run.observer.on_checkpoint(&checkpoint) == Control::Stop;
         }
