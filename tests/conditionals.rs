@@ -50,6 +50,21 @@ fn conditionals_have_the_right_shapes_and_lie_in_the_unit_interval() {
 }
 
 #[test]
+fn receptive_fields_are_the_first_layers_weight_columns() {
+    // Row j of the picture is hidden unit j's incoming weights w_ij over the inputs i.
+    let dbn = small_dbn(6);
+    let fields = dbn.receptive_fields(5);
+    assert_eq!(fields.dim(), (5, 20));
+    let w = &dbn.layers()[0].weights;
+    assert!((0..5).all(|j| (0..20).all(|i| fields[[j, i]] == w[[i, j]])));
+    assert_eq!(
+        dbn.receptive_fields(100).nrows(),
+        12,
+        "no more fields than hidden units"
+    );
+}
+
+#[test]
 fn hidden_probabilities_match_the_formula() {
     // p(h_j = 1 | v) = σ(c_j + Σ_i v_i w_ij), seed Eq. 2, in f64 per element.
     let dbn = small_dbn(2);

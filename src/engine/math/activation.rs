@@ -55,17 +55,6 @@ pub fn softmax_bias_rows(mut x: ArrayViewMut2<f32>, bias: ArrayView1<f32>) {
     }
 }
 
-/// ln Σ_j e^{x_j} for each row, computed stably. x: [batch, k] → [batch].
-pub fn log_sum_exp_rows(x: ndarray::ArrayView2<f32>) -> ndarray::Array1<f32> {
-    x.map_axis(Axis(1), |row| {
-        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        if !max.is_finite() {
-            return max;
-        }
-        max + row.iter().map(|&v| (v - max).exp()).sum::<f32>().ln()
-    })
-}
-
 #[inline(always)]
 fn softplus_sum_body<F: Fma>(base: &[f32], shift: &[f32]) -> f32 {
     // Σ softplus(z) = Σ max(z, 0) + Σ ln(1 + e^-|z|). Every factor 1 + e^-|z| lies in (1, 2],
@@ -118,11 +107,6 @@ dispatch!(
     /// visible vector, when `base` holds c + vW without one term and `shift` adds it back.
     pub fn softplus_sum_shifted(base: &[f32], shift: &[f32]) -> f32 => softplus_sum_body
 );
-
-/// softplus(x) = ln(1 + e^x), the same approximation the vectorised kernels use.
-pub fn softplus(x: f32) -> f32 {
-    simd::softplus::<simd::Plain>(x)
-}
 
 #[cfg(test)]
 mod tests {
