@@ -124,54 +124,105 @@ pub(crate) fn body_of<B: serde::de::DeserializeOwned>(
     serde_json::from_value(envelope.body).map_err(|e| bad(format!("{format} metadata: {e}")))
 }
 
-fn tensor_names(i: usize) -> [String; 3] {
-    [
-        format!("layers.{i}.weight"),
-        format!("layers.{i}.visible_bias"),
-        format!("layers.{i}.hidden_bias"),
-    ]
+/// Tensors on their way into a safetensors file: name, type, shape, little-endian bytes.
+#[derive(Default)]
+pub(crate) struct Tensors(Vec<(String, Dtype, Vec<usize>, Vec<u8>)>);
+
+impl Tensors {
+    pub(crate) fn push_f32<'a>(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: impl IntoIterator<Item = &'a f32>,
+    ) {
+        let bytes = values.into_iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.0
+            .push((name.to_string(), Dtype::F32, shape.to_vec(), bytes));
+    }
+
+    pub(crate) fn push_u32(&mut self, name: &str, values: &[u32]) {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.0
+            .push((name.to_string(), Dtype::U32, vec![values.len()], bytes));
+    }
+
+    /// `PREFIX.weight` [V, H], `PREFIX.visible_bias` [V], `PREFIX.hidden_bias` [H].
+    pub(crate) fn push_rbm(&mut self, prefix: &str, rbm: &Rbm) {
+        let (v, h) = rbm.weights.dim();
+        self.push_f32(&format!("{prefix}.weight"), &[v, h], rbm.weights.iter());
+        self.push_f32(
+            &format!("{prefix}.visible_bias"),
+            &[v],
+            rbm.visible_bias.iter(),
+        );
+        self.push_f32(
+            &format!("{prefix}.hidden_bias"),
+            &[h],
+            rbm.hidden_bias.iter(),
+        );
+    }
+
+    pub(crate) fn serialize(&self, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+        let views = self
+            .0
+            .iter()
+            .map(|(name, dtype, shape, bytes)| {
+                TensorView::new(*dtype, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| EngineError::Model(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::serialize(views, Some(metadata)).map_err(|e| EngineError::Model(e.to_string()))
+    }
 }
 
-pub(crate) fn le_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// Reads the RBM written by [`Tensors::push_rbm`] under `prefix`, of the given [V, H] shape
+/// (or whatever the weights say), checking shapes, the label group and finiteness.
+pub(crate) fn read_rbm(
+    st: &SafeTensors,
+    prefix: &str,
+    shape: Option<(usize, usize)>,
+    labels: usize,
+) -> Result<Rbm> {
+    let weight = format!("{prefix}.weight");
+    let (v, h) = match shape {
+        Some(shape) => shape,
+        None => match st
+            .tensor(&weight)
+            .map_err(|e| EngineError::Model(format!("{weight}: {e}")))?
+            .shape()
+        {
+            [v, h] => (*v, *h),
+            other => return Err(EngineError::Model(format!("{weight} has shape {other:?}"))),
+        },
+    };
+    let weights = read_f32(st, &weight, &[v, h])?;
+    let rbm = Rbm {
+        weights: Array2::from_shape_vec((v, h), weights)
+            .map_err(|e| EngineError::Model(e.to_string()))?,
+        visible_bias: Array1::from_vec(read_f32(st, &format!("{prefix}.visible_bias"), &[v])?),
+        hidden_bias: Array1::from_vec(read_f32(st, &format!("{prefix}.hidden_bias"), &[h])?),
+        label_units: labels,
+    };
+    if labels > v || !rbm.is_finite() {
+        return Err(EngineError::Model(format!(
+            "{prefix} has more labels than units or non-finite values"
+        )));
+    }
+    Ok(rbm)
 }
 
 /// Serialises a model to safetensors bytes.
 pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors = Tensors::default();
     for (i, rbm) in dbn.layers().iter().enumerate() {
-        let [w, vb, hb] = tensor_names(i);
-        let contiguous = |a: &[f32]| le_bytes(a);
-        owned.push((
-            w,
-            vec![rbm.n_visible(), rbm.n_hidden()],
-            contiguous(&rbm.weights.iter().copied().collect::<Vec<_>>()),
-        ));
-        owned.push((
-            vb,
-            vec![rbm.n_visible()],
-            contiguous(&rbm.visible_bias.to_vec()),
-        ));
-        owned.push((
-            hb,
-            vec![rbm.n_hidden()],
-            contiguous(&rbm.hidden_bias.to_vec()),
-        ));
+        tensors.push_rbm(&format!("layers.{i}"), rbm);
     }
-    let views = owned
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| EngineError::Model(e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let body = ModelMeta {
         label_units: dbn.layers().iter().map(|r| r.label_units).collect(),
         card: card.clone(),
     };
-    let metadata = metadata_of(FORMAT, FORMAT_VERSION, &body)?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| EngineError::Model(e.to_string()))
+    tensors.serialize(metadata_of(FORMAT, FORMAT_VERSION, &body)?)
 }
 
 /// Parses safetensors bytes written by [`to_bytes`], rejecting foreign, corrupt, newer or
@@ -193,22 +244,11 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
     }
     let mut layers = Vec::with_capacity(label_units.len());
     for (i, &labels) in label_units.iter().enumerate() {
-        let [w, vb, hb] = tensor_names(i);
         let visible = card.sizes[i]
             .checked_add(labels)
             .ok_or_else(|| bad(format!("layer {i}: sizes overflow")))?;
-        let hidden = card.sizes[i + 1];
-        let weights = read_f32(&st, &w, &[visible, hidden])?;
-        let rbm = Rbm {
-            weights: Array2::from_shape_vec((visible, hidden), weights).expect("shape checked"),
-            visible_bias: Array1::from_vec(read_f32(&st, &vb, &[visible])?),
-            hidden_bias: Array1::from_vec(read_f32(&st, &hb, &[hidden])?),
-            label_units: labels,
-        };
-        if !rbm.is_finite() {
-            return Err(bad(format!("layer {i} holds non-finite values")));
-        }
-        layers.push(rbm);
+        let shape = (visible, card.sizes[i + 1]);
+        layers.push(read_rbm(&st, &format!("layers.{i}"), Some(shape), labels)?);
     }
     let dbn = Dbn::new(layers)?;
     if let Some([h, w]) = card.image_shape {

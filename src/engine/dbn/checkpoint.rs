@@ -7,13 +7,13 @@
 //! and resumes with the same one. Resuming checks every shape against that spec.
 
 use ndarray::{Array1, Array2};
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::EpochMetrics;
-use crate::engine::persist::{body_of, le_bytes, metadata_of, read_f32};
+use crate::engine::persist::{body_of, metadata_of, read_f32, read_rbm, Tensors};
 use crate::engine::rbm::{LayerState, Rbm};
 use crate::engine::EngineRng;
 use rand::SeedableRng;
@@ -76,70 +76,22 @@ struct Meta {
     fingerprint: u64,
 }
 
-fn rbm_tensors(prefix: &str, rbm: &Rbm, out: &mut Vec<(String, Vec<usize>, Vec<u8>)>) {
-    let (v, h) = rbm.weights.dim();
-    out.push((
-        format!("{prefix}.weight"),
-        vec![v, h],
-        le_bytes(&rbm.weights.iter().copied().collect::<Vec<_>>()),
-    ));
-    out.push((
-        format!("{prefix}.visible_bias"),
-        vec![v],
-        le_bytes(&rbm.visible_bias.to_vec()),
-    ));
-    out.push((
-        format!("{prefix}.hidden_bias"),
-        vec![h],
-        le_bytes(&rbm.hidden_bias.to_vec()),
-    ));
-}
-
 impl Checkpoint {
     /// Serialises the checkpoint to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut tensors = Tensors::default();
         for (i, rbm) in self.done.iter().enumerate() {
-            rbm_tensors(&format!("done.{i}"), rbm, &mut owned);
+            tensors.push_rbm(&format!("done.{i}"), rbm);
         }
-        rbm_tensors("current", &self.rbm, &mut owned);
+        tensors.push_rbm("current", &self.rbm);
         let s = &self.state;
-        owned.push((
-            "state.w_inc".into(),
-            s.w_inc.shape().to_vec(),
-            le_bytes(&s.w_inc.iter().copied().collect::<Vec<_>>()),
-        ));
-        owned.push((
-            "state.vb_inc".into(),
-            vec![s.vb_inc.len()],
-            le_bytes(&s.vb_inc.to_vec()),
-        ));
-        owned.push((
-            "state.hb_inc".into(),
-            vec![s.hb_inc.len()],
-            le_bytes(&s.hb_inc.to_vec()),
-        ));
+        tensors.push_f32("state.w_inc", s.w_inc.shape(), s.w_inc.iter());
+        tensors.push_f32("state.vb_inc", &[s.vb_inc.len()], s.vb_inc.iter());
+        tensors.push_f32("state.hb_inc", &[s.hb_inc.len()], s.hb_inc.iter());
         if let Some(c) = &s.chains {
-            owned.push((
-                "state.chains".into(),
-                c.shape().to_vec(),
-                le_bytes(&c.iter().copied().collect::<Vec<_>>()),
-            ));
+            tensors.push_f32("state.chains", c.shape(), c.iter());
         }
-        let order: Vec<u8> = s.order.iter().flat_map(|i| i.to_le_bytes()).collect();
-        let mut views = Vec::with_capacity(owned.len() + 1);
-        for (name, shape, bytes) in &owned {
-            views.push((
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map_err(|e| EngineError::Model(e.to_string()))?,
-            ));
-        }
-        views.push((
-            "state.order".into(),
-            TensorView::new(Dtype::U32, vec![s.order.len()], &order)
-                .map_err(|e| EngineError::Model(e.to_string()))?,
-        ));
+        tensors.push_u32("state.order", &s.order);
         let meta = Meta {
             layer: self.layer,
             next_epoch: s.next_epoch,
@@ -155,8 +107,7 @@ impl Checkpoint {
             rng: self.rng.clone(),
             fingerprint: self.fingerprint,
         };
-        let metadata = metadata_of(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, &meta)?;
-        safetensors::serialize(views, Some(metadata)).map_err(|e| EngineError::Model(e.to_string()))
+        tensors.serialize(metadata_of(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, &meta)?)
     }
 
     /// Parses bytes written by [`Checkpoint::to_bytes`], rejecting anything else.
@@ -177,38 +128,10 @@ impl Checkpoint {
         if meta.rng == EngineRng::from_seed([0; 32]) {
             return Err(bad("the generator state is all zeros".into()));
         }
-        let read_rbm = |prefix: &str, labels: usize| -> Result<Rbm> {
-            let w = st
-                .tensor(&format!("{prefix}.weight"))
-                .map_err(|e| bad(format!("{prefix}: {e}")))?;
-            let (v, h) = match w.shape() {
-                [v, h] => (*v, *h),
-                other => return Err(bad(format!("{prefix}.weight has shape {other:?}"))),
-            };
-            let weights = read_f32(&st, &format!("{prefix}.weight"), &[v, h])?;
-            let rbm = Rbm {
-                weights: Array2::from_shape_vec((v, h), weights).map_err(|e| bad(e.to_string()))?,
-                visible_bias: Array1::from_vec(read_f32(
-                    &st,
-                    &format!("{prefix}.visible_bias"),
-                    &[v],
-                )?),
-                hidden_bias: Array1::from_vec(read_f32(
-                    &st,
-                    &format!("{prefix}.hidden_bias"),
-                    &[h],
-                )?),
-                label_units: labels,
-            };
-            if labels > v || !rbm.is_finite() {
-                return Err(bad(format!("{prefix} is inconsistent or not finite")));
-            }
-            Ok(rbm)
-        };
         let done = (0..meta.layer)
-            .map(|i| read_rbm(&format!("done.{i}"), meta.label_units[i]))
+            .map(|i| read_rbm(&st, &format!("done.{i}"), None, meta.label_units[i]))
             .collect::<Result<Vec<_>>>()?;
-        let rbm = read_rbm("current", meta.label_units[meta.layer])?;
+        let rbm = read_rbm(&st, "current", None, meta.label_units[meta.layer])?;
         let (v, h) = rbm.weights.dim();
         let order_view = st.tensor("state.order").map_err(|e| bad(e.to_string()))?;
         if order_view.dtype() != Dtype::U32 || order_view.shape() != [meta.examples] {

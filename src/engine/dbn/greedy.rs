@@ -147,13 +147,18 @@ fn run_greedy(
                 None,
             ),
         };
-        let (x, xv) = if labels > 0 {
-            (
+        // The top layer sees [features | labels]; the others see their input as it is.
+        let joined = if labels > 0 {
+            Some((
                 with_labels(input.view(), &train)?,
                 with_labels(valid_input.view(), &valid)?,
-            )
+            ))
         } else {
-            (input.clone(), valid_input.clone())
+            None
+        };
+        let (x, xv) = match &joined {
+            Some((x, xv)) => (x.view(), xv.view()),
+            None => (input.view(), valid_input.view()),
         };
         let new_epochs = {
             let mut run = LayerRun {
@@ -165,10 +170,10 @@ fn run_greedy(
                 layer: i,
                 layers: n_layers,
                 fraction: (done / total, (done + work[i]) / total),
-                validation: (xv.nrows() > 0).then(|| xv.view()),
+                validation: (xv.nrows() > 0).then_some(xv),
                 observer: &mut *observer,
             };
-            train_rbm(&mut rbm, x.view(), &config, &mut run, rng)?
+            train_rbm(&mut rbm, x, &config, &mut run, rng)?
         };
         history.extend(new_epochs);
         done += work[i];
