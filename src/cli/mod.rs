@@ -1,9 +1,10 @@
-//! The command line: `train`, `eval` and `sample`. Every flag also reads a `DBN_…`
-//! environment variable.
+//! The command line: `serve` (the default), `openapi`, `train`, `eval` and `sample`. Every
+//! flag also reads a `DBN_…` environment variable.
 
 mod eval;
 mod progress;
 mod sample;
+mod serve;
 mod train;
 
 use std::path::PathBuf;
@@ -16,7 +17,12 @@ use crate::engine::EngineError;
 
 /// Deep belief nets learned by contrastive divergence.
 #[derive(Debug, Parser)]
-#[command(name = "dbn-serve", version, about)]
+#[command(
+    name = "dbn-serve",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Worker threads for the numerics (default: all cores). Results are reproducible for a
     /// given seed and thread count.
@@ -31,11 +37,18 @@ pub struct Cli {
     )]
     mnist_dir: PathBuf,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no subcommand: serve with these settings.
+    #[command(flatten)]
+    serve: crate::config::ServeConfig,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP server (the default).
+    Serve(crate::config::ServeConfig),
+    /// Print the OpenAPI document (or write it to a file).
+    Openapi(serve::OpenapiArgs),
     /// Train a model from a JSON training spec and save it.
     Train(train::TrainArgs),
     /// Measure a model's error on the MNIST test set, with a confusion matrix.
@@ -53,6 +66,8 @@ pub enum CliError {
     Render(#[from] crate::render::RenderError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Serve(#[from] crate::http::ServeError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -63,13 +78,19 @@ pub enum CliError {
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DBN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    let json_logs =
+        matches!(&command, Command::Serve(c) if c.log_format == crate::config::LogFormat::Json);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DBN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json_logs {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let threads = cli
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -83,7 +104,9 @@ pub fn main() -> ExitCode {
         threads: rayon::current_num_threads(),
         mnist_dir: cli.mnist_dir,
     };
-    let result = match cli.command {
+    let result = match command {
+        Command::Serve(config) => serve::run(&ctx, config),
+        Command::Openapi(args) => serve::openapi(args),
         Command::Train(args) => train::run(&ctx, args),
         Command::Eval(args) => eval::run(&ctx, args),
         Command::Sample(args) => sample::run(&ctx, args),

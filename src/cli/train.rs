@@ -8,7 +8,7 @@ use super::progress::ConsoleProgress;
 use super::{CliError, Context};
 use crate::engine::data::MnistSplit;
 use crate::engine::dbn::{error_rate, resume_greedy, train_greedy, Checkpoint};
-use crate::engine::persist::{self, ModelCard, Provenance};
+use crate::engine::persist::{self, ModelCard};
 use crate::engine::spec::{Limits, TrainingSpec};
 use crate::engine::EngineError;
 
@@ -104,30 +104,14 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
     };
     tracing::info!("greedy training took {:.1}s", outcome.seconds);
 
-    let mut card = ModelCard {
-        name,
-        sizes: outcome.dbn.sizes(),
-        label_classes: outcome.dbn.label_classes(),
-        image_shape: Some([train.image_rows, train.image_cols]),
-        spec: Some(spec.clone()),
-        provenance: Provenance {
-            dataset: spec.dataset.clone(),
-            train_examples: outcome.train_examples,
-            validation_examples: outcome.validation_examples,
-            seed: spec.seed,
-            threads: ctx.threads,
-            kernels: crate::engine::math::kernel_set().into(),
-            engine_version: env!("CARGO_PKG_VERSION").into(),
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            train_seconds: outcome.seconds,
-        },
-        metrics: Default::default(),
-    };
+    let mut card = ModelCard::for_training(
+        &spec,
+        &outcome,
+        Some([train.image_rows, train.image_cols]),
+        ctx.threads,
+    );
     if let Some(v) = outcome.validation_error {
         tracing::info!("validation error (free energy): {:.2}%", 100.0 * v);
-        card.metrics.insert("validation_error".into(), v);
     }
     if !args.no_test && outcome.dbn.label_classes() > 0 {
         let test = ctx.load_mnist(MnistSplit::Test)?;

@@ -39,6 +39,42 @@ pub struct ModelCard {
     pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
+impl ModelCard {
+    /// The card of a model that greedy training just produced from `spec`.
+    pub fn for_training(
+        spec: &TrainingSpec,
+        outcome: &crate::engine::dbn::TrainOutcome,
+        image_shape: Option<[usize; 2]>,
+        threads: usize,
+    ) -> Self {
+        let mut metrics = std::collections::BTreeMap::new();
+        if let Some(v) = outcome.validation_error {
+            metrics.insert("validation_error".to_string(), v);
+        }
+        ModelCard {
+            name: spec.name.clone().unwrap_or_else(|| "model".into()),
+            sizes: outcome.dbn.sizes(),
+            label_classes: outcome.dbn.label_classes(),
+            image_shape,
+            spec: Some(spec.clone()),
+            provenance: Provenance {
+                dataset: spec.dataset.clone(),
+                train_examples: outcome.train_examples,
+                validation_examples: outcome.validation_examples,
+                seed: spec.seed,
+                threads,
+                kernels: crate::engine::math::kernel_set().into(),
+                engine_version: env!("CARGO_PKG_VERSION").into(),
+                created_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                train_seconds: outcome.seconds,
+            },
+            metrics,
+        }
+    }
+}
+
 /// Where a model came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Provenance {

@@ -1,0 +1,174 @@
+//! The one error type of the HTTP layer: every failure below is converted here, once, into a
+//! status and a stable code, and sent as `{"error": {"code", "message"}}`. Details of server
+//! faults (5xx) are logged, never sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::engine::EngineError;
+use crate::imaging::ImageError;
+use crate::jobs::JobError;
+use crate::store::StoreError;
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable machine-readable code and a message for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// e.g. `invalid_request`, `not_found`, `queue_full`.
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// A well-formed request whose content is invalid; the message names the field.
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("{field}: {message}"),
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message)
+    }
+
+    /// A fault of the server: logged in full, reported without details.
+    pub fn internal(context: &str, detail: impl std::fmt::Display) -> Self {
+        tracing::error!("{context}: {detail}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context} failed; see the server log"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::NotFound(_) => ApiError::not_found(e.to_string()),
+            JobError::Invalid { field, message } => ApiError::invalid(&field, message),
+            JobError::QueueFull(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", m),
+            JobError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            JobError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ),
+            JobError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Full(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", m),
+            StoreError::Invalid(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", m)
+            }
+            StoreError::Io { ref source, .. } if is_disk_full(source) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                "no space left to store this",
+            ),
+            other => ApiError::internal("storage", other),
+        }
+    }
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid { field, message } => ApiError::invalid(&field, message),
+            EngineError::Shape(m) => ApiError::invalid("input", m),
+            EngineError::Data(d) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_data",
+                d.to_string(),
+            ),
+            EngineError::Model(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", m)
+            }
+            other => ApiError::internal("computation", other),
+        }
+    }
+}
+
+impl From<ImageError> for ApiError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "image_too_large",
+                e.to_string(),
+            ),
+            ImageError::Unsupported => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_image",
+                e.to_string(),
+            ),
+            ImageError::Corrupt(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_image",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<crate::render::RenderError> for ApiError {
+    fn from(e: crate::render::RenderError) -> Self {
+        ApiError::internal("rendering", e)
+    }
+}

@@ -1,0 +1,184 @@
+//! Prometheus metrics without an exporter crate: counters and fixed-bucket histograms keyed by
+//! route templates (a bounded set), rendered in the text exposition format. Nothing here
+//! grows with traffic.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, v: f64) {
+        for (c, &b) in self.counts.iter_mut().zip(BUCKETS.iter()) {
+            if v <= b {
+                *c += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (c, b) in self.counts.iter().zip(BUCKETS.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// (route, method, status) → requests.
+    requests: BTreeMap<(String, String, u16), u64>,
+    /// route → latency.
+    latency: BTreeMap<String, Histogram>,
+    /// inference kind → latency.
+    inference: BTreeMap<&'static str, Histogram>,
+}
+
+/// The server's metrics. Owned by the HTTP state; updated by the request middleware and the
+/// inference runner.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+/// Gauges read at scrape time.
+pub struct Gauges {
+    pub jobs: Vec<(&'static str, u64)>,
+    pub training_examples_per_second: f64,
+    pub models: usize,
+    pub inference_in_flight: usize,
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let mut inner = self.lock();
+        *inner
+            .requests
+            .entry((route.to_string(), method.to_string(), status))
+            .or_default() += 1;
+        inner
+            .latency
+            .entry(route.to_string())
+            .or_default()
+            .observe(seconds);
+    }
+
+    pub fn observe_inference(&self, kind: &'static str, seconds: f64) {
+        self.lock()
+            .inference
+            .entry(kind)
+            .or_default()
+            .observe(seconds);
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let inner = self.lock();
+        let mut out = String::new();
+        out.push_str("# HELP dbn_http_requests_total HTTP requests by route, method and status.\n");
+        out.push_str("# TYPE dbn_http_requests_total counter\n");
+        for ((route, method, status), n) in &inner.requests {
+            let _ = writeln!(
+                out,
+                "dbn_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP dbn_http_request_duration_seconds Latency of HTTP requests by route.\n",
+        );
+        out.push_str("# TYPE dbn_http_request_duration_seconds histogram\n");
+        for (route, h) in &inner.latency {
+            h.render(
+                &mut out,
+                "dbn_http_request_duration_seconds",
+                &format!("route=\"{route}\""),
+            );
+        }
+        out.push_str(
+            "# HELP dbn_inference_duration_seconds Computation time of inference calls.\n",
+        );
+        out.push_str("# TYPE dbn_inference_duration_seconds histogram\n");
+        for (kind, h) in &inner.inference {
+            h.render(
+                &mut out,
+                "dbn_inference_duration_seconds",
+                &format!("kind=\"{kind}\""),
+            );
+        }
+        out.push_str("# HELP dbn_jobs Training jobs by status.\n# TYPE dbn_jobs gauge\n");
+        for (status, n) in &gauges.jobs {
+            let _ = writeln!(out, "dbn_jobs{{status=\"{status}\"}} {n}");
+        }
+        let queued = gauges
+            .jobs
+            .iter()
+            .find(|j| j.0 == "queued")
+            .map_or(0, |j| j.1);
+        let _ = writeln!(
+            out,
+            "# HELP dbn_queue_depth Jobs waiting for a worker.\n# TYPE dbn_queue_depth gauge\ndbn_queue_depth {queued}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dbn_training_examples_per_second Pace of the latest training progress.\n# TYPE dbn_training_examples_per_second gauge\ndbn_training_examples_per_second {}",
+            gauges.training_examples_per_second
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dbn_models Models in the store.\n# TYPE dbn_models gauge\ndbn_models {}",
+            gauges.models
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dbn_inference_in_flight Inference calls computing now.\n# TYPE dbn_inference_in_flight gauge\ndbn_inference_in_flight {}",
+            gauges.inference_in_flight
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_count_everything() {
+        let m = Metrics::default();
+        for s in [0.0001, 0.003, 0.003, 20.0] {
+            m.observe_request("/v1/jobs", "GET", 200, s);
+        }
+        let text = m.render(&Gauges {
+            jobs: vec![("queued", 2)],
+            training_examples_per_second: 0.0,
+            models: 1,
+            inference_in_flight: 0,
+        });
+        assert!(text.contains(
+            "dbn_http_requests_total{route=\"/v1/jobs\",method=\"GET\",status=\"200\"} 4"
+        ));
+        assert!(text.contains("le=\"0.0005\"} 1"));
+        assert!(text.contains("le=\"0.005\"} 3"));
+        assert!(text.contains("le=\"10\"} 3"));
+        assert!(text.contains("le=\"+Inf\"} 4"));
+        assert!(text.contains("dbn_queue_depth 2"));
+    }
+}

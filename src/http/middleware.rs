@@ -1,0 +1,136 @@
+//! Request middleware: a request id (taken from `x-request-id` or made) in the log span and
+//! the response, metrics by route, a deadline for short calls, and the API key check.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::error::ApiError;
+use super::state::AppState;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::store::new_id("req"))
+}
+
+/// Logs each request in a span carrying its id, counts it by route template and echoes the id.
+pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let id = request_id(&req);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", id = %id, method = %method, route = %route);
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(status, ms = (seconds * 1000.0) as u64, "served");
+    });
+    state
+        .metrics
+        .observe_request(&route, method.as_str(), status, seconds);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+/// Answers 503 `timeout` when a short call takes longer than the configured deadline.
+pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // Uploads of models and datasets may take long on slow links; they are bounded by size.
+    let upload =
+        req.method() == Method::POST && matches!(req.uri().path(), "/v1/models" | "/v1/datasets");
+    if upload {
+        return next.run(req).await;
+    }
+    let limit = Duration::from_secs(state.config.request_timeout_secs.max(1));
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request took longer than {}s", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
+/// With an API key configured, mutating calls (and, if so configured, every call) need
+/// `Authorization: Bearer KEY`, compared in constant time.
+pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(key) = state.config.api_key.as_deref().filter(|k| !k.is_empty()) else {
+        return next.run(req).await;
+    };
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !(mutating || state.config.api_key_for_reads) || is_open(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let offered = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(offered.as_bytes(), key.as_bytes()) {
+        next.run(req).await
+    } else {
+        let mut response = ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this call needs Authorization: Bearer <API key>",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    }
+}
+
+/// Health probes stay open so orchestrators can reach them without the key.
+fn is_open(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/v2/health/live" | "/v2/health/ready"
+    )
+}
+
+/// Equality whose time depends only on the lengths, not on where the bytes differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= (x ^ y) as usize;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+        // Lengths that differ by a multiple of 256 still differ.
+        assert!(!constant_time_eq(&[0u8; 65536], b""));
+    }
+}

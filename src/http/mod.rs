@@ -1,0 +1,219 @@
+//! The HTTP API: the only place that knows axum, utoipa and status codes. [`start`] opens the
+//! stores, starts the training workers and serves until [`RunningServer::stop`].
+
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod schemas;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::ServeConfig;
+use crate::jobs::{Datasets, JobError, Jobs, QueueConfig};
+use crate::store::{FsModelStore, ModelStore, SqliteJobStore, StoreError};
+use error::ApiError;
+use state::AppState;
+
+/// Failures to start the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Jobs(#[from] JobError),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A server that is running; dropping it does not stop it, [`RunningServer::stop`] does.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    jobs: Jobs,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+}
+
+/// Opens the stores under the data directory, requeues interrupted jobs, starts the workers
+/// and begins serving. `threads` is the inference thread count (recorded in models).
+pub async fn start(
+    config: ServeConfig,
+    mnist_dir: Option<PathBuf>,
+) -> Result<RunningServer, ServeError> {
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let models: Arc<dyn ModelStore> = Arc::new(FsModelStore::open(&dir)?);
+    let job_store = Arc::new(SqliteJobStore::open(&dir.join("jobs.sqlite3"))?);
+    let threads = config
+        .train_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = Jobs::new(
+        job_store,
+        models.clone(),
+        Datasets::new(mnist_dir, &dir),
+        QueueConfig {
+            workers: config.workers,
+            train_threads: threads,
+            capacity: config.queue_capacity,
+            limits: config.limits(),
+        },
+    )?;
+    let workers = jobs.start_workers();
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let state = AppState {
+        inference: Arc::new(tokio::sync::Semaphore::new(
+            config.inference_concurrency.max(1),
+        )),
+        config: Arc::new(config),
+        jobs: jobs.clone(),
+        models,
+        metrics: Default::default(),
+        shutdown: shutdown_rx.clone(),
+    };
+    let app = router(state);
+    let mut stop = shutdown_rx;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!("listening on http://{addr}");
+    Ok(RunningServer {
+        addr,
+        jobs,
+        workers,
+        shutdown,
+        server,
+        grace,
+    })
+}
+
+impl RunningServer {
+    /// Stops taking requests and work, lets running jobs stop at their checkpoint (they
+    /// resume at the next start) and waits at most the grace period.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let jobs = self.jobs.clone();
+        let grace = self.grace;
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || jobs.shutdown(workers, grace)).await;
+        match tokio::time::timeout(grace, self.server).await {
+            Ok(Ok(Ok(()))) => tracing::info!("server stopped"),
+            Ok(Ok(Err(e))) => tracing::error!("server: {e}"),
+            Ok(Err(e)) => tracing::error!("server task: {e}"),
+            Err(_) => tracing::warn!("connections still open after {grace:?}; exiting anyway"),
+        }
+    }
+}
+
+/// The whole API with its middleware.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let short = Router::new()
+        .merge(routes::jobs::router())
+        .merge(routes::models::router(config.max_model_bytes()))
+        .merge(routes::inference::router())
+        .merge(routes::datasets::router())
+        .merge(routes::oip::router())
+        .merge(routes::ops::router())
+        .layer(from_fn_with_state(state.clone(), middleware::deadline));
+    let mut app = Router::new()
+        .merge(short)
+        .merge(routes::jobs::streaming_router())
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), middleware::authorize))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    if let Some(cors) = cors(&config) {
+        app = app.layer(cors);
+    }
+    app.layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the request failed inside the server; see the server log",
+    )
+    .into_response()
+}
+
+fn cors(config: &ServeConfig) -> Option<CorsLayer> {
+    if config.cors_origins.is_empty() {
+        return None;
+    }
+    let origins = if config.cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            config
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
+        )
+    };
+    let request_id = HeaderName::from_static(middleware::REQUEST_ID);
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::ACCEPT,
+                request_id.clone(),
+            ])
+            .expose_headers([header::LOCATION, request_id])
+            .max_age(Duration::from_secs(3600)),
+    )
+}

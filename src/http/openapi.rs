@@ -1,0 +1,57 @@
+//! The OpenAPI document, generated from the handlers and types. `dbn-serve openapi` prints
+//! it; the committed copy is `openapi/openapi.json`, and a test fails when it is stale.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::routes::{datasets, inference, jobs, models, oip, ops};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "dbn-serve",
+        description = "Deep belief nets (Hinton 2007) learned by contrastive divergence and served: \
+                       training jobs, models, classification, generation. Errors are \
+                       `{\"error\": {\"code\", \"message\"}}`. With an API key configured, \
+                       mutating calls need `Authorization: Bearer <key>`."
+    ),
+    paths(
+        jobs::submit, jobs::list, jobs::show, jobs::cancel, jobs::events,
+        models::list, models::show, models::remove, models::weights, models::import,
+        inference::classify, inference::samples, inference::samples_png, inference::features_png,
+        datasets::list, datasets::upload,
+        oip::live, oip::ready, oip::metadata, oip::model_ready, oip::infer,
+        ops::healthz, ops::readyz, ops::metrics,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "jobs", description = "Training jobs: the long-running-operation pattern"),
+        (name = "models", description = "Stored models"),
+        (name = "inference", description = "Classification, generation, features"),
+        (name = "datasets", description = "Training data"),
+        (name = "oip-v2", description = "KServe Open Inference Protocol v2"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as pretty JSON with a trailing newline (the committed form).
+pub fn document() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    text.push('\n');
+    text
+}

@@ -1,0 +1,80 @@
+//! Operations: liveness, readiness and Prometheus metrics.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::http::dto::Health;
+use crate::http::metrics::Gauges;
+use crate::http::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+fn health(state: &AppState) -> (bool, Health) {
+    let workers = state.jobs.healthy();
+    (
+        workers,
+        Health {
+            status: if workers { "ok" } else { "unavailable" }.into(),
+            models: state.models.list().len(),
+            workers_alive: workers,
+        },
+    )
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Health)))]
+async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    let (_, mut h) = health(&state);
+    h.status = "ok".into();
+    Json(h)
+}
+
+/// Readiness: the job database answers and the training workers are alive.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let (ok, h) = health(&state);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(h))
+}
+
+/// Prometheus metrics (text format): requests by route and status with latency histograms,
+/// jobs by status, queue depth, training pace, inference latency.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    let jobs = state
+        .jobs
+        .counts()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(s, n)| (s.as_str(), n))
+        .collect();
+    let gauges = Gauges {
+        jobs,
+        training_examples_per_second: state.jobs.examples_per_sec(),
+        models: state.models.list().len(),
+        inference_in_flight: state
+            .config
+            .inference_concurrency
+            .saturating_sub(state.inference.available_permits()),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&gauges),
+    )
+        .into_response()
+}

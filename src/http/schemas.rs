@@ -1,0 +1,262 @@
+//! OpenAPI schemas of the engine's serde types. The engine stays free of utoipa, so these
+//! twins describe its JSON; a test checks that each twin has exactly the fields the engine
+//! type serialises.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use utoipa::ToSchema;
+
+/// A complete training run: dataset, architecture, settings and seed. Unknown fields are
+/// rejected.
+#[derive(ToSchema)]
+#[schema(as = TrainingSpec, example = json!({
+    "name": "mnist-dbn", "dataset": "mnist",
+    "architecture": {"hidden": [500, 500, 2000], "labels_in_top": true},
+    "pretrain": {"epochs": 30},
+    "layer_overrides": [{"layer": 2, "epochs": 50, "persistent": true, "cd_k": 5, "learning_rate": 0.05, "momentum_final": 0.5}],
+    "seed": 1
+}))]
+pub struct TrainingSpecSchema {
+    /// A name for the resulting model.
+    name: Option<String>,
+    /// Dataset to learn from (default `mnist`); see `GET /v1/datasets`.
+    dataset: Option<String>,
+    architecture: ArchitectureSchema,
+    pretrain: Option<RbmTrainConfigSchema>,
+    /// Per-layer changes to `pretrain`.
+    layer_overrides: Option<Vec<LayerOverrideSchema>>,
+    /// Use only the first this many training examples (default: all).
+    train_examples: Option<usize>,
+    /// Hold out the last this many training examples for monitoring (default 0).
+    validation_examples: Option<usize>,
+    /// Seed of every random draw (default 0).
+    seed: Option<u64>,
+}
+
+/// Layer sizes above the input.
+#[derive(ToSchema)]
+#[schema(as = Architecture)]
+pub struct ArchitectureSchema {
+    /// e.g. `[500, 500, 2000]`.
+    hidden: Vec<usize>,
+    /// Join 10 softmax label units to the top RBM's visible layer (default true).
+    labels_in_top: Option<bool>,
+}
+
+/// How one RBM learns; every field has a default.
+#[derive(ToSchema)]
+#[schema(as = RbmTrainConfig)]
+pub struct RbmTrainConfigSchema {
+    /// Passes over the data (default 30).
+    epochs: Option<usize>,
+    /// Examples per mini-batch (default 100).
+    batch_size: Option<usize>,
+    /// ε for the weights (default 0.1).
+    learning_rate: Option<f32>,
+    /// ε for the biases (default 0.1).
+    bias_learning_rate: Option<f32>,
+    /// Momentum of the first epochs (default 0.5).
+    momentum_initial: Option<f32>,
+    /// Momentum afterwards (default 0.9).
+    momentum_final: Option<f32>,
+    /// Epoch (0-based) from which `momentum_final` applies (default 5).
+    momentum_switch_epoch: Option<usize>,
+    /// L2 weight decay (default 0.0002).
+    weight_decay: Option<f32>,
+    /// Gibbs steps of the negative phase (default 1).
+    cd_k: Option<usize>,
+    /// Persistent CD (default false).
+    persistent: Option<bool>,
+    /// `data` (default) or `zero`.
+    #[schema(pattern = "^(data|zero)$")]
+    visible_bias_init: Option<String>,
+    /// Standard deviation of the initial weights (default 0.01).
+    init_std: Option<f32>,
+}
+
+/// Settings that differ for one layer (0-based).
+#[derive(ToSchema)]
+#[schema(as = LayerOverride)]
+pub struct LayerOverrideSchema {
+    layer: usize,
+    epochs: Option<usize>,
+    learning_rate: Option<f32>,
+    bias_learning_rate: Option<f32>,
+    weight_decay: Option<f32>,
+    cd_k: Option<usize>,
+    persistent: Option<bool>,
+    batch_size: Option<usize>,
+    momentum_final: Option<f32>,
+}
+
+/// Where a training run stands.
+#[derive(ToSchema)]
+#[schema(as = JobProgress)]
+pub struct JobProgressSchema {
+    /// `pretrain` or `finetune`.
+    phase: String,
+    /// Layer in training (0-based) and the number of layers.
+    layer: usize,
+    layers: usize,
+    /// Epoch (1-based) of this layer and its total.
+    epoch: usize,
+    epochs: usize,
+    /// Mini-batches done in this epoch and their number.
+    batch: usize,
+    batches: usize,
+    /// Fraction of the whole run done, 0..1.
+    fraction: f64,
+    examples_per_sec: f64,
+    /// Estimated seconds left.
+    eta_seconds: Option<f64>,
+}
+
+/// What one epoch of one layer measured.
+#[derive(ToSchema)]
+#[schema(as = EpochMetrics)]
+pub struct EpochMetricsSchema {
+    phase: String,
+    layer: usize,
+    epoch: usize,
+    /// Mean squared reconstruction error per example on the training batches.
+    recon_error_train: Option<f64>,
+    /// Mean-field reconstruction error on held-out data.
+    recon_error_validation: Option<f64>,
+    /// Mean free energy of held-out minus training data (grows with overfitting).
+    free_energy_gap: Option<f64>,
+    /// Classification error on held-out data, where defined.
+    validation_error: Option<f64>,
+    momentum: f32,
+    seconds: f64,
+    examples_per_sec: f64,
+}
+
+/// Where a model came from.
+#[derive(ToSchema)]
+#[schema(as = Provenance)]
+pub struct ProvenanceSchema {
+    dataset: String,
+    train_examples: usize,
+    validation_examples: usize,
+    seed: u64,
+    threads: usize,
+    /// `avx512`, `avx2` or `portable`.
+    kernels: String,
+    engine_version: String,
+    created_unix: u64,
+    train_seconds: f64,
+}
+
+/// A dataset available to training.
+#[derive(ToSchema)]
+#[schema(as = DatasetInfo)]
+pub struct DatasetInfoSchema {
+    name: String,
+    /// `builtin` or `uploaded`.
+    source: String,
+    train_examples: usize,
+    test_examples: usize,
+    n_inputs: usize,
+    classes: usize,
+}
+
+/// Named results of a model, e.g. `test_error`.
+pub type MetricsMap = BTreeMap<String, f64>;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::RefOr;
+    use utoipa::PartialSchema;
+
+    use super::*;
+    use crate::engine::observer::{EpochMetrics, Phase, Progress};
+    use crate::engine::spec::{LayerOverride, TrainingSpec};
+
+    fn schema_fields<T: PartialSchema>() -> BTreeSet<String> {
+        match T::schema() {
+            RefOr::T(Schema::Object(o)) => o.properties.keys().cloned().collect(),
+            _ => panic!("not an object schema"),
+        }
+    }
+
+    fn json_fields(v: serde_json::Value) -> BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn the_twins_have_the_fields_the_engine_serialises() {
+        let mut spec = TrainingSpec::digit_model();
+        spec.layer_overrides.push(LayerOverride {
+            layer: 0,
+            epochs: Some(1),
+            learning_rate: Some(0.1),
+            bias_learning_rate: Some(0.1),
+            weight_decay: Some(0.0),
+            cd_k: Some(1),
+            persistent: Some(false),
+            batch_size: Some(10),
+            momentum_final: Some(0.9),
+        });
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json_fields(json.clone()),
+            schema_fields::<TrainingSpecSchema>()
+        );
+        assert_eq!(
+            json_fields(json["architecture"].clone()),
+            schema_fields::<ArchitectureSchema>()
+        );
+        assert_eq!(
+            json_fields(json["pretrain"].clone()),
+            schema_fields::<RbmTrainConfigSchema>()
+        );
+        assert_eq!(
+            json_fields(json["layer_overrides"][0].clone()),
+            schema_fields::<LayerOverrideSchema>()
+        );
+        let progress = crate::store::JobProgress {
+            progress: Progress {
+                phase: Phase::Pretrain,
+                layer: 0,
+                layers: 1,
+                epoch: 1,
+                epochs: 1,
+                batch: 0,
+                batches: 1,
+                fraction: 0.0,
+                examples_per_sec: 0.0,
+            },
+            eta_seconds: None,
+        };
+        assert_eq!(
+            json_fields(serde_json::to_value(&progress).unwrap()),
+            schema_fields::<JobProgressSchema>()
+        );
+        let metrics = EpochMetrics {
+            phase: Phase::Pretrain,
+            layer: 0,
+            epoch: 1,
+            recon_error_train: None,
+            recon_error_validation: None,
+            free_energy_gap: None,
+            validation_error: None,
+            momentum: 0.5,
+            seconds: 1.0,
+            examples_per_sec: 1.0,
+        };
+        assert_eq!(
+            json_fields(serde_json::to_value(&metrics).unwrap()),
+            schema_fields::<EpochMetricsSchema>()
+        );
+        let prov = crate::engine::persist::Provenance::default();
+        assert_eq!(
+            json_fields(serde_json::to_value(&prov).unwrap()),
+            schema_fields::<ProvenanceSchema>()
+        );
+    }
+}

@@ -1,0 +1,51 @@
+//! The state every handler shares: a cheap `Clone` of handles whose owners are named below.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::ApiError;
+use super::metrics::Metrics;
+use crate::config::ServeConfig;
+use crate::jobs::Jobs;
+use crate::store::ModelStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    /// The job queue (owns the job store and the workers).
+    pub jobs: Jobs,
+    /// The model store (owns the model files and the loaded models).
+    pub models: Arc<dyn ModelStore>,
+    /// Permits for inference computations; none left means 429.
+    pub inference: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the server begins to shut down (ends event streams).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Runs `work` on the blocking pool under an inference permit, or answers 429 at once
+    /// when all permits are taken.
+    pub async fn infer<T, F>(&self, what: &'static str, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    {
+        let permit: OwnedSemaphorePermit = self
+            .inference
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded("too many inference calls in progress; retry"))?;
+        let metrics = self.metrics.clone();
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| ApiError::internal("inference task", e))?;
+        metrics.observe_inference(what, started.elapsed().as_secs_f64());
+        result
+    }
+}

@@ -1,0 +1,192 @@
+//! Training data by name: `mnist` is the configured MNIST directory; other names are
+//! datasets uploaded into `DATA_DIR/datasets/NAME/`, stored under MNIST's file names so that
+//! one loader reads both.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::engine::data::{parse_idx, Dataset, MnistSplit};
+use crate::engine::persist::write_atomic;
+use crate::engine::{DataError, EngineError};
+use crate::store::valid_id;
+
+/// The built-in dataset's name.
+pub const MNIST: &str = "mnist";
+const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// What a dataset offers to training.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatasetInfo {
+    pub name: String,
+    /// `builtin` (the MNIST directory) or `uploaded`.
+    pub source: &'static str,
+    pub train_examples: usize,
+    /// Test examples (0 when the dataset has no test split).
+    pub test_examples: usize,
+    /// Values per example (28 × 28 images).
+    pub n_inputs: usize,
+    pub classes: usize,
+}
+
+/// Finds and stores datasets. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Datasets {
+    mnist_dir: Option<PathBuf>,
+    uploads: PathBuf,
+}
+
+/// The split files of one upload: IDX bytes, raw or gzipped.
+#[derive(Debug, Default)]
+pub struct Upload {
+    pub train_images: Vec<u8>,
+    pub train_labels: Vec<u8>,
+    pub test_images: Option<Vec<u8>>,
+    pub test_labels: Option<Vec<u8>>,
+}
+
+impl Datasets {
+    pub fn new(mnist_dir: Option<PathBuf>, data_dir: &Path) -> Self {
+        Datasets {
+            mnist_dir,
+            uploads: data_dir.join("datasets"),
+        }
+    }
+
+    fn dir(&self, name: &str) -> Option<PathBuf> {
+        if name == MNIST {
+            return self.mnist_dir.clone();
+        }
+        valid_id(name).then(|| self.uploads.join(name))
+    }
+
+    /// The dataset's description, if it exists.
+    pub fn info(&self, name: &str) -> Option<DatasetInfo> {
+        let dir = self.dir(name)?;
+        let train_examples = count(&dir, TRAIN_LABELS)?;
+        Some(DatasetInfo {
+            name: name.to_string(),
+            source: if name == MNIST { "builtin" } else { "uploaded" },
+            train_examples,
+            test_examples: count(&dir, TEST_LABELS).unwrap_or(0),
+            n_inputs: 28 * 28,
+            classes: 10,
+        })
+    }
+
+    /// Names of the datasets that exist.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.uploads)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| valid_id(n) && n != MNIST)
+            .collect();
+        names.sort();
+        if self
+            .mnist_dir
+            .as_ref()
+            .is_some_and(|d| count(d, TRAIN_LABELS).is_some())
+        {
+            names.insert(0, MNIST.to_string());
+        }
+        names
+    }
+
+    pub fn list(&self) -> Vec<DatasetInfo> {
+        self.names().iter().filter_map(|n| self.info(n)).collect()
+    }
+
+    /// Loads one split; the test split of a dataset without one is `Ok(None)`.
+    pub fn load(&self, name: &str, split: MnistSplit) -> Result<Option<Dataset>, DataError> {
+        let dir = self.dir(name).ok_or_else(|| DataError::Io {
+            path: name.to_string(),
+            message: "no such dataset".into(),
+        })?;
+        if split == MnistSplit::Test && count(&dir, TEST_LABELS).is_none() {
+            return Ok(None);
+        }
+        Dataset::load_mnist(&dir, split).map(Some)
+    }
+
+    /// Checks an upload (IDX headers, 28×28 images, counts, labels 0–9) and stores it as
+    /// `name`, which must be new.
+    pub fn store(&self, name: &str, upload: &Upload) -> Result<DatasetInfo, EngineError> {
+        if name == MNIST || !valid_id(name) {
+            return Err(EngineError::invalid(
+                "name",
+                "must be 1-64 characters of [A-Za-z0-9_-] and not \"mnist\"",
+            ));
+        }
+        let dir = self.uploads.join(name);
+        if dir.exists() {
+            return Err(EngineError::invalid("name", format!("{name:?} exists")));
+        }
+        let check = |images: &[u8], labels: &[u8], what: &str| -> Result<usize, EngineError> {
+            let limit = crate::engine::data::idx::DEFAULT_MAX_BYTES;
+            let images = parse_idx(&format!("{what}_images"), images, limit)?;
+            let labels = parse_idx(&format!("{what}_labels"), labels, limit)?;
+            Ok(Dataset::from_idx(&images, &labels, Some((28, 28)), 10)?.len())
+        };
+        check(&upload.train_images, &upload.train_labels, "train")?;
+        let test = match (&upload.test_images, &upload.test_labels) {
+            (Some(i), Some(l)) => Some((i, l)),
+            (None, None) => None,
+            _ => {
+                return Err(EngineError::invalid(
+                    "test_labels",
+                    "test images and test labels come together",
+                ))
+            }
+        };
+        if let Some((i, l)) = test {
+            check(i, l, "test")?;
+        }
+        // Write into a hidden directory, then rename it into place: never half a dataset.
+        let tmp = self
+            .uploads
+            .join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let write = || -> Result<(), EngineError> {
+            write_atomic(&tmp.join(TRAIN_IMAGES), &upload.train_images)?;
+            write_atomic(&tmp.join(TRAIN_LABELS), &upload.train_labels)?;
+            if let Some((i, l)) = test {
+                write_atomic(&tmp.join(TEST_IMAGES), i)?;
+                write_atomic(&tmp.join(TEST_LABELS), l)?;
+            }
+            std::fs::rename(&tmp, &dir).map_err(|e| EngineError::io(&dir, e))
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        self.info(name)
+            .ok_or_else(|| EngineError::Model(format!("dataset {name} vanished after writing")))
+    }
+}
+
+/// The number of items an IDX file declares (its first dimension), reading only its header.
+fn count(dir: &Path, base: &str) -> Option<usize> {
+    let path = [dir.join(format!("{base}.gz")), dir.join(base)]
+        .into_iter()
+        .find(|p| p.is_file())?;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 8];
+    let mut magic = [0u8; 2];
+    file.read_exact(&mut magic).ok()?;
+    let rest = std::io::Read::chain(&magic[..], file);
+    if magic == [0x1f, 0x8b] {
+        flate2::read::MultiGzDecoder::new(rest)
+            .read_exact(&mut head)
+            .ok()?;
+    } else {
+        let mut rest = rest;
+        rest.read_exact(&mut head).ok()?;
+    }
+    Some(u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize)
+}

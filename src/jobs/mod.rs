@@ -1,0 +1,302 @@
+//! The training job queue. [`Jobs`] owns it: submissions are validated and stored as queued
+//! jobs, worker threads claim them in order and run the engine with an observer that records
+//! progress, writes checkpoints and listens for cancellation, and every change is published
+//! as a [`JobEvent`] for streams.
+
+mod datasets;
+mod observer;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+pub use datasets::{DatasetInfo, Datasets, Upload};
+
+use crate::engine::observer::EpochMetrics;
+use crate::engine::spec::{Limits, TrainingSpec};
+use crate::engine::EngineError;
+use crate::store::{
+    new_id, now_millis, JobPage, JobProgress, JobRecord, JobStatus, JobStore, ModelStore,
+    StoreError,
+};
+
+/// Failures of job operations.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("job {0:?} not found")]
+    NotFound(String),
+    /// The spec is invalid; `field` names the offending setting.
+    #[error("invalid {field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    QueueFull(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A change to a job, published to every subscriber.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    /// The job's status changed (queued, running, …, or back to queued on shutdown).
+    Status {
+        job: String,
+        status: JobStatus,
+    },
+    Progress {
+        job: String,
+        progress: JobProgress,
+    },
+    Epoch {
+        job: String,
+        metrics: EpochMetrics,
+    },
+}
+
+impl JobEvent {
+    pub fn job(&self) -> &str {
+        match self {
+            JobEvent::Status { job, .. }
+            | JobEvent::Progress { job, .. }
+            | JobEvent::Epoch { job, .. } => job,
+        }
+    }
+}
+
+/// Settings of the queue.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub workers: usize,
+    /// Threads each job computes with.
+    pub train_threads: usize,
+    pub capacity: usize,
+    pub limits: Limits,
+}
+
+/// The queue: a cheap handle to shared state (the store, the wake-up signal, the cancel flags
+/// of running jobs and the event channel). Cloned into HTTP state and worker threads.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn JobStore>,
+    models: Arc<dyn ModelStore>,
+    datasets: Datasets,
+    config: QueueConfig,
+    events: broadcast::Sender<JobEvent>,
+    /// Cancel flags of the jobs running now.
+    running: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Signalled when work arrives or shutdown begins.
+    wake: (Mutex<()>, Condvar),
+    shutdown: AtomicBool,
+    workers_alive: AtomicUsize,
+    /// Examples per second of the latest training progress (f64 bits), for metrics.
+    examples_per_sec: AtomicU64,
+}
+
+impl Jobs {
+    /// The queue over `store`; jobs left running by a previous process are requeued.
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        models: Arc<dyn ModelStore>,
+        datasets: Datasets,
+        config: QueueConfig,
+    ) -> Result<Self, JobError> {
+        let requeued = store.recover(now_millis())?;
+        if requeued > 0 {
+            tracing::info!("{requeued} interrupted jobs back in the queue");
+        }
+        let (events, _) = broadcast::channel(1024);
+        Ok(Jobs {
+            inner: Arc::new(Inner {
+                store,
+                models,
+                datasets,
+                config,
+                events,
+                running: Mutex::new(HashMap::new()),
+                wake: (Mutex::new(()), Condvar::new()),
+                shutdown: AtomicBool::new(false),
+                workers_alive: AtomicUsize::new(0),
+                examples_per_sec: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Starts the worker threads.
+    pub fn start_workers(&self) -> Vec<std::thread::JoinHandle<()>> {
+        (0..self.inner.config.workers.max(1))
+            .map(|i| {
+                let jobs = self.clone();
+                self.inner.workers_alive.fetch_add(1, Ordering::SeqCst);
+                std::thread::Builder::new()
+                    .name(format!("train-worker-{i}"))
+                    .spawn(move || {
+                        let _alive = AliveGuard(&jobs.inner.workers_alive);
+                        worker::run(&jobs);
+                    })
+                    .expect("spawning a worker thread")
+            })
+            .collect()
+    }
+
+    /// Validates `spec` and queues it.
+    pub fn submit(&self, spec: TrainingSpec) -> Result<JobRecord, JobError> {
+        if self.inner.shutdown.load(Ordering::SeqCst) {
+            return Err(JobError::ShuttingDown);
+        }
+        let info = self
+            .inner
+            .datasets
+            .info(&spec.dataset)
+            .ok_or_else(|| JobError::Invalid {
+                field: "dataset".into(),
+                message: format!(
+                    "no dataset {:?} (available: {})",
+                    spec.dataset,
+                    self.inner.datasets.names().join(", ")
+                ),
+            })?;
+        spec.validate(info.n_inputs, info.classes, &self.inner.config.limits)
+            .map_err(invalid)?;
+        let job = JobRecord::queued(new_id("job"), spec, now_millis());
+        self.inner
+            .store
+            .insert(&job, self.inner.config.capacity)
+            .map_err(|e| match e {
+                StoreError::Full(m) => JobError::QueueFull(m),
+                other => other.into(),
+            })?;
+        self.publish(JobEvent::Status {
+            job: job.id.clone(),
+            status: JobStatus::Queued,
+        });
+        self.wake_workers();
+        Ok(job)
+    }
+
+    pub fn get(&self, id: &str) -> Result<JobRecord, JobError> {
+        self.inner
+            .store
+            .get(id)?
+            .ok_or_else(|| JobError::NotFound(id.to_string()))
+    }
+
+    pub fn list(
+        &self,
+        status: Option<JobStatus>,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<JobPage, JobError> {
+        Ok(self.inner.store.list(status, limit, before)?)
+    }
+
+    /// Cancels a queued job at once and a running one within one mini-batch. Cancelling a
+    /// cancelled job changes nothing; a succeeded or failed one is a conflict.
+    pub fn cancel(&self, id: &str) -> Result<JobRecord, JobError> {
+        let job = self.get(id)?;
+        match job.status {
+            JobStatus::Cancelled => return Ok(job),
+            JobStatus::Succeeded | JobStatus::Failed => {
+                return Err(JobError::Conflict(format!(
+                    "job {id} has already {}",
+                    job.status.as_str()
+                )))
+            }
+            JobStatus::Queued | JobStatus::Running => {}
+        }
+        if self.inner.store.cancel(id, now_millis())? {
+            self.publish(JobEvent::Status {
+                job: id.to_string(),
+                status: JobStatus::Cancelled,
+            });
+        } else if let Some(flag) = self.lock_running().get(id) {
+            flag.store(true, Ordering::SeqCst);
+        }
+        self.get(id)
+    }
+
+    /// A receiver of every job's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Jobs in each status.
+    pub fn counts(&self) -> Result<Vec<(JobStatus, u64)>, JobError> {
+        Ok(self.inner.store.counts()?)
+    }
+
+    /// Whether the queue can work: the store answers and the workers are alive.
+    pub fn healthy(&self) -> bool {
+        self.inner.workers_alive.load(Ordering::SeqCst) > 0 && self.inner.store.counts().is_ok()
+    }
+
+    /// Training examples per second last reported by a running job.
+    pub fn examples_per_sec(&self) -> f64 {
+        f64::from_bits(self.inner.examples_per_sec.load(Ordering::Relaxed))
+    }
+
+    pub fn datasets(&self) -> &Datasets {
+        &self.inner.datasets
+    }
+
+    /// Stops taking work and asks running jobs to stop; they checkpoint at their last epoch
+    /// and return to the queue, to resume at the next start. Waits up to `grace` for the
+    /// workers to finish.
+    pub fn shutdown(&self, workers: Vec<std::thread::JoinHandle<()>>, grace: Duration) {
+        self.inner.shutdown.store(true, Ordering::SeqCst);
+        self.wake_workers();
+        let deadline = std::time::Instant::now() + grace;
+        for w in workers {
+            while !w.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            } else {
+                tracing::warn!("a training worker did not stop within {grace:?}");
+            }
+        }
+    }
+
+    fn publish(&self, event: JobEvent) {
+        // No subscribers is fine: nobody is watching.
+        let _ = self.inner.events.send(event);
+    }
+
+    fn wake_workers(&self) {
+        let _guard = self.inner.wake.0.lock();
+        self.inner.wake.1.notify_all();
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AtomicBool>>> {
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct AliveGuard<'a>(&'a AtomicUsize);
+
+impl Drop for AliveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn invalid(e: EngineError) -> JobError {
+    match e {
+        EngineError::Invalid { field, message } => JobError::Invalid { field, message },
+        other => JobError::Invalid {
+            field: "spec".into(),
+            message: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,230 @@
+//! A training worker: claims the oldest queued job, trains it (resuming from its checkpoint
+//! when it has one), stores the model and ends the job; sleeps when the queue is empty.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::observer::JobObserver;
+use super::{JobEvent, Jobs};
+use crate::engine::data::MnistSplit;
+use crate::engine::dbn::{error_rate, resume_greedy, train_greedy, Checkpoint, TrainOutcome};
+use crate::engine::persist::{self, ModelCard};
+use crate::engine::EngineError;
+use crate::store::{now_millis, JobFailure, JobRecord, JobStatus, StoreError};
+
+/// How a job's run ended.
+enum Ending {
+    Succeeded(String),
+    Failed(JobFailure),
+    Cancelled,
+    /// The server is stopping: back to the queue, to resume from the checkpoint.
+    Interrupted,
+}
+
+pub(super) fn run(jobs: &Jobs) {
+    let pool = match rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.inner.config.train_threads.max(1))
+        .thread_name(|i| format!("train-{i}"))
+        .build()
+    {
+        Ok(pool) => pool,
+        Err(e) => {
+            tracing::error!("training thread pool: {e}");
+            return;
+        }
+    };
+    while !jobs.inner.shutdown.load(Ordering::SeqCst) {
+        match jobs.inner.store.claim_next(now_millis()) {
+            Ok(Some(job)) => pool.install(|| run_job(jobs, job)),
+            Ok(None) => wait_for_work(jobs),
+            Err(e) => {
+                tracing::error!("claiming a job: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn wait_for_work(jobs: &Jobs) {
+    let (lock, signal) = &jobs.inner.wake;
+    let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+    if jobs.inner.shutdown.load(Ordering::SeqCst) {
+        return;
+    }
+    // A timeout too, so a job queued by another process is found.
+    let _ = signal.wait_timeout(guard, Duration::from_millis(500));
+}
+
+fn run_job(jobs: &Jobs, job: JobRecord) {
+    let id = job.id.clone();
+    let cancel = Arc::new(AtomicBool::new(false));
+    jobs.lock_running().insert(id.clone(), cancel.clone());
+    // A cancel that raced with the claim is in the store; honour it.
+    if let Ok(Some(current)) = jobs.inner.store.get(&id) {
+        if current.cancel_requested {
+            cancel.store(true, Ordering::SeqCst);
+        }
+    }
+    tracing::info!(job = %id, attempt = job.attempts, "training started");
+    jobs.publish(JobEvent::Status {
+        job: id.clone(),
+        status: JobStatus::Running,
+    });
+    let ending = train(jobs, &job, cancel.clone());
+    jobs.lock_running().remove(&id);
+    let store = &jobs.inner.store;
+    let now = now_millis();
+    let (status, result) = match &ending {
+        Ending::Succeeded(model) => (
+            JobStatus::Succeeded,
+            store.finish(&id, JobStatus::Succeeded, None, Some(model), now),
+        ),
+        Ending::Failed(failure) => (
+            JobStatus::Failed,
+            store.finish(&id, JobStatus::Failed, Some(failure), None, now),
+        ),
+        Ending::Cancelled => (
+            JobStatus::Cancelled,
+            store.finish(&id, JobStatus::Cancelled, None, None, now),
+        ),
+        Ending::Interrupted => (JobStatus::Queued, store.requeue(&id)),
+    };
+    if let Err(e) = result {
+        tracing::error!(job = %id, "recording the end of the job: {e}");
+    }
+    if status.is_terminal() {
+        if let Err(e) = jobs.inner.models.delete_checkpoint(&id) {
+            tracing::warn!(job = %id, "removing checkpoint: {e}");
+        }
+    }
+    match &ending {
+        Ending::Failed(f) => tracing::warn!(job = %id, code = %f.code, "job failed: {}", f.message),
+        _ => tracing::info!(job = %id, "job {}", status.as_str()),
+    }
+    jobs.publish(JobEvent::Status { job: id, status });
+}
+
+fn failure(code: &str, message: impl Into<String>) -> Ending {
+    Ending::Failed(JobFailure {
+        code: code.into(),
+        message: message.into(),
+    })
+}
+
+fn train(jobs: &Jobs, job: &JobRecord, cancel: Arc<AtomicBool>) -> Ending {
+    let spec = &job.spec;
+    let datasets = &jobs.inner.datasets;
+    let data = match datasets.load(&spec.dataset, MnistSplit::Train) {
+        Ok(Some(d)) => d,
+        Ok(None) => return failure("dataset_unavailable", "the dataset has no training split"),
+        Err(e) => return failure("dataset_unavailable", e.to_string()),
+    };
+    let mut observer = JobObserver::new(jobs, job.id.clone(), cancel);
+    let limits = jobs.inner.config.limits;
+    let checkpoint = match jobs.inner.models.load_checkpoint(&job.id) {
+        Ok(Some(bytes)) => match Checkpoint::from_bytes(&bytes) {
+            Ok(cp) => Some(cp),
+            Err(e) => {
+                tracing::warn!(job = %job.id, "unusable checkpoint, starting over: {e}");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(job = %job.id, "reading checkpoint, starting over: {e}");
+            None
+        }
+    };
+    let outcome = match checkpoint {
+        Some(cp) => {
+            tracing::info!(job = %job.id, layer = cp.layer + 1, epoch = cp.state.next_epoch + 1, "resuming from checkpoint");
+            observer.history = cp.history.clone();
+            resume_greedy(spec, &data, &limits, &mut observer, cp)
+        }
+        None => {
+            let mut rng = crate::engine::rng_from_seed(spec.seed);
+            train_greedy(spec, &data, &limits, &mut observer, &mut rng)
+        }
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(EngineError::Cancelled) => {
+            return if observer.cancel.load(Ordering::SeqCst) {
+                Ending::Cancelled
+            } else {
+                Ending::Interrupted
+            }
+        }
+        Err(e) => return failure(engine_code(&e), e.to_string()),
+    };
+    if observer.cancel.load(Ordering::SeqCst) {
+        return Ending::Cancelled;
+    }
+    match store_model(jobs, job, &data, outcome) {
+        Ok(model) => Ending::Succeeded(model),
+        Err(f) => Ending::Failed(f),
+    }
+}
+
+/// The stable code of an engine failure.
+fn engine_code(e: &EngineError) -> &'static str {
+    match e {
+        EngineError::Data(_) => "dataset_invalid",
+        EngineError::Invalid { .. } | EngineError::Shape(_) => "invalid_spec",
+        EngineError::Diverged(_) => "diverged",
+        EngineError::Io { .. } => "io_error",
+        EngineError::Model(_) => "checkpoint_invalid",
+        EngineError::Cancelled => "cancelled",
+    }
+}
+
+/// Measures the test error (when the dataset has a test split) and stores the model under an
+/// id derived from the job's, so a retried job never stores two.
+fn store_model(
+    jobs: &Jobs,
+    job: &JobRecord,
+    data: &crate::engine::data::Dataset,
+    outcome: TrainOutcome,
+) -> Result<String, JobFailure> {
+    let fail = |code: &str, e: &dyn std::fmt::Display| JobFailure {
+        code: code.into(),
+        message: e.to_string(),
+    };
+    let model_id = job.id.replacen("job-", "model-", 1);
+    let mut card = ModelCard::for_training(
+        &job.spec,
+        &outcome,
+        Some([data.image_rows, data.image_cols]),
+        rayon::current_num_threads(),
+    );
+    card.metrics.insert(
+        "train_seconds".into(),
+        outcome.history.iter().map(|m| m.seconds).sum(),
+    );
+    if outcome.dbn.label_classes() > 0 {
+        match jobs
+            .inner
+            .datasets
+            .load(&job.spec.dataset, MnistSplit::Test)
+        {
+            Ok(Some(test)) => match outcome.dbn.classify_free_energy(test.images.view()) {
+                Ok(p) => {
+                    card.metrics
+                        .insert("test_error".into(), error_rate(p.view(), &test.labels));
+                }
+                Err(e) => return Err(fail("evaluation_failed", &e)),
+            },
+            Ok(None) => {}
+            Err(e) => return Err(fail("dataset_unavailable", &e)),
+        }
+    }
+    let bytes =
+        persist::to_bytes(&outcome.dbn, &card).map_err(|e| fail("model_write_failed", &e))?;
+    match jobs.inner.models.insert(&model_id, &bytes) {
+        Ok(_) => Ok(model_id),
+        // Stored by an earlier attempt that died before recording its end.
+        Err(StoreError::Conflict(_)) => Ok(model_id),
+        Err(e) => Err(fail("model_write_failed", &e)),
+    }
+}

@@ -1,0 +1,198 @@
+//! The embedded model store: model files (safetensors) and training checkpoints under the data
+//! directory, written atomically, with every model loaded once and kept in memory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use super::{valid_id, Result, StoreError};
+use crate::engine::dbn::Dbn;
+use crate::engine::persist::{self, ModelCard};
+use crate::engine::EngineError;
+
+/// A stored model, loaded and ready to use.
+#[derive(Debug)]
+pub struct ModelEntry {
+    pub id: String,
+    pub card: ModelCard,
+    pub dbn: Dbn,
+    /// Size of the model file in bytes.
+    pub bytes: u64,
+}
+
+/// Keeps models and checkpoints. Methods block (file I/O); call them off the async threads
+/// when they touch large files.
+pub trait ModelStore: Send + Sync {
+    /// All models, ordered by id.
+    fn list(&self) -> Vec<Arc<ModelEntry>>;
+    fn get(&self, id: &str) -> Result<Arc<ModelEntry>>;
+    /// Validates `bytes` as a model file (shapes, format, version) and stores it as `id`.
+    fn insert(&self, id: &str, bytes: &[u8]) -> Result<Arc<ModelEntry>>;
+    /// The model's file as stored.
+    fn read_file(&self, id: &str) -> Result<Vec<u8>>;
+    fn delete(&self, id: &str) -> Result<()>;
+    fn save_checkpoint(&self, job: &str, bytes: &[u8]) -> Result<()>;
+    fn load_checkpoint(&self, job: &str) -> Result<Option<Vec<u8>>>;
+    fn delete_checkpoint(&self, job: &str) -> Result<()>;
+}
+
+/// Models in `DIR/models/ID.safetensors`, checkpoints in `DIR/checkpoints/JOB.ckpt`. Owns the
+/// in-memory index of loaded models; share it through `Arc<dyn ModelStore>`.
+pub struct FsModelStore {
+    models: PathBuf,
+    checkpoints: PathBuf,
+    index: RwLock<BTreeMap<String, Arc<ModelEntry>>>,
+}
+
+const MODEL_EXT: &str = "safetensors";
+
+fn io(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn engine_io(e: EngineError) -> StoreError {
+    match e {
+        EngineError::Io { path, source } => StoreError::Io { path, source },
+        other => StoreError::Invalid(other.to_string()),
+    }
+}
+
+impl FsModelStore {
+    /// Opens the store under `dir`, loading every model file. Files that do not load (corrupt,
+    /// foreign, of another version) are skipped with a warning and left untouched.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let models = dir.join("models");
+        let checkpoints = dir.join("checkpoints");
+        for d in [&models, &checkpoints] {
+            std::fs::create_dir_all(d).map_err(|e| io(d, e))?;
+        }
+        let mut index = BTreeMap::new();
+        for entry in std::fs::read_dir(&models).map_err(|e| io(&models, e))? {
+            let path = entry.map_err(|e| io(&models, e))?.path();
+            let Some(id) = model_id_of(&path) else {
+                continue;
+            };
+            match load_entry(&id, &path) {
+                Ok(model) => {
+                    index.insert(id, Arc::new(model));
+                }
+                Err(e) => tracing::warn!("skipping model file {}: {e}", path.display()),
+            }
+        }
+        tracing::info!("{} models in {}", index.len(), models.display());
+        Ok(FsModelStore {
+            models,
+            checkpoints,
+            index: RwLock::new(index),
+        })
+    }
+
+    fn model_path(&self, id: &str) -> Result<PathBuf> {
+        if !valid_id(id) {
+            return Err(StoreError::NotFound(format!("model {id:?}")));
+        }
+        Ok(self.models.join(format!("{id}.{MODEL_EXT}")))
+    }
+
+    fn checkpoint_path(&self, job: &str) -> Result<PathBuf> {
+        if !valid_id(job) {
+            return Err(StoreError::NotFound(format!("job {job:?}")));
+        }
+        Ok(self.checkpoints.join(format!("{job}.ckpt")))
+    }
+}
+
+/// The id a model file stands for: `ID.safetensors` with a valid id (temporary files start
+/// with a dot and are never listed).
+fn model_id_of(path: &Path) -> Option<String> {
+    if path.extension()? != MODEL_EXT {
+        return None;
+    }
+    let id = path.file_stem()?.to_str()?;
+    valid_id(id).then(|| id.to_string())
+}
+
+fn load_entry(id: &str, path: &Path) -> Result<ModelEntry> {
+    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    let (dbn, card) = persist::from_bytes(&bytes).map_err(engine_io)?;
+    Ok(ModelEntry {
+        id: id.to_string(),
+        card,
+        dbn,
+        bytes: bytes.len() as u64,
+    })
+}
+
+impl ModelStore for FsModelStore {
+    fn list(&self) -> Vec<Arc<ModelEntry>> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index.values().cloned().collect()
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<ModelEntry>> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index
+            .get(id)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(format!("model {id:?}")))
+    }
+
+    fn insert(&self, id: &str, bytes: &[u8]) -> Result<Arc<ModelEntry>> {
+        let path = self.model_path(id)?;
+        let (dbn, card) = persist::from_bytes(bytes).map_err(engine_io)?;
+        let entry = Arc::new(ModelEntry {
+            id: id.to_string(),
+            card,
+            dbn,
+            bytes: bytes.len() as u64,
+        });
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        if index.contains_key(id) {
+            return Err(StoreError::Conflict(format!("model {id:?} exists")));
+        }
+        persist::write_atomic(&path, bytes).map_err(engine_io)?;
+        index.insert(id.to_string(), entry.clone());
+        Ok(entry)
+    }
+
+    fn read_file(&self, id: &str) -> Result<Vec<u8>> {
+        self.get(id)?;
+        let path = self.model_path(id)?;
+        std::fs::read(&path).map_err(|e| io(&path, e))
+    }
+
+    fn delete(&self, id: &str) -> Result<()> {
+        let path = self.model_path(id)?;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        if !index.contains_key(id) {
+            return Err(StoreError::NotFound(format!("model {id:?}")));
+        }
+        std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+        index.remove(id);
+        Ok(())
+    }
+
+    fn save_checkpoint(&self, job: &str, bytes: &[u8]) -> Result<()> {
+        persist::write_atomic(&self.checkpoint_path(job)?, bytes).map_err(engine_io)
+    }
+
+    fn load_checkpoint(&self, job: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.checkpoint_path(job)?;
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    fn delete_checkpoint(&self, job: &str) -> Result<()> {
+        let path = self.checkpoint_path(job)?;
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, e)),
+            _ => Ok(()),
+        }
+    }
+}

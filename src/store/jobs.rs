@@ -1,0 +1,153 @@
+//! The persisted form of a training job and the trait of stores that keep them.
+
+use serde::{Deserialize, Serialize};
+
+use super::Result;
+use crate::engine::observer::{EpochMetrics, Progress};
+use crate::engine::spec::TrainingSpec;
+
+/// Where a job is in its life: `queued → running → succeeded | failed | cancelled`; a running
+/// job goes back to `queued` only when the server stops or dies under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the job has ended for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// The engine's progress plus the time estimate the job adds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    #[serde(flatten)]
+    pub progress: Progress,
+    /// Estimated seconds until the run ends, from the pace so far.
+    pub eta_seconds: Option<f64>,
+}
+
+/// Why a job failed: a stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    pub code: String,
+    pub message: String,
+}
+
+/// One training job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub status: JobStatus,
+    pub spec: TrainingSpec,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    pub progress: Option<JobProgress>,
+    /// Metrics of every finished epoch.
+    pub history: Vec<EpochMetrics>,
+    pub error: Option<JobFailure>,
+    pub model_id: Option<String>,
+    /// Times a worker has started the job (more than one after a restart).
+    pub attempts: u32,
+    pub cancel_requested: bool,
+}
+
+impl JobRecord {
+    /// A new queued job.
+    pub fn queued(id: String, spec: TrainingSpec, now: u64) -> Self {
+        JobRecord {
+            id,
+            status: JobStatus::Queued,
+            spec,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            progress: None,
+            history: Vec::new(),
+            error: None,
+            model_id: None,
+            attempts: 0,
+            cancel_requested: false,
+        }
+    }
+}
+
+/// A page of jobs, newest first, and the cursor of the next page.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    pub next: Option<i64>,
+}
+
+/// Keeps jobs. Every method is short and blocking; implementations are shared by the HTTP
+/// handlers and the worker threads.
+pub trait JobStore: Send + Sync {
+    /// Adds a queued job, unless `capacity` jobs are already queued (`StoreError::Full`).
+    fn insert(&self, job: &JobRecord, capacity: usize) -> Result<()>;
+    fn get(&self, id: &str) -> Result<Option<JobRecord>>;
+    /// Newest first, `limit` jobs created before the cursor `before`, optionally of one status.
+    fn list(&self, status: Option<JobStatus>, limit: usize, before: Option<i64>)
+        -> Result<JobPage>;
+    /// Moves the oldest queued job to `running` and returns it.
+    fn claim_next(&self, now: u64) -> Result<Option<JobRecord>>;
+    /// Records progress and, at the end of an epoch, the metrics history.
+    fn record_progress(
+        &self,
+        id: &str,
+        progress: &JobProgress,
+        history: Option<&[EpochMetrics]>,
+    ) -> Result<()>;
+    /// Ends a running job.
+    fn finish(
+        &self,
+        id: &str,
+        status: JobStatus,
+        error: Option<&JobFailure>,
+        model_id: Option<&str>,
+        now: u64,
+    ) -> Result<()>;
+    /// Puts a running job back in the queue (the server is stopping).
+    fn requeue(&self, id: &str) -> Result<()>;
+    /// Cancels a job: a queued one at once (returns true), a running one by setting its
+    /// request flag (returns false). A finished job is left as it is.
+    fn cancel(&self, id: &str, now: u64) -> Result<bool>;
+    /// At start-up: jobs left `running` by a previous process go back to the queue (or to
+    /// `cancelled` if cancelling was asked). Returns how many were requeued.
+    fn recover(&self, now: u64) -> Result<usize>;
+    /// Jobs in each status.
+    fn counts(&self) -> Result<Vec<(JobStatus, u64)>>;
+}

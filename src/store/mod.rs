@@ -1,0 +1,87 @@
+//! Where state lives: jobs in an embedded SQLite database, models and checkpoints as files.
+//! Both sit behind small traits ([`JobStore`], [`ModelStore`]) so that a shared database and
+//! object storage can replace them for several replicas.
+
+pub mod fs;
+pub mod jobs;
+pub mod sqlite;
+
+pub use fs::{FsModelStore, ModelEntry, ModelStore};
+pub use jobs::{JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore};
+pub use sqlite::SqliteJobStore;
+
+/// Failures of the stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with the current state (e.g. an id in use, a finished job).
+    #[error("{0}")]
+    Conflict(String),
+    /// A bounded resource is full (the job queue).
+    #[error("{0}")]
+    Full(String),
+    /// The content offered for storing is invalid (a model file that does not load).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Whether `id` may name a stored object: 1–64 characters of `[A-Za-z0-9_-]`, so it can never
+/// leave its directory.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A fresh random id with a prefix, e.g. `job-3f9a0c1d5e7b2a46`.
+pub fn new_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // RandomState carries per-process random keys from the OS.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(now_millis() as u128 * 1_000_000 + std::process::id() as u128);
+    format!("{prefix}-{:016x}", h.finish())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_escape_a_directory_are_invalid() {
+        for bad in ["", "../x", "a/b", "a\\b", ".", "..", "x y", &"a".repeat(65)] {
+            assert!(!valid_id(bad), "{bad:?} accepted");
+        }
+        assert!(valid_id("job-0123abcd"));
+        let (a, b) = (new_id("m"), new_id("m"));
+        assert!(valid_id(&a) && a != b);
+    }
+}

@@ -1,0 +1,328 @@
+//! The embedded job store: one SQLite file (WAL mode) under the data directory, with versioned
+//! schema migrations applied at start-up.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::jobs::{JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore};
+use super::{Result, StoreError};
+use crate::engine::observer::EpochMetrics;
+
+/// Migrations in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        progress TEXT,
+        history TEXT NOT NULL DEFAULT '[]',
+        error_code TEXT,
+        error_message TEXT,
+        model_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_status ON jobs(status, seq);"];
+
+/// Jobs in SQLite. Owns the one connection; callers share it through `Arc<dyn JobStore>`.
+pub struct SqliteJobStore {
+    conn: Mutex<Connection>,
+}
+
+const COLUMNS: &str = "id, status, spec, created_at, started_at, finished_at, progress, history, \
+                       error_code, error_message, model_id, attempts, cancel_requested";
+
+impl SqliteJobStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < 0 || version as usize > MIGRATIONS.len() {
+            return Err(StoreError::Database(format!(
+                "schema version {version} is newer than this server knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(SqliteJobStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (every change is a
+        // statement or a transaction), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("{what}: {e}").into(),
+        )
+    })
+}
+
+/// A job from a row that has the columns of [`COLUMNS`] (read by name).
+fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    let status: String = row.get("status")?;
+    let status = JobStatus::parse(&status).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Text,
+            format!("unknown job status {status:?}").into(),
+        )
+    })?;
+    let progress: Option<String> = row.get("progress")?;
+    let code: Option<String> = row.get("error_code")?;
+    let message: Option<String> = row.get("error_message")?;
+    Ok(JobRecord {
+        id: row.get("id")?,
+        status,
+        spec: parse("spec", &row.get::<_, String>("spec")?)?,
+        created_at: row.get::<_, i64>("created_at")? as u64,
+        started_at: row.get::<_, Option<i64>>("started_at")?.map(|t| t as u64),
+        finished_at: row.get::<_, Option<i64>>("finished_at")?.map(|t| t as u64),
+        progress: progress
+            .map(|p| parse::<JobProgress>("progress", &p))
+            .transpose()?,
+        history: parse("history", &row.get::<_, String>("history")?)?,
+        error: code.map(|code| JobFailure {
+            code,
+            message: message.unwrap_or_default(),
+        }),
+        model_id: row.get("model_id")?,
+        attempts: row.get::<_, i64>("attempts")? as u32,
+        cancel_requested: row.get::<_, i64>("cancel_requested")? != 0,
+    })
+}
+
+impl JobStore for SqliteJobStore {
+    fn insert(&self, job: &JobRecord, capacity: usize) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let queued: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued'",
+            [],
+            |r| r.get(0),
+        )?;
+        if queued as usize >= capacity {
+            return Err(StoreError::Full(format!(
+                "the queue holds {queued} jobs, its capacity"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO jobs (id, status, spec, created_at, history) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                job.id,
+                job.status.as_str(),
+                json(&job.spec)?,
+                job.created_at as i64,
+                json(&job.history)?
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<JobRecord>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                record,
+            )
+            .optional()?)
+    }
+
+    fn list(
+        &self,
+        status: Option<JobStatus>,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<JobPage> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT seq, {COLUMNS} FROM jobs WHERE (?1 IS NULL OR status = ?1) AND seq < ?2 \
+             ORDER BY seq DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                status.map(|s| s.as_str()),
+                before.unwrap_or(i64::MAX),
+                (limit + 1) as i64
+            ],
+            |row| {
+                let seq: i64 = row.get(0)?;
+                let job = record(row)?;
+                Ok((seq, job))
+            },
+        )?;
+        let mut rows = rows.collect::<rusqlite::Result<Vec<(i64, JobRecord)>>>()?;
+        // One row beyond the page tells whether there is a next page.
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|(seq, _)| *seq)
+        } else {
+            None
+        };
+        Ok(JobPage {
+            jobs: rows.into_iter().map(|(_, job)| job).collect(),
+            next,
+        })
+    }
+
+    fn claim_next(&self, now: u64) -> Result<Option<JobRecord>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id: Option<String> = tx
+            .query_row(
+                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        tx.execute(
+            "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?2), \
+             attempts = attempts + 1 WHERE id = ?1",
+            params![id, now as i64],
+        )?;
+        let job = tx.query_row(
+            &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+            [&id],
+            record,
+        )?;
+        tx.commit()?;
+        Ok(Some(job))
+    }
+
+    fn record_progress(
+        &self,
+        id: &str,
+        progress: &JobProgress,
+        history: Option<&[EpochMetrics]>,
+    ) -> Result<()> {
+        let conn = self.conn();
+        match history {
+            Some(h) => conn.execute(
+                "UPDATE jobs SET progress = ?2, history = ?3 WHERE id = ?1",
+                params![id, json(progress)?, json(&h)?],
+            )?,
+            None => conn.execute(
+                "UPDATE jobs SET progress = ?2 WHERE id = ?1",
+                params![id, json(progress)?],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn finish(
+        &self,
+        id: &str,
+        status: JobStatus,
+        error: Option<&JobFailure>,
+        model_id: Option<&str>,
+        now: u64,
+    ) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE jobs SET status = ?2, error_code = ?3, error_message = ?4, model_id = ?5, \
+             finished_at = ?6 WHERE id = ?1 AND status = 'running'",
+            params![
+                id,
+                status.as_str(),
+                error.map(|e| e.code.as_str()),
+                error.map(|e| e.message.as_str()),
+                model_id,
+                now as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn requeue(&self, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET status = 'queued' WHERE id = ?1 AND status = 'running'",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    fn cancel(&self, id: &str, now: u64) -> Result<bool> {
+        let conn = self.conn();
+        let queued = conn.execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?2, cancel_requested = 1 \
+             WHERE id = ?1 AND status = 'queued'",
+            params![id, now as i64],
+        )?;
+        if queued == 1 {
+            return Ok(true);
+        }
+        conn.execute(
+            "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND status = 'running'",
+            [id],
+        )?;
+        Ok(false)
+    }
+
+    fn recover(&self, now: u64) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?1 \
+             WHERE status IN ('running', 'queued') AND cancel_requested = 1",
+            [now as i64],
+        )?;
+        let requeued = tx.execute(
+            "UPDATE jobs SET status = 'queued' WHERE status = 'running'",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(requeued)
+    }
+
+    fn counts(&self) -> Result<Vec<(JobStatus, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+        let mut counts: Vec<(JobStatus, u64)> = JobStatus::ALL.iter().map(|&s| (s, 0)).collect();
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (status, n) = row?;
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_str() == status) {
+                slot.1 = n as u64;
+            }
+        }
+        Ok(counts)
+    }
+}
