@@ -48,6 +48,9 @@ pub struct ServeConfig {
     /// such a model's file are refused.
     #[arg(long, env = "DBN_MAX_PARAMETERS", default_value_t = 50_000_000)]
     pub max_parameters: usize,
+    /// Memory a training job may need, in MiB (estimated from the data and layer sizes).
+    #[arg(long, env = "DBN_MAX_TRAIN_MEMORY_MB", default_value_t = 8192)]
+    pub max_train_memory_mb: u64,
     /// Largest layer a spec may ask for.
     #[arg(long, env = "DBN_MAX_UNITS", default_value_t = 20_000)]
     pub max_units: usize,

@@ -86,6 +86,7 @@ pub async fn start(
             train_threads: threads,
             capacity: config.queue_capacity,
             limits: config.limits(),
+            max_memory: config.max_train_memory_mb.saturating_mul(1 << 20),
         },
     )?;
     let workers = jobs.start_workers();
@@ -132,6 +133,13 @@ pub async fn start(
 }
 
 impl RunningServer {
+    /// Asks everything to stop without waiting: the server stops accepting, streams end,
+    /// running jobs stop at their next mini-batch and go back to the queue.
+    pub fn signal_stop(&self) {
+        let _ = self.shutdown.send(true);
+        self.jobs.begin_shutdown();
+    }
+
     /// Stops taking requests and work, lets running jobs stop at their checkpoint (they
     /// resume at the next start) and waits at most the grace period.
     pub async fn stop(self) {

@@ -78,6 +78,8 @@ pub struct QueueConfig {
     pub train_threads: usize,
     pub capacity: usize,
     pub limits: Limits,
+    /// Estimated memory a job may need, in bytes.
+    pub max_memory: u64,
 }
 
 /// The queue: a cheap handle to shared state (the store, the wake-up signal, the cancel flags
@@ -168,6 +170,17 @@ impl Jobs {
             })?;
         spec.validate(info.n_inputs, info.classes, &self.inner.config.limits)
             .map_err(invalid)?;
+        let need = memory_estimate(&spec, &info);
+        if need > self.inner.config.max_memory {
+            return Err(JobError::Invalid {
+                field: "architecture.hidden".into(),
+                message: format!(
+                    "training needs about {} MiB of memory; the limit is {} MiB",
+                    need >> 20,
+                    self.inner.config.max_memory >> 20
+                ),
+            });
+        }
         let job = JobRecord::queued(new_id("job"), spec, now_millis());
         self.inner
             .store
@@ -253,8 +266,7 @@ impl Jobs {
     /// and return to the queue, to resume at the next start. Waits up to `grace` for the
     /// workers to finish.
     pub fn shutdown(&self, workers: Vec<std::thread::JoinHandle<()>>, grace: Duration) {
-        self.inner.shutdown.store(true, Ordering::SeqCst);
-        self.wake_workers();
+        self.begin_shutdown();
         let deadline = std::time::Instant::now() + grace;
         for w in workers {
             while !w.is_finished() && std::time::Instant::now() < deadline {
@@ -266,6 +278,12 @@ impl Jobs {
                 tracing::warn!("a training worker did not stop within {grace:?}");
             }
         }
+    }
+
+    /// Stops taking work and tells running jobs to stop, without waiting.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.store(true, Ordering::SeqCst);
+        self.wake_workers();
     }
 
     fn publish(&self, event: JobEvent) {
@@ -299,4 +317,22 @@ fn invalid(e: EngineError) -> JobError {
             message: other.to_string(),
         },
     }
+}
+
+/// Bytes a run of `spec` holds at its peak, roughly: the data and its labels, the inputs of
+/// the layer in training and the outputs it passes up (f32 each), and four copies of the
+/// largest layer's weights (weights, increments, statistics, checkpoint).
+fn memory_estimate(spec: &TrainingSpec, info: &DatasetInfo) -> u64 {
+    let n = spec
+        .train_examples
+        .map_or(info.train_examples, |t| t.min(info.train_examples)) as u64;
+    let hidden = &spec.architecture.hidden;
+    let widest = hidden.iter().copied().max().unwrap_or(0) as u64;
+    let data = n * (info.n_inputs + info.classes) as u64;
+    let activations = 2 * n * (widest + info.classes as u64);
+    let weights = (0..hidden.len())
+        .map(|i| (spec.layer_visible(i, info.n_inputs, info.classes) * hidden[i]) as u64)
+        .max()
+        .unwrap_or(0);
+    4 * (data + activations + 4 * weights)
 }

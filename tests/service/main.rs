@@ -1,0 +1,11 @@
+//! The real server on a random port with a temporary data directory, driven over HTTP.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod app;
+mod auth_and_limits;
+mod inference;
+mod jobs;
+mod models;
+mod openapi;
