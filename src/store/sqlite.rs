@@ -326,3 +326,79 @@ impl JobStore for SqliteJobStore {
         Ok(counts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::spec::TrainingSpec;
+
+    fn queued(store: &SqliteJobStore, id: &str) {
+        let job = JobRecord::queued(id.into(), TrainingSpec::digit_model(), 1);
+        store.insert(&job, 100).unwrap();
+    }
+
+    #[test]
+    fn jobs_are_claimed_oldest_first_and_recovered_after_a_crash() {
+        let store = SqliteJobStore::in_memory().unwrap();
+        for id in ["a", "b", "c"] {
+            queued(&store, id);
+        }
+        assert_eq!(store.claim_next(5).unwrap().unwrap().id, "a");
+        assert_eq!(store.claim_next(6).unwrap().unwrap().id, "b");
+        // The process dies: "a" and "b" are running, "b" had been asked to cancel.
+        store.cancel("b", 7).unwrap();
+        assert_eq!(store.recover(8).unwrap(), 1);
+        let a = store.get("a").unwrap().unwrap();
+        assert_eq!(
+            (a.status, a.attempts, a.started_at),
+            (JobStatus::Queued, 1, Some(5))
+        );
+        assert_eq!(
+            store.get("b").unwrap().unwrap().status,
+            JobStatus::Cancelled
+        );
+        // "a" is claimed again before "c", and keeps its first start time.
+        let again = store.claim_next(9).unwrap().unwrap();
+        assert_eq!(
+            (again.id.as_str(), again.attempts, again.started_at),
+            ("a", 2, Some(5))
+        );
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_finished_jobs_stay_finished() {
+        let store = SqliteJobStore::in_memory().unwrap();
+        queued(&store, "a");
+        let b = JobRecord::queued("b".into(), TrainingSpec::digit_model(), 1);
+        assert!(matches!(store.insert(&b, 1), Err(StoreError::Full(_))));
+        store.claim_next(2).unwrap();
+        store
+            .finish("a", JobStatus::Succeeded, None, Some("m"), 3)
+            .unwrap();
+        // Neither a cancel nor a second finish changes a finished job.
+        assert!(!store.cancel("a", 4).unwrap());
+        store.finish("a", JobStatus::Failed, None, None, 5).unwrap();
+        let a = store.get("a").unwrap().unwrap();
+        assert_eq!(
+            (a.status, a.model_id.as_deref(), a.finished_at),
+            (JobStatus::Succeeded, Some("m"), Some(3))
+        );
+        assert_eq!(store.counts().unwrap()[2], (JobStatus::Succeeded, 1));
+    }
+
+    #[test]
+    fn a_database_from_a_newer_server_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        drop(SqliteJobStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(
+            SqliteJobStore::open(&path),
+            Err(StoreError::Database(_))
+        ));
+        std::fs::write(&path, b"this is not a database at all, just text").unwrap();
+        assert!(SqliteJobStore::open(&path).is_err());
+    }
+}

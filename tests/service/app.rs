@@ -59,7 +59,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
@@ -101,7 +105,8 @@ impl TestApp {
     }
 
     pub async fn wait_status(&self, id: &str, status: &str) -> Value {
-        self.wait_job(id, |j| j["status"] == status || is_terminal(j)).await
+        self.wait_job(id, |j| j["status"] == status || is_terminal(j))
+            .await
     }
 
     /// Trains `spec` to a model and returns the model id.

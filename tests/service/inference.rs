@@ -10,12 +10,22 @@ use crate::common::fixture;
 /// `{"pixels": [...]}` of the first `n` fixture test images.
 pub fn test_pixels(n: usize) -> Value {
     let test = fixture(MnistSplit::Test);
-    let rows: Vec<Vec<f32>> = test.images.outer_iter().take(n).map(|r| r.to_vec()).collect();
+    let rows: Vec<Vec<f32>> = test
+        .images
+        .outer_iter()
+        .take(n)
+        .map(|r| r.to_vec())
+        .collect();
     json!({ "pixels": rows })
 }
 
 fn test_labels(n: usize) -> Vec<u64> {
-    fixture(MnistSplit::Test).labels.iter().take(n).map(|&l| l as u64).collect()
+    fixture(MnistSplit::Test)
+        .labels
+        .iter()
+        .take(n)
+        .map(|&l| l as u64)
+        .collect()
 }
 
 fn labels_of(response: &Value) -> Vec<u64> {
@@ -71,7 +81,9 @@ async fn images_in_every_form_are_classified_like_their_pixels() {
     let n = 100;
     let truth = test_labels(n);
 
-    let (status, by_pixels) = app.post_json(&format!("/v1/models/{model}/classify"), &test_pixels(n)).await;
+    let (status, by_pixels) = app
+        .post_json(&format!("/v1/models/{model}/classify"), &test_pixels(n))
+        .await;
     assert_eq!(status, 200, "{by_pixels}");
     assert_eq!(by_pixels["method"], "free_energy");
     let pixel_labels = labels_of(&by_pixels);
@@ -79,7 +91,12 @@ async fn images_in_every_form_are_classified_like_their_pixels() {
     let pixel_accuracy = accuracy(&pixel_labels, &truth);
     assert!(pixel_accuracy > 0.6, "pixel accuracy {pixel_accuracy}");
     for p in by_pixels["predictions"].as_array().unwrap() {
-        let sum: f64 = p["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+        let sum: f64 = p["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
         assert!((sum - 1.0).abs() < 1e-4);
     }
 
@@ -92,14 +109,26 @@ async fn images_in_every_form_are_classified_like_their_pixels() {
         png_labels.push(labels_of(&r)[0]);
     }
     let png_accuracy = accuracy(&png_labels, &truth);
-    assert!(png_accuracy > pixel_accuracy - 0.1, "png {png_accuracy} vs pixels {pixel_accuracy}");
+    assert!(
+        png_accuracy > pixel_accuracy - 0.1,
+        "png {png_accuracy} vs pixels {pixel_accuracy}"
+    );
 
     // Several images in one multipart body, answered in order.
     let mut form = reqwest::multipart::Form::new();
     for i in 0..3 {
-        form = form.part(format!("image{i}"), reqwest::multipart::Part::bytes(test_png(i, 2)));
+        form = form.part(
+            format!("image{i}"),
+            reqwest::multipart::Part::bytes(test_png(i, 2)),
+        );
     }
-    let r = app.client.post(app.url(&format!("/v1/models/{model}/classify"))).multipart(form).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/models/{model}/classify")))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let multi: Value = r.json().await.unwrap();
     assert_eq!(multi["predictions"].as_array().unwrap().len(), 3);
@@ -121,9 +150,13 @@ async fn images_in_every_form_are_classified_like_their_pixels() {
     let mut body = test_pixels(20);
     body["method"] = json!("gibbs");
     body["gibbs_steps"] = json!(50);
-    let (status, g1) = app.post_json(&format!("/v1/models/{model}/classify"), &body).await;
+    let (status, g1) = app
+        .post_json(&format!("/v1/models/{model}/classify"), &body)
+        .await;
     assert_eq!((status, &g1["method"]), (200, &json!("gibbs")));
-    let (_, g2) = app.post_json(&format!("/v1/models/{model}/classify"), &body).await;
+    let (_, g2) = app
+        .post_json(&format!("/v1/models/{model}/classify"), &body)
+        .await;
     assert_eq!(g1, g2);
     let agree = accuracy(&labels_of(&g1), &pixel_labels[..20]);
     assert!(agree >= 0.7, "gibbs agrees with free energy on {agree}");
@@ -148,19 +181,28 @@ async fn bad_inputs_get_their_documented_errors_and_the_server_stays_healthy() {
     assert_eq!((status, code(&body)), (415, "unsupported_media_type"));
     let (status, body) = app.post_json(&path, &json!({"pixels": [[0.5, 0.5]]})).await;
     assert_eq!((status, code(&body)), (422, "invalid_request"));
-    assert!(body["error"]["message"].as_str().unwrap().contains("pixels[0]"));
-    let (status, body) = app.post_json(&path, &json!({"pixels": [vec![2.0; 784]]})).await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("pixels[0]"));
+    let (status, body) = app
+        .post_json(&path, &json!({"pixels": [vec![2.0; 784]]}))
+        .await;
     assert_eq!((status, code(&body)), (422, "invalid_request"));
     let (status, _) = app.post_json(&path, &json!({"pixels": []})).await;
     assert_eq!(status, 422);
-    let (status, body) = app.post_json("/v1/models/model-nope/classify", &test_pixels(1)).await;
+    let (status, body) = app
+        .post_json("/v1/models/model-nope/classify", &test_pixels(1))
+        .await;
     assert_eq!((status, code(&body)), (404, "not_found"));
     let mut gibbs = test_pixels(1);
     gibbs["method"] = json!("gibbs");
     gibbs["gibbs_steps"] = json!(10_000_000);
     let (status, body) = app.post_json(&path, &gibbs).await;
     assert_eq!((status, code(&body)), (422, "invalid_request"));
-    let (status, _) = app.post_json(&format!("{path}?method=telepathy"), &test_pixels(1)).await;
+    let (status, _) = app
+        .post_json(&format!("{path}?method=telepathy"), &test_pixels(1))
+        .await;
     assert_eq!(status, 422);
     app.assert_healthy().await;
 }
@@ -174,7 +216,11 @@ fn bomb_png() -> Vec<u8> {
     for &b in &png[12..29] {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     png[29..33].copy_from_slice(&(!c).to_be_bytes());
@@ -187,52 +233,106 @@ async fn samples_come_as_json_or_png_features_as_png_and_oip_infer_classifies() 
     let model = app.train(&small_spec(2)).await;
 
     let request = json!({"label": 3, "count": 4, "gibbs_steps": 20, "seed": 9});
-    let (status, s1) = app.post_json(&format!("/v1/models/{model}/samples"), &request).await;
+    let (status, s1) = app
+        .post_json(&format!("/v1/models/{model}/samples"), &request)
+        .await;
     assert_eq!(status, 200, "{s1}");
     let images = s1["images"].as_array().unwrap();
     assert_eq!(images.len(), 4);
     assert!(images.iter().all(|im| im.as_array().unwrap().len() == 784
-        && im.as_array().unwrap().iter().all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap()))));
-    let (_, s2) = app.post_json(&format!("/v1/models/{model}/samples"), &request).await;
+        && im
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap()))));
+    let (_, s2) = app
+        .post_json(&format!("/v1/models/{model}/samples"), &request)
+        .await;
     assert_eq!(s1, s2, "the same seed gives the same samples");
 
-    let r = app.client.post(app.url(&format!("/v1/models/{model}/samples")))
-        .header("accept", "image/png").json(&request).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/models/{model}/samples")))
+        .header("accept", "image/png")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-type"], "image/png");
     let (w, h) = png_size(&r.bytes().await.unwrap());
     // 4 tiles of 28x28 in one row with 1-pixel borders.
     assert_eq!((w, h), (4 * 29 + 1, 29 + 1));
 
-    let r = app.get(&format!("/v1/models/{model}/samples.png?label=1&count=20&steps=10&seed=1")).await;
+    let r = app
+        .get(&format!(
+            "/v1/models/{model}/samples.png?label=1&count=20&steps=10&seed=1"
+        ))
+        .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(png_size(&r.bytes().await.unwrap()), (10 * 29 + 1, 2 * 29 + 1));
-    let r = app.get(&format!("/v1/models/{model}/features.png?count=16")).await;
+    assert_eq!(
+        png_size(&r.bytes().await.unwrap()),
+        (10 * 29 + 1, 2 * 29 + 1)
+    );
+    let r = app
+        .get(&format!("/v1/models/{model}/features.png?count=16"))
+        .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(png_size(&r.bytes().await.unwrap()), (4 * 29 + 1, 4 * 29 + 1));
+    assert_eq!(
+        png_size(&r.bytes().await.unwrap()),
+        (4 * 29 + 1, 4 * 29 + 1)
+    );
 
-    let (status, body) = app.post_json(&format!("/v1/models/{model}/samples"), &json!({"label": 10})).await;
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/models/{model}/samples"),
+            &json!({"label": 10}),
+        )
+        .await;
     assert_eq!((status, code(&body)), (422, "invalid_request"));
-    let (status, _) = app.post_json(&format!("/v1/models/{model}/samples"), &json!({"count": 100000})).await;
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/models/{model}/samples"),
+            &json!({"count": 100000}),
+        )
+        .await;
     assert_eq!(status, 422);
 
     // OIP v2: metadata, readiness and infer agree with the native classify.
     let (status, meta) = app.get_json(&format!("/v2/models/{model}")).await;
-    assert_eq!((status, &meta["inputs"][0]["shape"]), (200, &json!([-1, 784])));
+    assert_eq!(
+        (status, &meta["inputs"][0]["shape"]),
+        (200, &json!([-1, 784]))
+    );
     let (status, ready) = app.get_json(&format!("/v2/models/{model}/ready")).await;
     assert_eq!((status, &ready["ready"]), (200, &json!(true)));
     let pixels = test_pixels(3);
-    let flat: Vec<f64> = pixels["pixels"].as_array().unwrap().iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap())).collect();
+    let flat: Vec<f64> = pixels["pixels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
     let infer = json!({"id": "r1", "inputs": [{"name": "input", "shape": [3, 784], "datatype": "FP32", "data": flat}]});
-    let (status, out) = app.post_json(&format!("/v2/models/{model}/infer"), &infer).await;
+    let (status, out) = app
+        .post_json(&format!("/v2/models/{model}/infer"), &infer)
+        .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["id"], "r1");
-    let (_, native) = app.post_json(&format!("/v1/models/{model}/classify"), &pixels).await;
-    let labels: Vec<u64> = out["outputs"][1]["data"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let (_, native) = app
+        .post_json(&format!("/v1/models/{model}/classify"), &pixels)
+        .await;
+    let labels: Vec<u64> = out["outputs"][1]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     assert_eq!(labels, labels_of(&native));
     let mut bad = infer.clone();
     bad["inputs"][0]["shape"] = json!([3, 100]);
-    let (status, _) = app.post_json(&format!("/v2/models/{model}/infer"), &bad).await;
+    let (status, _) = app
+        .post_json(&format!("/v2/models/{model}/infer"), &bad)
+        .await;
     assert_eq!(status, 422);
     let (status, live) = app.get_json("/v2/health/live").await;
     assert_eq!((status, &live["live"]), (200, &json!(true)));

@@ -11,11 +11,20 @@ use crate::app::{code, is_terminal, small_spec, spawn_app, spawn_app_with};
 async fn a_job_runs_to_a_model_with_progress_and_history() {
     let app = spawn_app().await;
 
-    let r = app.client.post(app.url("/v1/jobs")).json(&small_spec(3)).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .json(&small_spec(3))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_string();
     let job: Value = r.json().await.unwrap();
-    assert_eq!(location, format!("/v1/jobs/{}", job["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/v1/jobs/{}", job["id"].as_str().unwrap())
+    );
     assert_eq!(job["status"], "queued");
 
     let done = app.wait_job(job["id"].as_str().unwrap(), is_terminal).await;
@@ -24,7 +33,9 @@ async fn a_job_runs_to_a_model_with_progress_and_history() {
     // 2 layers x 3 epochs, each with a reconstruction error.
     let history = done["history"].as_array().unwrap();
     assert_eq!(history.len(), 6);
-    assert!(history.iter().all(|m| m["recon_error_train"].as_f64().unwrap() > 0.0));
+    assert!(history
+        .iter()
+        .all(|m| m["recon_error_train"].as_f64().unwrap() > 0.0));
     assert_eq!(done["progress"]["fraction"], 1.0);
     assert!(done["started_at"].is_string() && done["finished_at"].is_string());
     let model_id = done["model_id"].as_str().unwrap();
@@ -48,7 +59,10 @@ async fn the_event_stream_reports_progress_epochs_and_the_end() {
 
     let r = app.get(&format!("/v1/jobs/{id}/events")).await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut body = String::new();
     let mut stream = r.bytes_stream();
     // The stream ends by itself after the job ends.
@@ -69,7 +83,11 @@ async fn the_event_stream_reports_progress_epochs_and_the_end() {
         })
         .collect();
     assert_eq!(events.first().unwrap().0, "status");
-    assert_eq!(events.iter().filter(|e| e.0 == "epoch").count(), 8, "{body}");
+    assert_eq!(
+        events.iter().filter(|e| e.0 == "epoch").count(),
+        8,
+        "{body}"
+    );
     assert!(events.iter().any(|e| e.0 == "progress"));
     let last = events.last().unwrap();
     assert_eq!((last.0, &last.1["status"]), ("status", &json!("succeeded")));
@@ -90,21 +108,32 @@ async fn queued_and_running_jobs_can_be_cancelled_and_the_queue_has_a_bound() {
     let (status, body) = app.post_json("/v1/jobs", &small_spec(1)).await;
     assert_eq!((status, code(&body)), (429, "queue_full"));
 
-    let (status, job) = app.post_json(&format!("/v1/jobs/{queued}/cancel"), &json!({})).await;
+    let (status, job) = app
+        .post_json(&format!("/v1/jobs/{queued}/cancel"), &json!({}))
+        .await;
     assert_eq!((status, &job["status"]), (200, &json!("cancelled")));
-    let (status, job) = app.post_json(&format!("/v1/jobs/{running}/cancel"), &json!({})).await;
+    let (status, job) = app
+        .post_json(&format!("/v1/jobs/{running}/cancel"), &json!({}))
+        .await;
     assert_eq!(status, 200);
-    assert!(job["status"] == "cancelled" || job["cancel_requested"] == true, "{job}");
+    assert!(
+        job["status"] == "cancelled" || job["cancel_requested"] == true,
+        "{job}"
+    );
     let job = app.wait_job(&running, is_terminal).await;
     assert_eq!(job["status"], "cancelled");
     assert!(job["model_id"].is_null());
 
     // Idempotent; a succeeded job cannot be cancelled; unknown jobs are 404.
-    let (status, _) = app.post_json(&format!("/v1/jobs/{running}/cancel"), &json!({})).await;
+    let (status, _) = app
+        .post_json(&format!("/v1/jobs/{running}/cancel"), &json!({}))
+        .await;
     assert_eq!(status, 200);
     let done = app.submit(&small_spec(1)).await;
     app.wait_job(&done, is_terminal).await;
-    let (status, body) = app.post_json(&format!("/v1/jobs/{done}/cancel"), &json!({})).await;
+    let (status, body) = app
+        .post_json(&format!("/v1/jobs/{done}/cancel"), &json!({}))
+        .await;
     assert_eq!((status, code(&body)), (409, "conflict"));
     let (status, _) = app.post_json("/v1/jobs/job-nope/cancel", &json!({})).await;
     assert_eq!(status, 404);
@@ -113,25 +142,35 @@ async fn queued_and_running_jobs_can_be_cancelled_and_the_queue_has_a_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_interrupted_by_a_restart_resumes_and_matches_an_uninterrupted_run() {
     // 784-300-300 for 12 epochs per layer: long enough to stop in the middle.
-    let spec = json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 12}, "seed": 5});
+    let spec =
+        json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 12}, "seed": 5});
     let app = spawn_app().await;
     let id = app.submit(&spec).await;
-    app.wait_job(&id, |j| j["history"].as_array().is_some_and(|h| h.len() >= 3) || is_terminal(j))
-        .await;
+    app.wait_job(&id, |j| {
+        j["history"].as_array().is_some_and(|h| h.len() >= 3) || is_terminal(j)
+    })
+    .await;
 
     let app = app.restart().await;
 
     let job = app.wait_job(&id, is_terminal).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    assert_eq!(job["attempts"], 2, "the job should have been resumed: {job}");
+    assert_eq!(
+        job["attempts"], 2,
+        "the job should have been resumed: {job}"
+    );
     assert_eq!(job["history"].as_array().unwrap().len(), 24);
     // The same spec run without interruption gives the same model, bit for bit: compare
     // the probabilities both give to 50 test images.
     let reference = app.train(&spec).await;
     let resumed = job["model_id"].as_str().unwrap();
     let pixels = crate::inference::test_pixels(50);
-    let (_, a) = app.post_json(&format!("/v1/models/{resumed}/classify"), &pixels).await;
-    let (_, b) = app.post_json(&format!("/v1/models/{reference}/classify"), &pixels).await;
+    let (_, a) = app
+        .post_json(&format!("/v1/models/{resumed}/classify"), &pixels)
+        .await;
+    let (_, b) = app
+        .post_json(&format!("/v1/models/{reference}/classify"), &pixels)
+        .await;
     assert_eq!(a["predictions"], b["predictions"]);
 }
 
@@ -144,13 +183,31 @@ async fn invalid_specs_are_refused_with_the_field_named() {
     })
     .await;
     let cases = [
-        (json!({"architecture": {"hidden": [1_000_000_000]}}), "architecture.hidden"),
-        (json!({"architecture": {"hidden": [2000, 2000]}}), "weights exceed"),
+        (
+            json!({"architecture": {"hidden": [1_000_000_000]}}),
+            "architecture.hidden",
+        ),
+        (
+            json!({"architecture": {"hidden": [2000, 2000]}}),
+            "weights exceed",
+        ),
         (json!({"architecture": {"hidden": [100, 5000]}}), "memory"),
-        (json!({"architecture": {"hidden": [10]}, "pretrain": {"epochs": 1_000_000}}), "epochs"),
-        (json!({"architecture": {"hidden": [10]}, "dataset": "nope"}), "dataset"),
-        (json!({"architecture": {"hidden": [10]}, "surprise": 1}), "surprise"),
-        (json!({"architecture": {"hidden": []}}), "architecture.hidden"),
+        (
+            json!({"architecture": {"hidden": [10]}, "pretrain": {"epochs": 1_000_000}}),
+            "epochs",
+        ),
+        (
+            json!({"architecture": {"hidden": [10]}, "dataset": "nope"}),
+            "dataset",
+        ),
+        (
+            json!({"architecture": {"hidden": [10]}, "surprise": 1}),
+            "surprise",
+        ),
+        (
+            json!({"architecture": {"hidden": []}}),
+            "architecture.hidden",
+        ),
     ];
     for (spec, field) in cases {
         let (status, body) = app.post_json("/v1/jobs", &spec).await;
@@ -158,7 +215,14 @@ async fn invalid_specs_are_refused_with_the_field_named() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "{spec}: {message}");
     }
-    let r = app.client.post(app.url("/v1/jobs")).body("{\"architecture\":").header("content-type", "application/json").send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .body("{\"architecture\":")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(code(&body), "malformed_json");
@@ -179,11 +243,24 @@ async fn job_lists_are_paged_newest_first() {
     };
     let (_, page1) = app.get_json("/v1/jobs?limit=2").await;
     let cursor = page1["next_cursor"].as_str().unwrap().to_string();
-    let (_, page2) = app.get_json(&format!("/v1/jobs?limit=2&cursor={cursor}")).await;
-    let (_, page3) = app.get_json(&format!("/v1/jobs?limit=2&cursor={}", page2["next_cursor"].as_str().unwrap())).await;
+    let (_, page2) = app
+        .get_json(&format!("/v1/jobs?limit=2&cursor={cursor}"))
+        .await;
+    let (_, page3) = app
+        .get_json(&format!(
+            "/v1/jobs?limit=2&cursor={}",
+            page2["next_cursor"].as_str().unwrap()
+        ))
+        .await;
     let seen: Vec<&str> = [&page1, &page2, &page3]
         .iter()
-        .flat_map(|p| p["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()))
+        .flat_map(|p| {
+            p["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap())
+        })
         .collect();
     let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
     assert_eq!(seen, newest_first);

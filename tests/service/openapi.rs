@@ -16,7 +16,13 @@ async fn the_server_serves_its_document_and_the_docs_page() {
     let app = crate::app::spawn_app().await;
     let (status, doc) = app.get_json("/openapi.json").await;
     assert_eq!(status, 200);
-    for path in ["/v1/jobs", "/v1/jobs/{id}/events", "/v1/models/{id}/classify", "/v2/models/{name}/infer", "/metrics"] {
+    for path in [
+        "/v1/jobs",
+        "/v1/jobs/{id}/events",
+        "/v1/models/{id}/classify",
+        "/v2/models/{name}/infer",
+        "/metrics",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
     let docs = app.get("/docs/").await;
