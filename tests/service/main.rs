@@ -5,6 +5,7 @@ mod common;
 
 mod app;
 mod auth_and_limits;
+mod crash;
 mod inference;
 mod jobs;
 mod models;
