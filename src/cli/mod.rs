@@ -49,6 +49,8 @@ enum Command {
     Serve(crate::config::ServeConfig),
     /// Print the OpenAPI document (or write it to a file).
     Openapi(serve::OpenapiArgs),
+    /// Exit 0 when the server at `--addr` answers `/healthz` (for container health checks).
+    Healthcheck(serve::HealthcheckArgs),
     /// Train a model from a JSON training spec and save it.
     Train(train::TrainArgs),
     /// Measure a model's error on the MNIST test set, with a confusion matrix.
@@ -107,6 +109,7 @@ pub fn main() -> ExitCode {
     let result = match command {
         Command::Serve(config) => serve::run(&ctx, config),
         Command::Openapi(args) => serve::openapi(args),
+        Command::Healthcheck(args) => serve::healthcheck(args),
         Command::Train(args) => train::run(&ctx, args),
         Command::Eval(args) => eval::run(&ctx, args),
         Command::Sample(args) => sample::run(&ctx, args),

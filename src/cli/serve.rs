@@ -66,3 +66,47 @@ pub fn openapi(args: OpenapiArgs) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The server's address (a wildcard address is checked on loopback).
+    #[arg(long, env = "DBN_ADDR", default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+}
+
+/// One `GET /healthz` over plain TCP with a short timeout; no HTTP client needed in the image.
+pub fn healthcheck(args: HealthcheckArgs) -> Result<(), CliError> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let mut addr = args.addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let io = |source| CliError::Io {
+        path: PathBuf::from(addr.to_string()),
+        source,
+    };
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(io)?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .map_err(io)?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(io)?;
+    if head.starts_with(b"HTTP/1.") && &head[9..12] == b"200" {
+        println!("healthy");
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "unhealthy: {}",
+            String::from_utf8_lossy(&head)
+        )))
+    }
+}

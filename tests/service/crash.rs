@@ -95,6 +95,13 @@ async fn a_job_survives_kill_9_of_the_server() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2);
     assert_eq!(done["history"].as_array().unwrap().len(), 24);
+    // The container health check's command sees the server.
+    let addr = base.trim_start_matches("http://");
+    let check = Command::new(env!("CARGO_BIN_EXE_dbn-serve"))
+        .args(["healthcheck", "--addr", addr])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
     let model = done["model_id"].as_str().unwrap();
     let r = client
         .get(format!("{base}/v1/models/{model}"))

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds the real Dockerfile with podman on a machine without a Docker engine or registry
+# access, then runs the image's filesystem in a chroot and checks it: health, the health check
+# command, a small training job on the MNIST fixture, and a classification.
+#
+#   sudo docker/verify.sh            (as root; takes 10-20 minutes cold)
+#
+# Base images are made locally: debootstrap'd Debian bookworm imported as
+# docker.io/library/debian:bookworm-slim, and the same plus gcc and this machine's Rust
+# toolchain imported as docker.io/library/rust:1.95-slim-bookworm.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=${VERIFY_WORK:-/var/tmp/dbn-serve-verify}
+mirror=${DEBIAN_MIRROR:-$(grep -m1 -ho 'http[^ ]*debian' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || echo http://deb.debian.org/debian)}
+port=18080
+mkdir -p "$work"
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need podman podman
+need debootstrap debootstrap
+
+rootfs() { # rootfs DIR [extra packages]
+  if [ ! -x "$1/bin/sh" ]; then
+    rm -rf "$1"
+    debootstrap --variant=minbase ${2:+--include=$2} bookworm "$1" "$mirror" >/dev/null
+  fi
+}
+
+echo "== base images"
+rootfs "$work/runtime"
+tar -C "$work/runtime" -c . | podman import - docker.io/library/debian:bookworm-slim >/dev/null
+rootfs "$work/builder" gcc,libc6-dev,ca-certificates
+toolchain=$(rustc --print sysroot)
+rm -rf "$work/builder/usr/local/rust" && cp -a "$toolchain" "$work/builder/usr/local/rust"
+mkdir -p "$work/builder/usr/local/cargo/bin"
+ln -sf /usr/local/rust/bin/cargo "$work/builder/usr/local/cargo/bin/cargo"
+ln -sf /usr/local/rust/bin/rustc "$work/builder/usr/local/cargo/bin/rustc"
+tar -C "$work/builder" -c . | podman import \
+  --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'ENV CARGO_HOME=/usr/local/cargo' \
+  - docker.io/library/rust:1.95-slim-bookworm >/dev/null
+
+echo "== podman build"
+start=$(date +%s)
+podman build --isolation chroot -t dbn-serve:verify "$here"
+echo "built in $(( $(date +%s) - start )) s"
+podman image inspect dbn-serve:verify --format \
+  'user={{.Config.User}} ports={{.Config.ExposedPorts}} volumes={{.Config.Volumes}} healthcheck={{.Config.Healthcheck.Test}} entrypoint={{.Config.Entrypoint}} cmd={{.Config.Cmd}}'
+podman image inspect dbn-serve:verify --format 'size={{.Size}} bytes'
+
+echo "== run the image's filesystem in a chroot"
+run="$work/run"
+rm -rf "$run" && mkdir -p "$run"
+id=$(podman create dbn-serve:verify)
+podman export "$id" | tar -x -C "$run"
+podman rm "$id" >/dev/null
+cp "$here"/tests/fixtures/mnist-subset/* "$run/mnist/"
+mkdir -p "$run/proc" "$run/dev" && touch "$run/dev/null" "$run/dev/urandom"
+mount --bind /dev/null "$run/dev/null"; mount --bind /dev/urandom "$run/dev/urandom"
+mount -t proc proc "$run/proc"
+cleanup() { kill "$pid" 2>/dev/null || true; sleep 1; umount "$run/proc" "$run/dev/null" "$run/dev/urandom" 2>/dev/null || true; }
+env -i DBN_ADDR=127.0.0.1:$port DBN_DATA_DIR=/var/lib/dbn-serve DBN_MNIST_DIR=/mnist DBN_LOG_FORMAT=json \
+  chroot --userspec=10001:10001 "$run" /usr/local/bin/dbn-serve serve > "$work/server.log" 2>&1 &
+pid=$!
+trap cleanup EXIT
+for _ in $(seq 50); do curl -sf "localhost:$port/healthz" >/dev/null && break; sleep 0.2; done
+echo "healthz: $(curl -sf localhost:$port/healthz)"
+env -i DBN_ADDR=127.0.0.1:$port chroot --userspec=10001:10001 "$run" /usr/local/bin/dbn-serve healthcheck
+job=$(curl -sf -X POST "localhost:$port/v1/jobs" -H 'content-type: application/json' \
+  -d '{"name":"verify","architecture":{"hidden":[100,200]},"pretrain":{"epochs":3},"seed":1}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+for _ in $(seq 300); do
+  status=$(curl -sf "localhost:$port/v1/jobs/$job" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+  case $status in succeeded|failed|cancelled) break;; esac; sleep 0.2
+done
+echo "job $job: $status"
+[ "$status" = succeeded ]
+model=$(curl -sf "localhost:$port/v1/jobs/$job" | python3 -c 'import json,sys; print(json.load(sys.stdin)["model_id"])')
+curl -sf -X POST "localhost:$port/v1/models/$model/classify" -H 'content-type: image/jpeg' \
+  --data-binary @"$here/tests/fixtures/test-0-label-7.jpg" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("classified the JPEG of a 7 as", r["predictions"][0]["label"])'
+echo "model file owned by: $(stat -c %u "$run/var/lib/dbn-serve/models/$model.safetensors")"
+echo "== verified"
