@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes::{datasets, inference, jobs, models, oip, ops};
+use super::routes::{classify, datasets, generation, jobs, models, oip, ops};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +18,7 @@ use super::routes::{datasets, inference, jobs, models, oip, ops};
     paths(
         jobs::submit, jobs::list, jobs::show, jobs::cancel, jobs::events,
         models::list, models::show, models::remove, models::weights, models::import,
-        inference::classify, inference::samples, inference::samples_png, inference::features_png,
+        classify::classify, generation::samples, generation::samples_png, generation::features_png,
         datasets::list, datasets::upload,
         oip::live, oip::ready, oip::metadata, oip::model_ready, oip::infer,
         ops::healthz, ops::readyz, ops::metrics,

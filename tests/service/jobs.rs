@@ -164,7 +164,7 @@ async fn a_job_interrupted_by_a_restart_resumes_and_matches_an_uninterrupted_run
     // the probabilities both give to 50 test images.
     let reference = app.train(&spec).await;
     let resumed = job["model_id"].as_str().unwrap();
-    let pixels = crate::inference::test_pixels(50);
+    let pixels = crate::classify::test_pixels(50);
     let (_, a) = app
         .post_json(&format!("/v1/models/{resumed}/classify"), &pixels)
         .await;

@@ -5,8 +5,8 @@ mod common;
 
 mod app;
 mod auth_and_limits;
+mod classify;
 mod crash;
-mod inference;
 mod jobs;
 mod models;
 mod openapi;

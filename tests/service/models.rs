@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::app::{code, small_spec, spawn_app};
-use crate::inference::test_pixels;
+use crate::classify::test_pixels;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_download_import_delete_and_survive_a_restart() {

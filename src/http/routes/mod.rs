@@ -1,7 +1,8 @@
 //! The routes, one module per resource, each owning its `router()`.
 
+pub mod classify;
 pub mod datasets;
-pub mod inference;
+pub mod generation;
 pub mod jobs;
 pub mod models;
 pub mod oip;

@@ -1,0 +1,222 @@
+//! Generation: digits of a chosen class by Gibbs sampling in the top RBM and a down-pass (JSON
+//! or a PNG grid), and the first layer's receptive fields as a picture.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ndarray::Array2;
+
+use crate::http::dto::{SampleRequest, SampleResponse};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::state::AppState;
+use crate::render::{grid_png, Scale};
+use crate::store::ModelEntry;
+
+const DEFAULT_SAMPLE_STEPS: usize = 1000;
+const DEFAULT_SAMPLE_COUNT: usize = 16;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/models/{id}/samples", post(samples))
+        .route("/v1/models/{id}/samples.png", get(samples_png))
+        .route("/v1/models/{id}/features.png", get(features_png))
+}
+
+struct Generated {
+    images: Array2<f32>,
+    shape: [usize; 2],
+    steps: usize,
+    seed: u64,
+}
+
+fn generate(
+    state: &AppState,
+    model: &Arc<ModelEntry>,
+    req: &SampleRequest,
+) -> Result<Generated, ApiError> {
+    let count = req.count.unwrap_or(DEFAULT_SAMPLE_COUNT);
+    if !(1..=state.config.max_samples).contains(&count) {
+        return Err(ApiError::invalid(
+            "count",
+            format!("must be in 1..={}", state.config.max_samples),
+        ));
+    }
+    let steps = req.gibbs_steps.unwrap_or(DEFAULT_SAMPLE_STEPS);
+    if steps > state.config.max_gibbs_steps {
+        return Err(ApiError::invalid(
+            "gibbs_steps",
+            format!("must be at most {}", state.config.max_gibbs_steps),
+        ));
+    }
+    let classes = model.dbn.label_classes();
+    if let Some(l) = req.label {
+        if l >= classes {
+            return Err(ApiError::invalid(
+                "label",
+                if classes == 0 {
+                    "the model has no labels; leave label out".to_string()
+                } else {
+                    format!("must be below {classes}")
+                },
+            ));
+        }
+    }
+    let shape = model.card.image_shape.unwrap_or([1, model.dbn.n_inputs()]);
+    let seed = req.seed.unwrap_or(0);
+    let mut rng = crate::engine::rng_from_seed(seed);
+    let images = model.dbn.generate(req.label, count, steps, &mut rng)?;
+    Ok(Generated {
+        images,
+        shape,
+        steps,
+        seed,
+    })
+}
+
+fn png_response(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
+}
+
+fn columns(req: &SampleRequest, n: usize) -> usize {
+    req.columns.unwrap_or(10).clamp(1, n.max(1))
+}
+
+/// Generate digits.
+///
+/// Gibbs sampling in the top RBM with the label clamped (or free), then one top-down pass to
+/// pixel probabilities. JSON by default; a PNG grid with `Accept: image/png`.
+#[utoipa::path(post, path = "/v1/models/{id}/samples", tag = "inference",
+    params(("id" = String, Path, description = "Model id")),
+    request_body = SampleRequest,
+    responses(
+        (status = 200, description = "Pixel probabilities, or a PNG grid", content(
+            (SampleResponse = "application/json"), ("image/png"))),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "Count, steps or label out of range", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ))]
+async fn samples(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<SampleRequest>,
+) -> Result<Response, ApiError> {
+    let model = state.models.get(&id)?;
+    let wants_png = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("image/png"));
+    let s = state.clone();
+    state
+        .infer("samples", move || {
+            let g = generate(&s, &model, &req)?;
+            if wants_png {
+                let cols = columns(&req, g.images.nrows());
+                return Ok(png_response(grid_png(
+                    g.images.view(),
+                    g.shape[0],
+                    g.shape[1],
+                    cols,
+                    Scale::Unit,
+                )?));
+            }
+            Ok(Json(SampleResponse {
+                model: model.id.clone(),
+                label: req.label,
+                gibbs_steps: g.steps,
+                seed: g.seed,
+                shape: g.shape,
+                images: g.images.outer_iter().map(|r| r.to_vec()).collect(),
+            })
+            .into_response())
+        })
+        .await
+}
+
+/// Generated digits as a PNG grid, for `<img src>`.
+#[utoipa::path(get, path = "/v1/models/{id}/samples.png", tag = "inference",
+    params(("id" = String, Path, description = "Model id"), SampleRequest),
+    responses(
+        (status = 200, description = "A PNG grid", content_type = "image/png", body = Vec<u8>),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ))]
+async fn samples_png(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(req): ApiQuery<SampleRequest>,
+) -> Result<Response, ApiError> {
+    let model = state.models.get(&id)?;
+    let s = state.clone();
+    state
+        .infer("samples", move || {
+            let g = generate(&s, &model, &req)?;
+            let cols = columns(&req, g.images.nrows());
+            Ok(png_response(grid_png(
+                g.images.view(),
+                g.shape[0],
+                g.shape[1],
+                cols,
+                Scale::Unit,
+            )?))
+        })
+        .await
+}
+
+/// Parameters of the features image.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeaturesQuery {
+    /// Hidden units to show (default 100).
+    pub count: Option<usize>,
+}
+
+/// The first layer's receptive fields as an image grid.
+///
+/// Each tile is the weights from the pixels into one hidden unit, stretched from its
+/// smallest (black) to its largest (white) weight.
+#[utoipa::path(get, path = "/v1/models/{id}/features.png", tag = "inference",
+    params(("id" = String, Path, description = "Model id"), FeaturesQuery),
+    responses(
+        (status = 200, description = "A PNG grid", content_type = "image/png", body = Vec<u8>),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+async fn features_png(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FeaturesQuery>,
+) -> Result<Response, ApiError> {
+    let model = state.models.get(&id)?;
+    let count = q.count.unwrap_or(100);
+    let hidden = model.dbn.sizes().get(1).copied().unwrap_or(0);
+    if !(1..=hidden).contains(&count) {
+        return Err(ApiError::invalid(
+            "count",
+            format!("must be in 1..={hidden}"),
+        ));
+    }
+    let [h, w] = model
+        .card
+        .image_shape
+        .ok_or_else(|| ApiError::invalid("model", "its inputs are not images"))?;
+    state
+        .infer("features", move || {
+            let fields = model.dbn.receptive_fields(count);
+            let cols = (count as f64).sqrt().ceil() as usize;
+            Ok(png_response(grid_png(
+                fields.view(),
+                h,
+                w,
+                cols,
+                Scale::PerTile,
+            )?))
+        })
+        .await
+}
