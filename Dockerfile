@@ -4,6 +4,8 @@
 
 FROM docker.io/library/rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# A lean binary for the image: no debug info, symbols stripped.
+ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols
 # Dependencies first: this layer is rebuilt only when Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \

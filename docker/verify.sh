@@ -11,7 +11,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${VERIFY_WORK:-/var/tmp/dbn-serve-verify}
-mirror=${DEBIAN_MIRROR:-$(grep -m1 -ho 'http[^ ]*debian' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || echo http://deb.debian.org/debian)}
+mirror=${DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)}
+mirror=${mirror:-http://deb.debian.org/debian}
 port=18080
 mkdir -p "$work"
 
@@ -26,10 +27,16 @@ rootfs() { # rootfs DIR [extra packages]
   fi
 }
 
-echo "== base images"
-rootfs "$work/runtime"
-tar -C "$work/runtime" -c . | podman import - docker.io/library/debian:bookworm-slim >/dev/null
+echo "== base images (made once; delete them with podman rmi to remake)"
+if ! podman image exists docker.io/library/debian:bookworm-slim; then
+  rootfs "$work/runtime"
+  tar -C "$work/runtime" -c . | podman import - docker.io/library/debian:bookworm-slim >/dev/null
+fi
+if ! podman image exists docker.io/library/rust:1.95-slim-bookworm; then
 rootfs "$work/builder" gcc,libc6-dev,ca-certificates
+# This machine reaches crates.io through a proxy whose CA only the host trusts: the local
+# builder image carries the host's CA bundle (the Dockerfile itself is unchanged).
+cp /etc/ssl/certs/ca-certificates.crt "$work/builder/etc/ssl/certs/ca-certificates.crt"
 toolchain=$(rustc --print sysroot)
 rm -rf "$work/builder/usr/local/rust" && cp -a "$toolchain" "$work/builder/usr/local/rust"
 mkdir -p "$work/builder/usr/local/cargo/bin"
@@ -39,13 +46,14 @@ tar -C "$work/builder" -c . | podman import \
   --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV CARGO_HOME=/usr/local/cargo' \
   - docker.io/library/rust:1.95-slim-bookworm >/dev/null
+fi
 
 echo "== podman build"
 start=$(date +%s)
-podman build --isolation chroot -t dbn-serve:verify "$here"
+podman build --format docker --isolation chroot -t dbn-serve:verify "$here"
 echo "built in $(( $(date +%s) - start )) s"
 podman image inspect dbn-serve:verify --format \
-  'user={{.Config.User}} ports={{.Config.ExposedPorts}} volumes={{.Config.Volumes}} healthcheck={{.Config.Healthcheck.Test}} entrypoint={{.Config.Entrypoint}} cmd={{.Config.Cmd}}'
+  'user={{.Config.User}} ports={{.Config.ExposedPorts}} volumes={{.Config.Volumes}} healthcheck={{.Config.Healthcheck}} entrypoint={{.Config.Entrypoint}} cmd={{.Config.Cmd}}'
 podman image inspect dbn-serve:verify --format 'size={{.Size}} bytes'
 
 echo "== run the image's filesystem in a chroot"
@@ -59,13 +67,13 @@ mkdir -p "$run/proc" "$run/dev" && touch "$run/dev/null" "$run/dev/urandom"
 mount --bind /dev/null "$run/dev/null"; mount --bind /dev/urandom "$run/dev/urandom"
 mount -t proc proc "$run/proc"
 cleanup() { kill "$pid" 2>/dev/null || true; sleep 1; umount "$run/proc" "$run/dev/null" "$run/dev/urandom" 2>/dev/null || true; }
-env -i DBN_ADDR=127.0.0.1:$port DBN_DATA_DIR=/var/lib/dbn-serve DBN_MNIST_DIR=/mnist DBN_LOG_FORMAT=json \
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DBN_ADDR=127.0.0.1:$port DBN_DATA_DIR=/var/lib/dbn-serve DBN_MNIST_DIR=/mnist DBN_LOG_FORMAT=json \
   chroot --userspec=10001:10001 "$run" /usr/local/bin/dbn-serve serve > "$work/server.log" 2>&1 &
 pid=$!
 trap cleanup EXIT
 for _ in $(seq 50); do curl -sf "localhost:$port/healthz" >/dev/null && break; sleep 0.2; done
 echo "healthz: $(curl -sf localhost:$port/healthz)"
-env -i DBN_ADDR=127.0.0.1:$port chroot --userspec=10001:10001 "$run" /usr/local/bin/dbn-serve healthcheck
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DBN_ADDR=127.0.0.1:$port chroot --userspec=10001:10001 "$run" /usr/local/bin/dbn-serve healthcheck
 job=$(curl -sf -X POST "localhost:$port/v1/jobs" -H 'content-type: application/json' \
   -d '{"name":"verify","architecture":{"hidden":[100,200]},"pretrain":{"epochs":3},"seed":1}' |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

@@ -39,6 +39,7 @@ fn spec() -> TrainingSpec {
         train_examples: Some(500),
         validation_examples: 100,
         seed: 21,
+        finetune: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn spec(hidden: Vec<usize>, epochs: usize, examples: usize, seed: u64) -> Traini
         train_examples: Some(examples),
         validation_examples: 0,
         seed,
+        finetune: None,
     }
 }
 

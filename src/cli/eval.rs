@@ -16,6 +16,8 @@ enum Method {
     FreeEnergy,
     /// Count labels during Gibbs sampling in the top two layers.
     Gibbs,
+    /// The feed-forward network of discriminative fine-tuning.
+    Discriminative,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +53,7 @@ pub fn run(ctx: &Context, args: EvalArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let probs = match args.method {
         Method::FreeEnergy => dbn.classify_free_energy(test.images.view())?,
+        Method::Discriminative => dbn.classify_discriminative(test.images.view())?,
         Method::Gibbs => {
             let mut rng = crate::engine::rng_from_seed(args.seed);
             dbn.classify_gibbs(test.images.view(), args.gibbs_steps, &mut rng)?

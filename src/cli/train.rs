@@ -7,7 +7,7 @@ use clap::Args;
 use super::progress::ConsoleProgress;
 use super::{CliError, Context};
 use crate::engine::data::MnistSplit;
-use crate::engine::dbn::{error_rate, resume_greedy, train_greedy, Checkpoint};
+use crate::engine::dbn::{test_metrics, train_model, Checkpoint};
 use crate::engine::persist::{self, ModelCard};
 use crate::engine::spec::{Limits, TrainingSpec};
 use crate::engine::EngineError;
@@ -74,20 +74,22 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         }
         _ => None,
     };
-    let outcome = match resume_from {
-        Some(checkpoint) => {
-            tracing::info!(
-                "resuming at layer {} epoch {}",
-                checkpoint.layer + 1,
-                checkpoint.state.next_epoch + 1
-            );
-            resume_greedy(&spec, &train, &Limits::default(), &mut progress, checkpoint)
-        }
-        None => {
-            let mut rng = crate::engine::rng_from_seed(spec.seed);
-            train_greedy(&spec, &train, &Limits::default(), &mut progress, &mut rng)
-        }
-    };
+    if let Some(checkpoint) = &resume_from {
+        tracing::info!(
+            "resuming at layer {} epoch {}",
+            checkpoint.layer + 1,
+            checkpoint.state.next_epoch + 1
+        );
+    }
+    let mut rng = crate::engine::rng_from_seed(spec.seed);
+    let outcome = train_model(
+        &spec,
+        &train,
+        &Limits::default(),
+        &mut progress,
+        &mut rng,
+        resume_from,
+    );
     let outcome = match outcome {
         Err(EngineError::Cancelled) if progress.stopped_on_request() => {
             let path = args
@@ -102,7 +104,7 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         }
         other => other?,
     };
-    tracing::info!("greedy training took {:.1}s", outcome.seconds);
+    tracing::info!("training took {:.1}s", outcome.seconds);
 
     let mut card = ModelCard::for_training(
         &spec,
@@ -111,18 +113,15 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         ctx.threads,
     );
     if let Some(v) = outcome.validation_error {
-        tracing::info!("validation error (free energy): {:.2}%", 100.0 * v);
+        tracing::info!("validation error: {:.2}%", 100.0 * v);
     }
-    if !args.no_test && outcome.dbn.label_classes() > 0 {
+    if !args.no_test && (outcome.dbn.label_classes() > 0 || outcome.dbn.classifier().is_some()) {
         let test = ctx.load_mnist(MnistSplit::Test)?;
-        let probs = outcome.dbn.classify_free_energy(test.images.view())?;
-        let err = error_rate(probs.view(), &test.labels);
-        tracing::info!(
-            "test error (free energy, {} images): {:.2}%",
-            test.len(),
-            100.0 * err
-        );
-        card.metrics.insert("test_error".into(), err);
+        let metrics = test_metrics(&outcome.dbn, &test)?;
+        for (name, value) in &metrics {
+            tracing::info!("{name} ({} images): {:.2}%", test.len(), 100.0 * value);
+        }
+        card.metrics.extend(metrics);
     }
     persist::save(&out, &outcome.dbn, &card)?;
     println!("{}", out.display());

@@ -5,6 +5,7 @@
 pub mod data;
 pub mod dbn;
 pub mod error;
+pub mod finetune;
 pub mod math;
 pub mod observer;
 pub mod persist;

@@ -51,6 +51,15 @@ pub struct EpochMetrics {
     pub free_energy_gap: Option<f64>,
     /// Classification error on held-out data, where the stage can classify.
     pub validation_error: Option<f64>,
+    /// Classification error on the training batches (fine-tuning; with dropout on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_error: Option<f64>,
+    /// Mean cross-entropy on the training batches (fine-tuning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_entropy: Option<f64>,
+    /// Mean cross-entropy on held-out data (fine-tuning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_cross_entropy: Option<f64>,
     pub momentum: f32,
     pub seconds: f64,
     pub examples_per_sec: f64,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::dbn::Dbn;
 use crate::engine::error::{EngineError, Result};
+use crate::engine::finetune::{Classifier, Dense};
 use crate::engine::rbm::Rbm;
 use crate::engine::spec::TrainingSpec;
 
@@ -98,7 +99,14 @@ pub struct Provenance {
 #[derive(Serialize, Deserialize)]
 struct ModelMeta {
     label_units: Vec<usize>,
+    /// Dense layers of the fine-tuned classifier (0: none; absent in files without one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    classifier_layers: usize,
     card: ModelCard,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The one metadata key of our files. safetensors keeps metadata in a `HashMap`, whose order
@@ -212,6 +220,33 @@ impl Tensors {
     }
 }
 
+/// Reads the `layers` dense layers of a fine-tuned classifier, checking that they chain and
+/// hold finite values.
+fn read_classifier(st: &SafeTensors, layers: usize) -> Result<Classifier> {
+    let mut dense = Vec::with_capacity(layers);
+    for i in 0..layers {
+        let name = format!("classifier.{i}.weight");
+        let (n_in, n_out) = match st
+            .tensor(&name)
+            .map_err(|e| EngineError::Model(format!("{name}: {e}")))?
+            .shape()
+        {
+            [a, b] => (*a, *b),
+            other => return Err(EngineError::Model(format!("{name} has shape {other:?}"))),
+        };
+        let weights = Array2::from_shape_vec((n_in, n_out), read_f32(st, &name, &[n_in, n_out])?)
+            .map_err(|e| EngineError::Model(e.to_string()))?;
+        let bias = Array1::from_vec(read_f32(st, &format!("classifier.{i}.bias"), &[n_out])?);
+        if !weights.iter().chain(bias.iter()).all(|v| v.is_finite()) {
+            return Err(EngineError::Model(format!(
+                "classifier layer {i} has non-finite values"
+            )));
+        }
+        dense.push(Dense { weights, bias });
+    }
+    Classifier::new(dense).map_err(|e| EngineError::Model(format!("classifier: {e}")))
+}
+
 /// Reads the RBM written by [`Tensors::push_rbm`] under `prefix`, of the given [V, H] shape
 /// (or whatever the weights say), checking shapes, the label group and finiteness.
 pub(crate) fn read_rbm(
@@ -254,8 +289,19 @@ pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
     for (i, rbm) in dbn.layers().iter().enumerate() {
         tensors.push_rbm(&format!("layers.{i}"), rbm);
     }
+    let classifier_layers = dbn.classifier().map_or(0, |c| c.layers().len());
+    for (i, layer) in dbn.classifier().iter().flat_map(|c| c.layers()).enumerate() {
+        let (n_in, n_out) = layer.weights.dim();
+        tensors.push_f32(
+            &format!("classifier.{i}.weight"),
+            &[n_in, n_out],
+            layer.weights.iter(),
+        );
+        tensors.push_f32(&format!("classifier.{i}.bias"), &[n_out], layer.bias.iter());
+    }
     let body = ModelMeta {
         label_units: dbn.layers().iter().map(|r| r.label_units).collect(),
+        classifier_layers,
         card: card.clone(),
     };
     tensors.serialize(metadata_of(FORMAT, FORMAT_VERSION, &body)?)
@@ -267,16 +313,17 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
     let bad = |m: String| EngineError::Model(m);
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let ModelMeta { label_units, card } = body_of(bytes, FORMAT, FORMAT_VERSION)?;
+    let ModelMeta {
+        label_units,
+        classifier_layers,
+        card,
+    } = body_of(bytes, FORMAT, FORMAT_VERSION)?;
     if label_units.len() + 1 != card.sizes.len() || label_units.is_empty() {
         return Err(bad("label_units and sizes disagree".into()));
     }
-    if st.len() != 3 * label_units.len() {
-        return Err(bad(format!(
-            "{} tensors, expected {}",
-            st.len(),
-            3 * label_units.len()
-        )));
+    let expected = 3 * label_units.len() + 2 * classifier_layers;
+    if st.len() != expected {
+        return Err(bad(format!("{} tensors, expected {expected}", st.len())));
     }
     let mut layers = Vec::with_capacity(label_units.len());
     for (i, &labels) in label_units.iter().enumerate() {
@@ -286,7 +333,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
         let shape = (visible, card.sizes[i + 1]);
         layers.push(read_rbm(&st, &format!("layers.{i}"), Some(shape), labels)?);
     }
-    let dbn = Dbn::new(layers)?;
+    let mut dbn = Dbn::new(layers)?;
+    if classifier_layers > 0 {
+        dbn = dbn.with_classifier(read_classifier(&st, classifier_layers)?)?;
+    }
     if let Some([h, w]) = card.image_shape {
         if h.checked_mul(w) != Some(dbn.n_inputs()) {
             return Err(bad(format!(

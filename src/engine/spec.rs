@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
+use crate::engine::finetune::BackpropConfig;
 use crate::engine::rbm::RbmTrainConfig;
 
 /// A complete description of a training run. Unknown fields are rejected.
@@ -33,6 +35,18 @@ pub struct TrainingSpec {
     /// Seed of every random draw of the run (default 0).
     #[serde(default)]
     pub seed: u64,
+    /// Fine-tuning after greedy pretraining (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<Finetune>,
+}
+
+/// How the pretrained stack is fine-tuned, by `method`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Finetune {
+    /// Discriminatively: backpropagation through the unrolled recognition weights with a new
+    /// softmax output layer (Hinton & Salakhutdinov 2006), optionally with dropout.
+    Backprop(BackpropConfig),
 }
 
 fn default_dataset() -> String {
@@ -111,6 +125,7 @@ impl TrainingSpec {
             train_examples: None,
             validation_examples: 0,
             seed: 0,
+            finetune: None,
         }
     }
 
@@ -161,7 +176,56 @@ impl TrainingSpec {
         if self.train_examples == Some(0) {
             return Err(EngineError::invalid("train_examples", "must be at least 1"));
         }
+        match &self.finetune {
+            Some(Finetune::Backprop(c)) => {
+                c.validate("finetune")?;
+                if classes < 2 {
+                    return Err(EngineError::invalid(
+                        "finetune",
+                        "backpropagation needs a dataset with labels",
+                    ));
+                }
+            }
+            None => {}
+        }
         Ok(())
+    }
+
+    /// The examples to learn from and the held-out ones: the first `train_examples` of
+    /// `data`, of which the last `validation_examples` are held out.
+    pub fn split(&self, data: &Dataset) -> (Dataset, Dataset) {
+        let used = self
+            .train_examples
+            .map_or(data.len(), |n| n.min(data.len()));
+        data.slice(0..used)
+            .split_last(self.validation_examples.min(used))
+    }
+
+    /// The fraction of a run's arithmetic that fine-tuning takes (0 without fine-tuning):
+    /// pretraining costs epochs · n · V · H per layer, backpropagation about three times a
+    /// forward pass per example and epoch.
+    pub fn finetune_share(&self, n_inputs: usize, classes: usize, n: usize) -> f64 {
+        let hidden = &self.architecture.hidden;
+        let pretrain: f64 = (0..hidden.len())
+            .map(|i| {
+                self.layer_config(i).epochs as f64
+                    * n as f64
+                    * self.layer_visible(i, n_inputs, classes) as f64
+                    * hidden[i] as f64
+            })
+            .sum();
+        let Some(Finetune::Backprop(c)) = &self.finetune else {
+            return 0.0;
+        };
+        let mut forward = 0.0;
+        let mut below = n_inputs;
+        for &h in hidden {
+            forward += (below * h) as f64;
+            below = h;
+        }
+        forward += (below * classes) as f64;
+        let finetune = 3.0 * c.epochs as f64 * n as f64 * forward;
+        finetune / (pretrain + finetune).max(1.0)
     }
 
     /// Visible units of layer `i`: the input, a hidden layer, or features plus labels on top.

@@ -112,11 +112,14 @@ pub struct Model {
 
 impl From<&ModelEntry> for Model {
     fn from(m: &ModelEntry) -> Self {
-        let methods = if m.card.label_classes > 0 {
+        let mut methods: Vec<String> = if m.card.label_classes > 0 {
             vec!["free_energy".into(), "gibbs".into()]
         } else {
             Vec::new()
         };
+        if m.dbn.classifier().is_some() {
+            methods.push("discriminative".into());
+        }
         Model {
             id: m.id.clone(),
             name: m.card.name.clone(),
@@ -147,6 +150,8 @@ pub enum Method {
     FreeEnergy,
     /// Alternating Gibbs sampling in the top two layers, counting how often each label is on.
     Gibbs,
+    /// The feed-forward network made by discriminative fine-tuning (backpropagation).
+    Discriminative,
 }
 
 impl Method {
@@ -154,6 +159,7 @@ impl Method {
         match self {
             Method::FreeEnergy => "free_energy",
             Method::Gibbs => "gibbs",
+            Method::Discriminative => "discriminative",
         }
     }
 }
@@ -162,7 +168,7 @@ impl Method {
 #[derive(Debug, Default, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ClassifyQuery {
-    /// `free_energy` (default) or `gibbs`.
+    /// `free_energy` (default), `gibbs`, or `discriminative` for fine-tuned models.
     pub method: Option<Method>,
     /// Gibbs steps (method `gibbs`; default 200).
     pub gibbs_steps: Option<usize>,

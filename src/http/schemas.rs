@@ -128,6 +128,12 @@ pub struct EpochMetricsSchema {
     free_energy_gap: Option<f64>,
     /// Classification error on held-out data, where defined.
     validation_error: Option<f64>,
+    /// Classification error on the training batches (fine-tuning).
+    train_error: Option<f64>,
+    /// Mean cross-entropy on the training batches (fine-tuning).
+    cross_entropy: Option<f64>,
+    /// Mean cross-entropy on held-out data (fine-tuning).
+    validation_cross_entropy: Option<f64>,
     momentum: f32,
     seconds: f64,
     examples_per_sec: f64,
@@ -245,6 +251,9 @@ mod tests {
             recon_error_validation: None,
             free_energy_gap: None,
             validation_error: None,
+            train_error: Some(0.1),
+            cross_entropy: Some(0.3),
+            validation_cross_entropy: Some(0.3),
             momentum: 0.5,
             seconds: 1.0,
             examples_per_sec: 1.0,

@@ -1,7 +1,10 @@
 //! Any picture of a digit brought to MNIST's form, the way MNIST itself was made (LeCun et
 //! al.): ink light on dark, cropped to the ink, scaled with anti-aliasing so the longer side
 //! is 20 pixels keeping the aspect ratio, and placed in a 28×28 field so that the centre of
-//! mass of the ink falls on the centre.
+//! mass of the ink falls on the centre. A 28×28 picture is taken to be in that form already
+//! and only has its polarity and background fixed: redoing the normalisation on MNIST's own
+//! images moves them by a pixel here and there, which cost the digit model 1.1 points of test
+//! error (bench/RESULTS.md).
 
 use super::Gray;
 
@@ -20,6 +23,9 @@ pub fn to_mnist(img: &Gray) -> Vec<f32> {
     let mut out = vec![0.0f32; MNIST_SIDE * MNIST_SIDE];
     if peak <= 0.0 {
         return out;
+    }
+    if (w, h) == (MNIST_SIDE, MNIST_SIDE) {
+        return ink.iter().map(|v| v.clamp(0.0, 1.0)).collect();
     }
     // Bounding box of the ink.
     let (mut x0, mut x1, mut y0, mut y1) = (w, 0, h, 0);
@@ -71,19 +77,21 @@ pub fn to_mnist(img: &Gray) -> Vec<f32> {
     out
 }
 
-/// Ink intensity per pixel: the picture inverted when it is dark on light (judged by its
-/// border), with the background level removed.
+/// Ink intensity per pixel: the picture inverted when it is dark on light, with the
+/// background level removed. The background is the median of the border pixels, which
+/// strokes touching the edge do not move.
 fn ink_map(img: &Gray) -> Vec<f32> {
     let (w, h) = (img.width, img.height);
-    let border: Vec<f32> = (0..h)
+    let mut border: Vec<f32> = (0..h)
         .flat_map(|y| (0..w).map(move |x| (x, y)))
         .filter(|&(x, y)| x == 0 || y == 0 || x + 1 == w || y + 1 == h)
         .map(|(x, y)| img.pixels[y * w + x])
         .collect();
-    let border_mean = border.iter().sum::<f32>() / border.len().max(1) as f32;
-    let dark_on_light = border_mean > 0.5;
+    border.sort_by(f32::total_cmp);
+    let background_grey = border.get(border.len() / 2).copied().unwrap_or(0.0);
+    let dark_on_light = background_grey > 0.5;
     let ink = |v: f32| if dark_on_light { 1.0 - v } else { v };
-    let background = ink(border_mean);
+    let background = ink(background_grey);
     img.pixels
         .iter()
         .map(|&v| (ink(v) - background).max(0.0))
@@ -182,9 +190,20 @@ mod tests {
     }
 
     #[test]
-    fn an_mnist_image_is_nearly_unchanged() {
-        // A 20x20 blob already centred in 28x28 with light-on-dark ink keeps its place.
-        let img = picture(28, 28, |x, y| {
+    fn a_28_by_28_picture_keeps_its_place_and_only_changes_polarity() {
+        // Ink off-centre in a 28x28 picture, dark on white: inverted, not moved.
+        let img = picture(28, 28, |x, y| if x < 3 && y < 5 { 0.25 } else { 1.0 });
+        let out = to_mnist(&img);
+        for (i, v) in out.iter().enumerate() {
+            let expected = if i % 28 < 3 && i / 28 < 5 { 0.75 } else { 0.0 };
+            assert!((v - expected).abs() < 1e-6, "pixel {i}: {v}");
+        }
+    }
+
+    #[test]
+    fn a_centred_digit_scaled_up_comes_back_nearly_unchanged() {
+        // A 20x20 blob centred in 28x28 with light-on-dark ink, drawn at 56x56.
+        let small = picture(28, 28, |x, y| {
             let (dx, dy) = (x as f32 - 13.5, y as f32 - 13.5);
             if dx.abs() < 10.0 && dy.abs() < 10.0 {
                 1.0 - (dx * dx + dy * dy) / 200.0
@@ -192,14 +211,15 @@ mod tests {
                 0.0
             }
         });
+        let img = picture(56, 56, |x, y| small.pixels[(y / 2) * 28 + x / 2]);
         let out = to_mnist(&img);
         let diff: f32 = out
             .iter()
-            .zip(&img.pixels)
+            .zip(&small.pixels)
             .map(|(a, b)| (a - b).abs())
             .sum::<f32>()
-            / img.pixels.iter().sum::<f32>();
-        assert!(diff < 0.05, "relative change {diff}");
+            / small.pixels.iter().sum::<f32>();
+        assert!(diff < 0.1, "relative change {diff}");
     }
 
     #[test]

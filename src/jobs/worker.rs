@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::observer::JobObserver;
 use super::{JobEvent, Jobs};
 use crate::engine::data::MnistSplit;
-use crate::engine::dbn::{error_rate, resume_greedy, train_greedy, Checkpoint, TrainOutcome};
+use crate::engine::dbn::{test_metrics, train_model, Checkpoint, TrainOutcome};
 use crate::engine::persist::{self, ModelCard};
 use crate::engine::EngineError;
 use crate::store::{now_millis, JobFailure, JobRecord, JobStatus, StoreError};
@@ -136,17 +136,12 @@ fn train(jobs: &Jobs, job: &JobRecord, cancel: Arc<AtomicBool>) -> Ending {
             None
         }
     };
-    let outcome = match checkpoint {
-        Some(cp) => {
-            tracing::info!(job = %job.id, layer = cp.layer + 1, epoch = cp.state.next_epoch + 1, "resuming from checkpoint");
-            observer.history = cp.history.clone();
-            resume_greedy(spec, &data, &limits, &mut observer, cp)
-        }
-        None => {
-            let mut rng = crate::engine::rng_from_seed(spec.seed);
-            train_greedy(spec, &data, &limits, &mut observer, &mut rng)
-        }
-    };
+    if let Some(cp) = &checkpoint {
+        tracing::info!(job = %job.id, layer = cp.layer + 1, epoch = cp.state.next_epoch + 1, "resuming from checkpoint");
+        observer.history = cp.history.clone();
+    }
+    let mut rng = crate::engine::rng_from_seed(spec.seed);
+    let outcome = train_model(spec, &data, &limits, &mut observer, &mut rng, checkpoint);
     let outcome = match outcome {
         Ok(o) => o,
         Err(EngineError::Cancelled) => {
@@ -202,22 +197,18 @@ fn store_model(
         "train_seconds".into(),
         outcome.history.iter().map(|m| m.seconds).sum(),
     );
-    if outcome.dbn.label_classes() > 0 {
-        match jobs
-            .inner
-            .datasets
-            .load(&job.spec.dataset, MnistSplit::Test)
-        {
-            Ok(Some(test)) => match outcome.dbn.classify_free_energy(test.images.view()) {
-                Ok(p) => {
-                    card.metrics
-                        .insert("test_error".into(), error_rate(p.view(), &test.labels));
-                }
-                Err(e) => return Err(fail("evaluation_failed", &e)),
-            },
-            Ok(None) => {}
-            Err(e) => return Err(fail("dataset_unavailable", &e)),
+    match jobs
+        .inner
+        .datasets
+        .load(&job.spec.dataset, MnistSplit::Test)
+    {
+        Ok(Some(test)) => {
+            let metrics =
+                test_metrics(&outcome.dbn, &test).map_err(|e| fail("evaluation_failed", &e))?;
+            card.metrics.extend(metrics);
         }
+        Ok(None) => {}
+        Err(e) => return Err(fail("dataset_unavailable", &e)),
     }
     let bytes =
         persist::to_bytes(&outcome.dbn, &card).map_err(|e| fail("model_write_failed", &e))?;

@@ -114,6 +114,13 @@ async fn images_in_every_form_are_classified_like_their_pixels() {
         "png {png_accuracy} vs pixels {pixel_accuracy}"
     );
 
+    // At 28x28 a picture is taken as already normalised: only the polarity is undone, so
+    // the labels are those of the pixels.
+    for i in 0..20 {
+        let (_, r) = classify_bytes(&app, &model, test_png(i, 1), "image/png").await;
+        assert_eq!(labels_of(&r)[0], pixel_labels[i], "28x28 png {i}");
+    }
+
     // Several images in one multipart body, answered in order.
     let mut form = reqwest::multipart::Form::new();
     for i in 0..3 {
@@ -342,4 +349,43 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     let reader = decoder.read_info().expect("a PNG");
     (reader.info().width, reader.info().height)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fine_tuned_model_classifies_discriminatively() {
+    let app = spawn_app().await;
+    let mut spec = small_spec(2);
+    spec["finetune"] = json!({"method": "backprop", "epochs": 4, "top_only_epochs": 1});
+    let tuned = app.train(&spec).await;
+    let greedy = app.train(&small_spec(1)).await;
+
+    let (_, model) = app.get_json(&format!("/v1/models/{tuned}")).await;
+    assert_eq!(
+        model["methods"],
+        json!(["free_energy", "gibbs", "discriminative"])
+    );
+    let metrics = &model["metrics"];
+    let tuned_error = metrics["test_error_discriminative"].as_f64().unwrap();
+    assert!(
+        tuned_error < metrics["test_error_free_energy"].as_f64().unwrap(),
+        "{model}"
+    );
+    assert_eq!(metrics["test_error"].as_f64().unwrap(), tuned_error);
+    // The server measured that error on the fixture's 500 test images: classifying them over
+    // HTTP gives the same errors, one for one.
+    let mut body = test_pixels(500);
+    body["method"] = json!("discriminative");
+    let (status, r) = app
+        .post_json(&format!("/v1/models/{tuned}/classify"), &body)
+        .await;
+    assert_eq!((status, &r["method"]), (200, &json!("discriminative")));
+    let acc = accuracy(&labels_of(&r), &test_labels(500));
+    assert!(
+        (acc - (1.0 - tuned_error)).abs() < 1e-9,
+        "accuracy {acc}, test error {tuned_error}"
+    );
+    let (status, r) = app
+        .post_json(&format!("/v1/models/{greedy}/classify"), &body)
+        .await;
+    assert_eq!((status, code(&r)), (422, "invalid_request"));
 }

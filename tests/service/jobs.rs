@@ -54,7 +54,10 @@ async fn a_job_runs_to_a_model_with_progress_and_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_reports_progress_epochs_and_the_end() {
+    // The job waits behind another, so the stream is open before it starts.
     let app = spawn_app().await;
+    let blocker = app.submit(&long_spec()).await;
+    app.wait_status(&blocker, "running").await;
     let id = app.submit(&small_spec(4)).await;
 
     let r = app.get(&format!("/v1/jobs/{id}/events")).await;
@@ -63,6 +66,8 @@ async fn the_event_stream_reports_progress_epochs_and_the_end() {
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
+    app.post_json(&format!("/v1/jobs/{blocker}/cancel"), &json!({}))
+        .await;
     let mut body = String::new();
     let mut stream = r.bytes_stream();
     // The stream ends by itself after the job ends.
@@ -82,7 +87,13 @@ async fn the_event_stream_reports_progress_epochs_and_the_end() {
             Some((name, serde_json::from_str(data).unwrap()))
         })
         .collect();
-    assert_eq!(events.first().unwrap().0, "status");
+    assert_eq!(
+        (events[0].0, &events[0].1["status"]),
+        ("status", &json!("queued"))
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.0 == "status" && e.1["status"] == "running"));
     assert_eq!(
         events.iter().filter(|e| e.0 == "epoch").count(),
         8,
@@ -141,9 +152,9 @@ async fn queued_and_running_jobs_can_be_cancelled_and_the_queue_has_a_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_interrupted_by_a_restart_resumes_and_matches_an_uninterrupted_run() {
-    // 784-300-300 for 12 epochs per layer: long enough to stop in the middle.
+    // 784-300-300 for 20 epochs per layer: long enough to stop in the middle.
     let spec =
-        json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 12}, "seed": 5});
+        json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 20}, "seed": 5});
     let app = spawn_app().await;
     let id = app.submit(&spec).await;
     app.wait_job(&id, |j| {
@@ -159,7 +170,7 @@ async fn a_job_interrupted_by_a_restart_resumes_and_matches_an_uninterrupted_run
         job["attempts"], 2,
         "the job should have been resumed: {job}"
     );
-    assert_eq!(job["history"].as_array().unwrap().len(), 24);
+    assert_eq!(job["history"].as_array().unwrap().len(), 40);
     // The same spec run without interruption gives the same model, bit for bit: compare
     // the probabilities both give to 50 test images.
     let reference = app.train(&spec).await;

@@ -76,10 +76,19 @@ fn run_greedy(
             ),
         ));
     }
-    let (train, valid) = data.slice(0..used).split_last(spec.validation_examples);
+    let (train, valid) = spec.split(data);
+    // Fine-tuning, if any, takes the last part of the run's progress.
+    let scale = 1.0 - spec.finetune_share(data.n_pixels(), data.classes, train.len());
     let n_layers = spec.architecture.hidden.len();
-    let spec_json =
-        serde_json::to_string(spec).map_err(|e| EngineError::invalid("spec", e.to_string()))?;
+    // The name and the fine-tuning settings do not change pretraining, so they are left out
+    // of the fingerprint: a finished greedy run's checkpoint can be fine-tuned in several ways.
+    let pretraining = TrainingSpec {
+        name: None,
+        finetune: None,
+        ..spec.clone()
+    };
+    let spec_json = serde_json::to_string(&pretraining)
+        .map_err(|e| EngineError::invalid("spec", e.to_string()))?;
     let fingerprint = run_fingerprint(&spec_json, &train, valid.len());
 
     // Each layer's share of the run, by its multiply-adds: epochs · n · V · H.
@@ -169,7 +178,7 @@ fn run_greedy(
                 phase: Phase::Pretrain,
                 layer: i,
                 layers: n_layers,
-                fraction: (done / total, (done + work[i]) / total),
+                fraction: (scale * done / total, scale * (done + work[i]) / total),
                 validation: (xv.nrows() > 0).then_some(xv),
                 observer: &mut *observer,
             };

@@ -6,14 +6,17 @@ mod checkpoint;
 mod classify;
 mod generate;
 mod greedy;
+mod pipeline;
 
 pub use checkpoint::{run_fingerprint, Checkpoint, CHECKPOINT_FORMAT};
 pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
 pub use greedy::{resume_greedy, train_greedy, TrainOutcome};
+pub use pipeline::{test_metrics, train_model};
 
 use ndarray::{Array2, ArrayView2};
 
 use crate::engine::error::{EngineError, Result};
+use crate::engine::finetune::Classifier;
 use crate::engine::rbm::Rbm;
 
 /// A stack of RBMs. Layer 0 sees the data; layer i+1's Bernoulli visible units are layer i's
@@ -21,6 +24,8 @@ use crate::engine::rbm::Rbm;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dbn {
     layers: Vec<Rbm>,
+    /// The unrolled network after discriminative fine-tuning, if there was any.
+    classifier: Option<Classifier>,
 }
 
 impl Dbn {
@@ -44,7 +49,44 @@ impl Dbn {
                 )));
             }
         }
-        Ok(Dbn { layers })
+        Ok(Dbn {
+            layers,
+            classifier: None,
+        })
+    }
+
+    /// Attaches the network that discriminative fine-tuning made from this DBN.
+    pub fn with_classifier(mut self, classifier: Classifier) -> Result<Self> {
+        if classifier.n_inputs() != self.n_inputs() {
+            return Err(EngineError::Model(format!(
+                "the classifier takes {} inputs, the DBN {}",
+                classifier.n_inputs(),
+                self.n_inputs()
+            )));
+        }
+        self.classifier = Some(classifier);
+        Ok(self)
+    }
+
+    /// The fine-tuned feed-forward classifier, if the model has one.
+    pub fn classifier(&self) -> Option<&Classifier> {
+        self.classifier.as_ref()
+    }
+
+    /// p(label | x) from the fine-tuned classifier. x: [batch, n_inputs] → [batch, classes].
+    pub fn classify_discriminative(
+        &self,
+        x: ndarray::ArrayView2<f32>,
+    ) -> Result<ndarray::Array2<f32>> {
+        self.classifier
+            .as_ref()
+            .ok_or_else(|| {
+                EngineError::invalid(
+                    "method",
+                    "the model was not fine-tuned discriminatively; use free_energy or gibbs",
+                )
+            })?
+            .classify(x)
     }
 
     pub fn layers(&self) -> &[Rbm] {

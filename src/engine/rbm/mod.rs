@@ -12,4 +12,5 @@ pub use config::{RbmTrainConfig, VisibleBiasInit, MAX_EPOCHS};
 pub use gibbs::{Clamp, GibbsState};
 pub use model::Rbm;
 pub use state::LayerState;
+pub(crate) use train::shuffle;
 pub use train::{train_rbm, LayerRun};

@@ -114,6 +114,7 @@ async fn classify(
             let x = to_matrix(&model, inputs, max_pixels)?;
             let probs = match method {
                 Method::FreeEnergy => model.dbn.classify_free_energy(x.view())?,
+                Method::Discriminative => model.dbn.classify_discriminative(x.view())?,
                 Method::Gibbs => {
                     let mut rng = crate::engine::rng_from_seed(seed);
                     model.dbn.classify_gibbs(x.view(), steps, &mut rng)?
@@ -139,7 +140,7 @@ async fn classify(
 
 /// The model's input matrix [n, n_inputs] from pixels or images.
 fn to_matrix(model: &ModelEntry, inputs: Inputs, max_pixels: u64) -> Result<Array2<f32>, ApiError> {
-    if model.dbn.label_classes() == 0 {
+    if model.dbn.label_classes() == 0 && model.dbn.classifier().is_none() {
         return Err(ApiError::invalid(
             "model",
             "has no label units and cannot classify",

@@ -1,0 +1,80 @@
+//! A whole training run as the spec describes it: greedy pretraining (fresh or resumed from a
+//! checkpoint), then fine-tuning; and the test metrics of the result.
+
+use std::collections::BTreeMap;
+
+use super::greedy::{resume_greedy, train_greedy, TrainOutcome};
+use super::{error_rate, Checkpoint, Dbn};
+use crate::engine::data::Dataset;
+use crate::engine::error::Result;
+use crate::engine::finetune::{evaluate, train_backprop, Classifier, FinetuneRun};
+use crate::engine::observer::Observer;
+use crate::engine::spec::{Finetune, Limits, TrainingSpec};
+use crate::engine::EngineRng;
+
+/// Mixed into the seed for fine-tuning's generator, so that fine-tuning draws the same numbers
+/// whether pretraining ran straight through or was resumed.
+const FINETUNE_STREAM: u64 = 0x6669_6e65_7475_6e65;
+
+/// Trains the model `spec` describes on `data`: greedy layers from `rng` (or from
+/// `checkpoint`, which carries its own generator), then the spec's fine-tuning.
+pub fn train_model(
+    spec: &TrainingSpec,
+    data: &Dataset,
+    limits: &Limits,
+    observer: &mut dyn Observer,
+    rng: &mut EngineRng,
+    checkpoint: Option<Checkpoint>,
+) -> Result<TrainOutcome> {
+    let started = std::time::Instant::now();
+    let mut outcome = match checkpoint {
+        Some(cp) => resume_greedy(spec, data, limits, observer, cp)?,
+        None => train_greedy(spec, data, limits, observer, rng)?,
+    };
+    let Some(Finetune::Backprop(config)) = &spec.finetune else {
+        return Ok(outcome);
+    };
+    let (train, valid) = spec.split(data);
+    let mut ft_rng = crate::engine::rng_from_seed(spec.seed ^ FINETUNE_STREAM);
+    let mut net = Classifier::from_dbn(&outcome.dbn, data.classes, config.init_std, &mut ft_rng)?;
+    let share = spec.finetune_share(data.n_pixels(), data.classes, train.len());
+    let mut run = FinetuneRun {
+        observer,
+        fraction: (1.0 - share, 1.0),
+        validation: (!valid.is_empty()).then(|| (valid.images.view(), valid.labels.as_slice())),
+    };
+    let history = train_backprop(
+        &mut net,
+        train.images.view(),
+        &train.labels,
+        config,
+        &mut run,
+        &mut ft_rng,
+    )?;
+    if !valid.is_empty() {
+        outcome.validation_error = Some(evaluate(&net, valid.images.view(), &valid.labels)?.0);
+    }
+    outcome.history.extend(history);
+    outcome.dbn = outcome.dbn.with_classifier(net)?;
+    outcome.seconds = started.elapsed().as_secs_f64();
+    Ok(outcome)
+}
+
+/// Test errors of `dbn` on `test`: `test_error_free_energy` (when it has labels),
+/// `test_error_discriminative` (when it was fine-tuned by backpropagation), and `test_error`,
+/// the error of its default method (discriminative when there is a classifier).
+pub fn test_metrics(dbn: &Dbn, test: &Dataset) -> Result<BTreeMap<String, f64>> {
+    let mut metrics = BTreeMap::new();
+    if dbn.label_classes() > 0 {
+        let probs = dbn.classify_free_energy(test.images.view())?;
+        let e = error_rate(probs.view(), &test.labels);
+        metrics.insert("test_error_free_energy".to_string(), e);
+        metrics.insert("test_error".to_string(), e);
+    }
+    if let Some(net) = dbn.classifier() {
+        let (e, _) = evaluate(net, test.images.view(), &test.labels)?;
+        metrics.insert("test_error_discriminative".to_string(), e);
+        metrics.insert("test_error".to_string(), e);
+    }
+    Ok(metrics)
+}

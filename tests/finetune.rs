@@ -1,0 +1,178 @@
+//! Discriminative fine-tuning on the real-MNIST fixture: it lowers the error of the greedy
+//! model, stops within a batch when cancelled, and survives a save and load.
+
+mod common;
+
+use dbn_serve::engine::data::MnistSplit;
+use dbn_serve::engine::dbn::{error_rate, test_metrics, train_model};
+use dbn_serve::engine::finetune::BackpropConfig;
+use dbn_serve::engine::observer::{Control, EpochMetrics, Observer, Phase, Progress, Silent};
+use dbn_serve::engine::rbm::RbmTrainConfig;
+use dbn_serve::engine::spec::{Architecture, Finetune, Limits, TrainingSpec};
+use dbn_serve::engine::{persist, EngineError};
+
+/// 784-100-200 with labels on top, 3 epochs of CD-1 per layer on 1,500 fixture images with
+/// the last 500 held out, then `finetune`.
+fn spec(finetune: Option<BackpropConfig>) -> TrainingSpec {
+    TrainingSpec {
+        name: Some("finetune-test".into()),
+        dataset: "mnist".into(),
+        architecture: Architecture {
+            hidden: vec![100, 200],
+            labels_in_top: true,
+        },
+        pretrain: RbmTrainConfig {
+            epochs: 3,
+            ..RbmTrainConfig::default()
+        },
+        layer_overrides: Vec::new(),
+        train_examples: None,
+        validation_examples: 500,
+        seed: 4,
+        finetune: finetune.map(Finetune::Backprop),
+    }
+}
+
+fn few_epochs() -> BackpropConfig {
+    BackpropConfig {
+        epochs: 8,
+        top_only_epochs: 2,
+        ..BackpropConfig::default()
+    }
+}
+
+#[test]
+fn backprop_lowers_the_error_of_the_greedy_model() {
+    let data = common::fixture(MnistSplit::Train);
+    let test = common::fixture(MnistSplit::Test);
+    let run = |ft| {
+        let mut rng = dbn_serve::engine::rng_from_seed(4);
+        train_model(
+            &spec(ft),
+            &data,
+            &Limits::default(),
+            &mut Silent,
+            &mut rng,
+            None,
+        )
+        .unwrap()
+    };
+    let greedy = run(None);
+    let tuned = run(Some(few_epochs()));
+
+    // The same pretraining under both: fine-tuning leaves the generative model alone.
+    assert_eq!(greedy.dbn.layers(), tuned.dbn.layers());
+    let greedy_error = error_rate(
+        greedy
+            .dbn
+            .classify_free_energy(test.images.view())
+            .unwrap()
+            .view(),
+        &test.labels,
+    );
+    let metrics = test_metrics(&tuned.dbn, &test).unwrap();
+    let tuned_error = metrics["test_error_discriminative"];
+    assert_eq!(metrics["test_error_free_energy"], greedy_error);
+    // On 500 test images, 8 epochs of backprop beat the greedy model's free energy clearly.
+    assert!(
+        tuned_error < greedy_error - 0.02,
+        "greedy {greedy_error}, fine-tuned {tuned_error}"
+    );
+    // The held-out error after fine-tuning is recorded, and so is every epoch.
+    let ft: Vec<&EpochMetrics> = tuned
+        .history
+        .iter()
+        .filter(|m| m.phase == Phase::Finetune)
+        .collect();
+    assert_eq!(ft.len(), 8);
+    assert!(ft
+        .iter()
+        .all(|m| m.validation_error.is_some() && m.cross_entropy.is_some()));
+    assert!(ft.last().unwrap().cross_entropy < ft.first().unwrap().cross_entropy);
+    assert_eq!(tuned.validation_error, ft.last().unwrap().validation_error);
+
+    // Saved and loaded, the classifier gives the same probabilities bit for bit.
+    let card =
+        persist::ModelCard::for_training(&spec(Some(few_epochs())), &tuned, Some([28, 28]), 1);
+    let bytes = persist::to_bytes(&tuned.dbn, &card).unwrap();
+    let (loaded, _) = persist::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        loaded.classify_discriminative(test.images.view()).unwrap(),
+        tuned
+            .dbn
+            .classify_discriminative(test.images.view())
+            .unwrap()
+    );
+    // A model without fine-tuning says so instead of classifying.
+    assert!(matches!(
+        greedy.dbn.classify_discriminative(test.images.view()),
+        Err(EngineError::Invalid { .. })
+    ));
+}
+
+/// Stops fine-tuning after a number of its batches.
+struct StopAfter {
+    finetune_batches: usize,
+    limit: usize,
+    /// The run's fraction done, which must never go back.
+    last_fraction: f64,
+}
+
+impl Observer for StopAfter {
+    fn on_batch(&mut self, p: &Progress) -> Control {
+        if p.phase == Phase::Finetune {
+            self.finetune_batches += 1;
+        }
+        assert!(
+            p.fraction >= self.last_fraction && p.fraction <= 1.0,
+            "fraction went from {} to {}",
+            self.last_fraction,
+            p.fraction
+        );
+        self.last_fraction = p.fraction;
+        if self.finetune_batches >= self.limit {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+    fn on_epoch(&mut self, _: &Progress, _: &EpochMetrics) -> Control {
+        Control::Continue
+    }
+}
+
+#[test]
+fn cancelling_stops_fine_tuning_within_one_batch() {
+    let data = common::fixture(MnistSplit::Train);
+    let mut observer = StopAfter {
+        finetune_batches: 0,
+        limit: 3,
+        last_fraction: 0.0,
+    };
+    let mut rng = dbn_serve::engine::rng_from_seed(4);
+    let result = train_model(
+        &spec(Some(few_epochs())),
+        &data,
+        &Limits::default(),
+        &mut observer,
+        &mut rng,
+        None,
+    );
+    assert!(matches!(result, Err(EngineError::Cancelled)));
+    assert_eq!(observer.finetune_batches, 3);
+}
+
+#[test]
+fn bad_fine_tuning_settings_are_refused_with_the_field_named() {
+    let json = r#"{"architecture": {"hidden": [10]}, "finetune": {"method": "backprop", "hidden_keep": 0}}"#;
+    let spec: TrainingSpec = serde_json::from_str(json).unwrap();
+    match spec.validate(784, 10, &Limits::default()) {
+        Err(EngineError::Invalid { field, .. }) => assert_eq!(field, "finetune.hidden_keep"),
+        other => panic!("expected an invalid field, got {other:?}"),
+    }
+    let unknown =
+        r#"{"architecture": {"hidden": [10]}, "finetune": {"method": "backprop", "epoch": 3}}"#;
+    assert!(serde_json::from_str::<TrainingSpec>(unknown).is_err());
+    let method = r#"{"architecture": {"hidden": [10]}, "finetune": {"method": "telepathy"}}"#;
+    assert!(serde_json::from_str::<TrainingSpec>(method).is_err());
+}
