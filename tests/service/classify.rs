@@ -199,6 +199,10 @@ async fn bad_inputs_get_their_documented_errors_and_the_server_stays_healthy() {
     let (status, _) = app.post_json(&path, &json!({"pixels": []})).await;
     assert_eq!(status, 422);
     let (status, body) = app
+        .post_json(&path, &json!({"pixels": vec![vec![0.0; 784]; 10_001]}))
+        .await;
+    assert_eq!((status, code(&body)), (422, "invalid_request"));
+    let (status, body) = app
         .post_json("/v1/models/model-nope/classify", &test_pixels(1))
         .await;
     assert_eq!((status, code(&body)), (404, "not_found"));

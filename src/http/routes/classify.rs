@@ -98,6 +98,19 @@ async fn classify(
             "send image/png, image/jpeg, multipart/form-data or application/json",
         ));
     };
+    let count = match &inputs {
+        Inputs::Pixels(rows) => rows.len(),
+        Inputs::Images(images) => images.len(),
+    };
+    if count > state.config.max_batch {
+        return Err(ApiError::invalid(
+            "pixels",
+            format!(
+                "{count} images in one call; at most {} are taken",
+                state.config.max_batch
+            ),
+        ));
+    }
     let method = q.method.unwrap_or_default();
     let steps = q.gibbs_steps.unwrap_or(DEFAULT_GIBBS_CLASSIFY_STEPS);
     if method == Method::Gibbs && !(1..=state.config.max_gibbs_steps).contains(&steps) {

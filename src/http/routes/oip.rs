@@ -213,11 +213,16 @@ async fn infer(
     }
     let n_inputs = model.dbn.n_inputs();
     let rows = match input.shape.as_slice() {
-        &[n, d] if n > 0 && d == n_inputs as i64 => n as usize,
+        &[n, d] if n > 0 && n as usize <= state.config.max_batch && d == n_inputs as i64 => {
+            n as usize
+        }
         _ => {
             return Err(ApiError::invalid(
                 "inputs[0].shape",
-                format!("must be [N, {n_inputs}] with N >= 1"),
+                format!(
+                    "must be [N, {n_inputs}] with 1 <= N <= {}",
+                    state.config.max_batch
+                ),
             ))
         }
     };
