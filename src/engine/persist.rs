@@ -102,6 +102,9 @@ struct ModelMeta {
     /// Dense layers of the fine-tuned classifier (0: none; absent in files without one).
     #[serde(default, skip_serializing_if = "is_zero")]
     classifier_layers: usize,
+    /// Layers with untied generative weights (0: tied; absent in files without them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    generative_layers: usize,
     card: ModelCard,
 }
 
@@ -289,6 +292,19 @@ pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
     for (i, rbm) in dbn.layers().iter().enumerate() {
         tensors.push_rbm(&format!("layers.{i}"), rbm);
     }
+    let generative_layers = if dbn.is_untied() {
+        dbn.layers().len() - 1
+    } else {
+        0
+    };
+    for l in 0..generative_layers {
+        let g = dbn.generative(l);
+        tensors.push_f32(
+            &format!("generative.{l}.weight"),
+            &[g.nrows(), g.ncols()],
+            g.iter(),
+        );
+    }
     let classifier_layers = dbn.classifier().map_or(0, |c| c.layers().len());
     for (i, layer) in dbn.classifier().iter().flat_map(|c| c.layers()).enumerate() {
         let (n_in, n_out) = layer.weights.dim();
@@ -302,6 +318,7 @@ pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
     let body = ModelMeta {
         label_units: dbn.layers().iter().map(|r| r.label_units).collect(),
         classifier_layers,
+        generative_layers,
         card: card.clone(),
     };
     tensors.serialize(metadata_of(FORMAT, FORMAT_VERSION, &body)?)
@@ -316,12 +333,13 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
     let ModelMeta {
         label_units,
         classifier_layers,
+        generative_layers,
         card,
     } = body_of(bytes, FORMAT, FORMAT_VERSION)?;
     if label_units.len() + 1 != card.sizes.len() || label_units.is_empty() {
         return Err(bad("label_units and sizes disagree".into()));
     }
-    let expected = 3 * label_units.len() + 2 * classifier_layers;
+    let expected = 3 * label_units.len() + 2 * classifier_layers + generative_layers;
     if st.len() != expected {
         return Err(bad(format!("{} tensors, expected {expected}", st.len())));
     }
@@ -336,6 +354,23 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
     let mut dbn = Dbn::new(layers)?;
     if classifier_layers > 0 {
         dbn = dbn.with_classifier(read_classifier(&st, classifier_layers)?)?;
+    }
+    if generative_layers > 0 {
+        if generative_layers + 1 != dbn.layers().len() {
+            return Err(bad(
+                "generative weights for the wrong number of layers".into()
+            ));
+        }
+        let mut weights = Vec::with_capacity(generative_layers);
+        for (l, rbm) in dbn.layers()[..generative_layers].iter().enumerate() {
+            let dim = rbm.weights.dim();
+            let values = read_f32(&st, &format!("generative.{l}.weight"), &[dim.0, dim.1])?;
+            if !values.iter().all(|v| v.is_finite()) {
+                return Err(bad(format!("generative.{l}.weight has non-finite values")));
+            }
+            weights.push(Array2::from_shape_vec(dim, values).map_err(|e| bad(e.to_string()))?);
+        }
+        dbn = dbn.with_generative(weights)?;
     }
     if let Some([h, w]) = card.image_shape {
         if h.checked_mul(w) != Some(dbn.n_inputs()) {

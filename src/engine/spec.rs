@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::finetune::BackpropConfig;
+use crate::engine::finetune::{BackpropConfig, UpDownConfig};
 use crate::engine::rbm::RbmTrainConfig;
 
 /// A complete description of a training run. Unknown fields are rejected.
@@ -47,6 +47,9 @@ pub enum Finetune {
     /// Discriminatively: backpropagation through the unrolled recognition weights with a new
     /// softmax output layer (Hinton & Salakhutdinov 2006), optionally with dropout.
     Backprop(BackpropConfig),
+    /// Generatively: the up-down algorithm (contrastive wake-sleep; Hinton, Osindero & Teh
+    /// 2006), which unties recognition and generative weights below the top RBM.
+    UpDown(UpDownConfig),
 }
 
 fn default_dataset() -> String {
@@ -186,6 +189,15 @@ impl TrainingSpec {
                     ));
                 }
             }
+            Some(Finetune::UpDown(c)) => {
+                c.validate("finetune")?;
+                if !self.architecture.labels_in_top || hidden.len() < 2 || classes < 2 {
+                    return Err(EngineError::invalid(
+                        "finetune",
+                        "up-down needs two or more layers and labels in the top RBM",
+                    ));
+                }
+            }
             None => {}
         }
         Ok(())
@@ -214,17 +226,28 @@ impl TrainingSpec {
                     * hidden[i] as f64
             })
             .sum();
-        let Some(Finetune::Backprop(c)) = &self.finetune else {
-            return 0.0;
-        };
         let mut forward = 0.0;
         let mut below = n_inputs;
         for &h in hidden {
             forward += (below * h) as f64;
             below = h;
         }
-        forward += (below * classes) as f64;
-        let finetune = 3.0 * c.epochs as f64 * n as f64 * forward;
+        let finetune = match &self.finetune {
+            None => return 0.0,
+            Some(Finetune::Backprop(c)) => {
+                3.0 * c.epochs as f64 * n as f64 * (forward + (below * classes) as f64)
+            }
+            // Below the top: six products per layer (up, down, two predictions, two
+            // updates); the top: 2k + 3 products.
+            Some(Finetune::UpDown(c)) => {
+                let top = (self.layer_visible(hidden.len() - 1, n_inputs, classes)
+                    * hidden[hidden.len() - 1]) as f64;
+                let k = c.cd_k.iter().sum::<usize>() as f64 / c.cd_k.len().max(1) as f64;
+                c.epochs as f64
+                    * n as f64
+                    * (6.0 * (forward - top.min(forward)) + (2.0 * k + 3.0) * top)
+            }
+        };
         finetune / (pretrain + finetune).max(1.0)
     }
 

@@ -101,8 +101,22 @@ impl Dbn {
     /// Top-down pass from top-RBM features to pixels, each layer giving p(v | h) of the one
     /// below (mean-field). [count, top.n_features()] → [count, n_inputs].
     pub fn down_pass(&self, mut act: Array2<f32>) -> Array2<f32> {
-        for layer in self.layers()[..self.layers().len() - 1].iter().rev() {
-            act = layer.visible_probs(act.view());
+        for l in (0..self.layers().len() - 1).rev() {
+            let layer = &self.layers()[l];
+            if self.is_untied() {
+                let mut below = Array2::zeros((act.nrows(), layer.n_visible()));
+                crate::engine::math::matmul(
+                    below.view_mut(),
+                    false,
+                    act.view(),
+                    self.generative(l).t(),
+                    1.0,
+                );
+                crate::engine::math::sigmoid_bias_rows(below.view_mut(), layer.visible_bias.view());
+                act = below;
+            } else {
+                act = layer.visible_probs(act.view());
+            }
         }
         act
     }

@@ -26,6 +26,9 @@ pub struct Dbn {
     layers: Vec<Rbm>,
     /// The unrolled network after discriminative fine-tuning, if there was any.
     classifier: Option<Classifier>,
+    /// Top-down weights of the layers below the top, once up-down fine-tuning has untied
+    /// them from the (recognition) weights of the RBMs: generative[l] is [V_l, H_l].
+    generative: Option<Vec<Array2<f32>>>,
 }
 
 impl Dbn {
@@ -52,6 +55,7 @@ impl Dbn {
         Ok(Dbn {
             layers,
             classifier: None,
+            generative: None,
         })
     }
 
@@ -66,6 +70,55 @@ impl Dbn {
         }
         self.classifier = Some(classifier);
         Ok(self)
+    }
+
+    /// Gives the layers below the top separate generative weights, starting as copies of the
+    /// RBMs' weights (which stay as the recognition weights). Does nothing if already untied.
+    pub fn untie(&mut self) {
+        if self.generative.is_none() {
+            let below = &self.layers[..self.layers.len() - 1];
+            self.generative = Some(below.iter().map(|l| l.weights.clone()).collect());
+        }
+    }
+
+    /// Attaches generative weights ([V_l, H_l] for each layer below the top).
+    pub fn with_generative(mut self, weights: Vec<Array2<f32>>) -> Result<Self> {
+        let below = &self.layers[..self.layers.len() - 1];
+        if weights.len() != below.len()
+            || weights
+                .iter()
+                .zip(below)
+                .any(|(g, l)| g.dim() != l.weights.dim())
+        {
+            return Err(EngineError::Model(
+                "generative weights do not match the layers".into(),
+            ));
+        }
+        self.generative = Some(weights);
+        Ok(self)
+    }
+
+    /// Whether up-down fine-tuning has untied the weights.
+    pub fn is_untied(&self) -> bool {
+        self.generative.is_some()
+    }
+
+    /// The top-down weights of layer `l` (below the top): its own generative weights when
+    /// untied, otherwise the RBM's. [V_l, H_l].
+    pub fn generative(&self, l: usize) -> ArrayView2<'_, f32> {
+        match &self.generative {
+            Some(g) => g[l].view(),
+            None => self.layers[l].weights.view(),
+        }
+    }
+
+    pub(crate) fn generative_mut(&mut self, l: usize) -> &mut Array2<f32> {
+        self.untie();
+        &mut self.generative.as_mut().expect("untied above")[l]
+    }
+
+    pub(crate) fn layers_mut(&mut self) -> &mut [Rbm] {
+        &mut self.layers
     }
 
     /// The fine-tuned feed-forward classifier, if the model has one.

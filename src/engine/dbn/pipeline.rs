@@ -7,7 +7,7 @@ use super::greedy::{resume_greedy, train_greedy, TrainOutcome};
 use super::{error_rate, Checkpoint, Dbn};
 use crate::engine::data::Dataset;
 use crate::engine::error::Result;
-use crate::engine::finetune::{evaluate, train_backprop, Classifier, FinetuneRun};
+use crate::engine::finetune::{evaluate, train_backprop, train_up_down, Classifier, FinetuneRun};
 use crate::engine::observer::Observer;
 use crate::engine::spec::{Finetune, Limits, TrainingSpec};
 use crate::engine::EngineRng;
@@ -31,11 +31,38 @@ pub fn train_model(
         Some(cp) => resume_greedy(spec, data, limits, observer, cp)?,
         None => train_greedy(spec, data, limits, observer, rng)?,
     };
-    let Some(Finetune::Backprop(config)) = &spec.finetune else {
+    let Some(finetune) = &spec.finetune else {
         return Ok(outcome);
     };
     let (train, valid) = spec.split(data);
     let mut ft_rng = crate::engine::rng_from_seed(spec.seed ^ FINETUNE_STREAM);
+    let config = match finetune {
+        Finetune::Backprop(config) => config,
+        Finetune::UpDown(config) => {
+            let share = spec.finetune_share(data.n_pixels(), data.classes, train.len());
+            let mut run = FinetuneRun {
+                observer,
+                fraction: (1.0 - share, 1.0),
+                validation: (!valid.is_empty())
+                    .then(|| (valid.images.view(), valid.labels.as_slice())),
+            };
+            let history = train_up_down(
+                &mut outcome.dbn,
+                train.images.view(),
+                &train.labels,
+                config,
+                &mut run,
+                &mut ft_rng,
+            )?;
+            if !valid.is_empty() {
+                let probs = outcome.dbn.classify_free_energy(valid.images.view())?;
+                outcome.validation_error = Some(error_rate(probs.view(), &valid.labels));
+            }
+            outcome.history.extend(history);
+            outcome.seconds = started.elapsed().as_secs_f64();
+            return Ok(outcome);
+        }
+    };
     let mut net = Classifier::from_dbn(&outcome.dbn, data.classes, config.init_std, &mut ft_rng)?;
     let share = spec.finetune_share(data.n_pixels(), data.classes, train.len());
     let mut run = FinetuneRun {

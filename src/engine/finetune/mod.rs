@@ -1,10 +1,13 @@
 //! Fine-tuning of a greedily learned DBN: discriminatively, by backpropagation through the
-//! unrolled recognition weights with a softmax output layer.
+//! unrolled recognition weights with a softmax output layer; generatively, by the up-down
+//! algorithm.
 
 mod backprop;
 mod config;
 mod net;
+mod updown;
 
 pub use backprop::{evaluate, train_backprop, FinetuneRun};
 pub use config::{BackpropConfig, MAX_FINETUNE_EPOCHS};
 pub use net::{Classifier, Dense};
+pub use updown::{train_up_down, UpDownConfig};

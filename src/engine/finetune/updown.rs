@@ -1,0 +1,420 @@
+//! Generative fine-tuning by the up-down algorithm (contrastive wake-sleep; Hinton, Osindero
+//! & Teh 2006, Appendix B). The weights below the top RBM are untied into recognition weights
+//! (the RBMs' own, used bottom-up) and generative weights (used top-down). Per mini-batch:
+//! - wake: a stochastic up-pass with the recognition weights; the generative weights learn by
+//!   the delta rule to predict each layer from the one above, ΔG ∝ h_above (h_below − ĥ_below);
+//! - the top: CD-k in the associative memory of penultimate features and labels;
+//! - sleep: a stochastic down-pass from the chain's end with the generative weights; the
+//!   recognition weights learn to predict each layer from the one below, ΔR ∝ h_below (h_above − ĥ_above).
+
+use std::time::Instant;
+
+use ndarray::{concatenate, s, Array1, Array2, ArrayView2, Axis};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::FinetuneRun;
+use crate::engine::dbn::{error_rate, Dbn};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::math::{matmul, sample_bernoulli, sigmoid_bias_rows, softmax_bias_rows};
+use crate::engine::observer::{Control, EpochMetrics, Phase, Progress};
+use crate::engine::rbm::shuffle;
+
+/// Settings of up-down fine-tuning; every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpDownConfig {
+    /// Passes over the data (default 30; the paper used 300).
+    pub epochs: usize,
+    /// Examples per mini-batch (default 100).
+    pub batch_size: usize,
+    /// Step size of every weight (default 0.01).
+    pub learning_rate: f32,
+    /// Gibbs steps at the top, rising through the run: the epochs are split into equal parts,
+    /// one per entry (default [3, 6, 10], as in the paper).
+    pub cd_k: Vec<usize>,
+}
+
+impl Default for UpDownConfig {
+    fn default() -> Self {
+        UpDownConfig {
+            epochs: 30,
+            batch_size: 100,
+            learning_rate: 0.01,
+            cd_k: vec![3, 6, 10],
+        }
+    }
+}
+
+impl UpDownConfig {
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        let bad = |f: &str, m: String| Err(EngineError::invalid(format!("{prefix}.{f}"), m));
+        if self.epochs == 0 || self.epochs > super::MAX_FINETUNE_EPOCHS {
+            return bad(
+                "epochs",
+                format!("must be in 1..={}", super::MAX_FINETUNE_EPOCHS),
+            );
+        }
+        if self.batch_size == 0 || self.batch_size > 100_000 {
+            return bad("batch_size", "must be in 1..=100000".into());
+        }
+        if !(self.learning_rate.is_finite()
+            && self.learning_rate > 0.0
+            && self.learning_rate <= 10.0)
+        {
+            return bad("learning_rate", "must be in (0, 10]".into());
+        }
+        if self.cd_k.is_empty() || self.cd_k.iter().any(|&k| k == 0 || k > 1000) {
+            return bad("cd_k", "needs 1 to 1000 steps per entry".into());
+        }
+        Ok(())
+    }
+
+    /// Gibbs steps at the top in `epoch` (0-based).
+    pub fn k_at(&self, epoch: usize) -> usize {
+        let part = (epoch * self.cd_k.len() / self.epochs).min(self.cd_k.len() - 1);
+        self.cd_k[part]
+    }
+}
+
+/// σ(x·W + b) for W: [in, out].
+fn up(x: ArrayView2<f32>, w: ArrayView2<f32>, b: &Array1<f32>) -> Array2<f32> {
+    let mut out = Array2::zeros((x.nrows(), w.ncols()));
+    matmul(out.view_mut(), false, x, w, 1.0);
+    sigmoid_bias_rows(out.view_mut(), b.view());
+    out
+}
+
+/// σ(h·Wᵀ + b) for W: [below, above].
+fn down(h: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1f<'_>) -> Array2<f32> {
+    let mut out = Array2::zeros((h.nrows(), w.nrows()));
+    matmul(out.view_mut(), false, h, w.t(), 1.0);
+    sigmoid_bias_rows(out.view_mut(), b);
+    out
+}
+
+type ArrayView1f<'a> = ndarray::ArrayView1<'a, f32>;
+
+fn sample<R: Rng + ?Sized>(p: &Array2<f32>, rng: &mut R) -> Array2<f32> {
+    let mut s = Array2::zeros(p.dim());
+    sample_bernoulli(rng, p.view(), s.view_mut());
+    s
+}
+
+/// `w += alpha · aᵀ·b` for a: [batch, rows of w], b: [batch, cols of w].
+fn add_outer(w: &mut Array2<f32>, a: ArrayView2<f32>, b: ArrayView2<f32>, alpha: f32) {
+    matmul(w.view_mut(), true, a.t(), b, alpha);
+}
+
+/// One mini-batch of up-down learning on `dbn` (untied) with one-hot `labels` ([batch, k]).
+/// Returns the squared error of the wake-phase prediction of the data.
+pub(crate) fn up_down_step<R: Rng + ?Sized>(
+    dbn: &mut Dbn,
+    v: ArrayView2<f32>,
+    labels: ArrayView2<f32>,
+    k: usize,
+    lr: f32,
+    rng: &mut R,
+) -> Result<f64> {
+    let batch = v.nrows() as f32;
+    let eps = lr / batch;
+    let n = dbn.layers().len();
+    // Wake: stochastic up-pass with the recognition weights. wake[l] is the state of the
+    // visible units of layer l (wake[0] the data); wake[n-1] the penultimate features.
+    let mut wake = vec![v.to_owned()];
+    for l in 0..n - 1 {
+        let rbm = &dbn.layers()[l];
+        let p = up(wake[l].view(), rbm.weights.view(), &rbm.hidden_bias);
+        wake.push(sample(&p, rng));
+    }
+    // The top: CD-k in the associative memory of [features | labels].
+    let top = &dbn.layers()[n - 1];
+    let nf = top.n_features();
+    let pos_vis = concatenate(Axis(1), &[wake[n - 1].view(), labels])
+        .map_err(|e| EngineError::Shape(e.to_string()))?;
+    let pos_hid = up(pos_vis.view(), top.weights.view(), &top.hidden_bias);
+    let mut hid_state = sample(&pos_hid, rng);
+    let mut neg_vis = pos_vis.clone();
+    let mut neg_hid = pos_hid.clone();
+    for step in 0..k {
+        let mut feat = down(
+            hid_state.view(),
+            top.weights.slice(s![..nf, ..]),
+            top.visible_bias.slice(s![..nf]),
+        );
+        feat = sample(&feat, rng);
+        let mut lab = Array2::zeros((hid_state.nrows(), top.label_units));
+        matmul(
+            lab.view_mut(),
+            false,
+            hid_state.view(),
+            top.weights.slice(s![nf.., ..]).t(),
+            1.0,
+        );
+        softmax_bias_rows(lab.view_mut(), top.visible_bias.slice(s![nf..]));
+        neg_vis = concatenate(Axis(1), &[feat.view(), lab.view()])
+            .map_err(|e| EngineError::Shape(e.to_string()))?;
+        neg_hid = up(neg_vis.view(), top.weights.view(), &top.hidden_bias);
+        if step + 1 < k {
+            hid_state = sample(&neg_hid, rng);
+        }
+    }
+    // Sleep: stochastic down-pass with the generative weights from the chain's features.
+    // sleep[l] mirrors wake[l]; the data layer keeps probabilities.
+    let mut sleep = vec![Array2::zeros((0, 0)); n];
+    sleep[n - 1] = neg_vis.slice(s![.., ..nf]).to_owned();
+    for l in (0..n - 1).rev() {
+        let p = down(
+            sleep[l + 1].view(),
+            dbn.generative(l).view(),
+            dbn.layers()[l].visible_bias.view(),
+        );
+        sleep[l] = if l == 0 { p } else { sample(&p, rng) };
+    }
+    // Predictions with the weights as they were in this step.
+    let gen_pred: Vec<Array2<f32>> = (0..n - 1)
+        .map(|l| {
+            down(
+                wake[l + 1].view(),
+                dbn.generative(l).view(),
+                dbn.layers()[l].visible_bias.view(),
+            )
+        })
+        .collect();
+    let rec_pred: Vec<Array2<f32>> = (0..n - 1)
+        .map(|l| {
+            let rbm = &dbn.layers()[l];
+            up(sleep[l].view(), rbm.weights.view(), &rbm.hidden_bias)
+        })
+        .collect();
+    let recon = (&wake[0] - &gen_pred[0]).mapv(|d| (d * d) as f64).sum() / batch as f64;
+
+    // Updates: generative weights by the wake delta rule, recognition weights by the sleep
+    // delta rule, the top RBM by CD-k.
+    for l in 0..n - 1 {
+        let err_below = &wake[l] - &gen_pred[l];
+        add_outer(
+            dbn.generative_mut(l),
+            err_below.view(),
+            wake[l + 1].view(),
+            eps,
+        );
+        let rbm = &mut dbn.layers_mut()[l];
+        rbm.visible_bias
+            .scaled_add(eps, &err_below.sum_axis(Axis(0)));
+        let err_above = &sleep[l + 1] - &rec_pred[l];
+        add_outer(&mut rbm.weights, sleep[l].view(), err_above.view(), eps);
+        rbm.hidden_bias
+            .scaled_add(eps, &err_above.sum_axis(Axis(0)));
+    }
+    let top = &mut dbn.layers_mut()[n - 1];
+    add_outer(&mut top.weights, pos_vis.view(), pos_hid.view(), eps);
+    add_outer(&mut top.weights, neg_vis.view(), neg_hid.view(), -eps);
+    top.visible_bias
+        .scaled_add(eps, &(&pos_vis - &neg_vis).sum_axis(Axis(0)));
+    top.hidden_bias
+        .scaled_add(eps, &(&pos_hid - &neg_hid).sum_axis(Axis(0)));
+    Ok(recon)
+}
+
+/// Fine-tunes `dbn` by the up-down algorithm on `x` with `labels` (untying its weights first).
+pub fn train_up_down<R: Rng + ?Sized>(
+    dbn: &mut Dbn,
+    x: ArrayView2<f32>,
+    labels: &[u8],
+    cfg: &UpDownConfig,
+    run: &mut FinetuneRun,
+    rng: &mut R,
+) -> Result<Vec<EpochMetrics>> {
+    cfg.validate("finetune")?;
+    let classes = dbn.label_classes();
+    if classes == 0 || dbn.layers().len() < 2 {
+        return Err(EngineError::invalid(
+            "finetune",
+            "up-down needs a DBN of two or more layers with labels in its top RBM",
+        ));
+    }
+    if labels.len() != x.nrows() || labels.iter().any(|&l| l as usize >= classes) {
+        return Err(EngineError::invalid(
+            "labels",
+            "one label below the class count per example",
+        ));
+    }
+    dbn.untie();
+    let n = x.nrows();
+    let batch = cfg.batch_size.min(n).max(1);
+    let batches = n / batch;
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut history = Vec::with_capacity(cfg.epochs);
+    let mut vb = Array2::zeros((batch, x.ncols()));
+    let mut yb = Array2::zeros((batch, classes));
+    for epoch in 0..cfg.epochs {
+        let started = Instant::now();
+        shuffle(&mut order, rng);
+        let k = cfg.k_at(epoch);
+        let mut recon = 0.0;
+        for b in 0..batches {
+            yb.fill(0.0);
+            for (r, &i) in order[b * batch..(b + 1) * batch].iter().enumerate() {
+                vb.row_mut(r).assign(&x.row(i));
+                yb[[r, labels[i] as usize]] = 1.0;
+            }
+            recon += up_down_step(dbn, vb.view(), yb.view(), k, cfg.learning_rate, rng)?;
+            let done = (b + 1) * batch;
+            let within = (epoch as f64 + done as f64 / n as f64) / cfg.epochs as f64;
+            let progress = progress(
+                run,
+                epoch,
+                cfg.epochs,
+                b + 1,
+                batches,
+                within,
+                done,
+                started,
+            );
+            if run.observer.on_batch(&progress) == Control::Stop {
+                return Err(EngineError::Cancelled);
+            }
+        }
+        let recon = recon / batches.max(1) as f64;
+        if !recon.is_finite() || !dbn.layers().iter().all(|l| l.is_finite()) {
+            return Err(EngineError::Diverged(format!(
+                "up-down epoch {}",
+                epoch + 1
+            )));
+        }
+        let validation_error = match run.validation {
+            Some((xv, yv)) => Some(error_rate(dbn.classify_free_energy(xv)?.view(), yv)),
+            None => None,
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let metrics = EpochMetrics {
+            phase: Phase::Finetune,
+            layer: dbn.layers().len() - 1,
+            epoch: epoch + 1,
+            recon_error_train: Some(recon),
+            recon_error_validation: None,
+            free_energy_gap: None,
+            validation_error,
+            train_error: None,
+            cross_entropy: None,
+            validation_cross_entropy: None,
+            momentum: 0.0,
+            seconds,
+            examples_per_sec: (batches * batch) as f64 / seconds.max(1e-9),
+        };
+        let within = (epoch + 1) as f64 / cfg.epochs as f64;
+        let p = progress(run, epoch, cfg.epochs, batches, batches, within, n, started);
+        history.push(metrics.clone());
+        if run.observer.on_epoch(&p, &metrics) == Control::Stop {
+            return Err(EngineError::Cancelled);
+        }
+    }
+    Ok(history)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn progress(
+    run: &FinetuneRun,
+    epoch: usize,
+    epochs: usize,
+    batch: usize,
+    batches: usize,
+    within: f64,
+    done: usize,
+    started: Instant,
+) -> Progress {
+    let (a, b) = run.fraction;
+    Progress {
+        phase: Phase::Finetune,
+        layer: 0,
+        layers: 1,
+        epoch: epoch + 1,
+        epochs,
+        batch,
+        batches,
+        fraction: a + (b - a) * within.min(1.0),
+        examples_per_sec: done as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::math::{fill_normal, fill_uniform};
+    use crate::engine::rbm::Rbm;
+
+    fn tiny_dbn(rng: &mut crate::engine::EngineRng) -> Dbn {
+        let mut rbm = |v: usize, h: usize, labels: usize| {
+            let mut r = Rbm::new(v, h, labels, 0.5, rng).unwrap();
+            fill_normal(rng, r.visible_bias.as_slice_mut().unwrap(), 0.0, 0.5);
+            fill_normal(rng, r.hidden_bias.as_slice_mut().unwrap(), 0.0, 0.5);
+            r
+        };
+        Dbn::new(vec![rbm(6, 5, 0), rbm(5, 4, 0), rbm(7, 6, 3)]).unwrap()
+    }
+
+    /// The generative weights of the bottom layer move by the delta rule of the seed's
+    /// Eq. 1, computed here from the same wake sample: ΔG = ε/B (v − σ(s₁Gᵀ + b))ᵀ s₁.
+    #[test]
+    fn generative_weights_follow_the_delta_rule() {
+        let mut rng = crate::engine::rng_from_seed(8);
+        let mut dbn = tiny_dbn(&mut rng);
+        dbn.untie();
+        let mut v = Array2::zeros((4, 6));
+        fill_uniform(&mut rng, v.as_slice_mut().unwrap());
+        v.mapv_inplace(|p| f32::from(p > 0.5));
+        let mut y = Array2::zeros((4, 3));
+        for r in 0..4 {
+            y[[r, r % 3]] = 1.0;
+        }
+        let before = dbn.clone();
+        let lr = 0.1;
+        let mut step_rng = crate::engine::rng_from_seed(99);
+        up_down_step(&mut dbn, v.view(), y.view(), 2, lr, &mut step_rng).unwrap();
+
+        // The wake sample is the step's first draw.
+        let mut replay = crate::engine::rng_from_seed(99);
+        let r0 = &before.layers()[0];
+        let mut s1 = Array2::zeros((4, 5));
+        for r in 0..4 {
+            for j in 0..5 {
+                let z: f32 =
+                    (0..6).map(|i| v[[r, i]] * r0.weights[[i, j]]).sum::<f32>() + r0.hidden_bias[j];
+                s1[[r, j]] = 1.0 / (1.0 + (-z).exp());
+            }
+        }
+        let p1 = s1.clone();
+        sample_bernoulli(&mut replay, p1.view(), s1.view_mut());
+        let g0 = before.generative(0);
+        for i in 0..6 {
+            for j in 0..5 {
+                let mut expected = 0.0f32;
+                for r in 0..4 {
+                    let z: f32 =
+                        (0..5).map(|k| s1[[r, k]] * g0[[i, k]]).sum::<f32>() + r0.visible_bias[i];
+                    let pred = 1.0 / (1.0 + (-z).exp());
+                    expected += (v[[r, i]] - pred) * s1[[r, j]];
+                }
+                expected *= lr / 4.0;
+                let moved = dbn.generative(0)[[i, j]] - g0[[i, j]];
+                assert!(
+                    (moved - expected).abs() < 1e-5,
+                    "G0[{i},{j}] moved {moved}, delta rule {expected}"
+                );
+            }
+        }
+        // Untied: the recognition weights moved differently from the generative ones.
+        assert_ne!(dbn.layers()[0].weights, dbn.generative(0).to_owned());
+    }
+
+    #[test]
+    fn the_k_schedule_rises_through_the_run() {
+        let cfg = UpDownConfig {
+            epochs: 9,
+            ..UpDownConfig::default()
+        };
+        let ks: Vec<usize> = (0..9).map(|e| cfg.k_at(e)).collect();
+        assert_eq!(ks, [3, 3, 3, 6, 6, 6, 10, 10, 10]);
+    }
+}
