@@ -2,6 +2,7 @@
 //! flag also reads a `DBN_…` environment variable.
 
 mod eval;
+mod finetune;
 mod progress;
 mod sample;
 mod serve;
@@ -53,6 +54,8 @@ enum Command {
     Healthcheck(serve::HealthcheckArgs),
     /// Train a model from a JSON training spec and save it.
     Train(train::TrainArgs),
+    /// Fine-tune a greedily trained model as a spec's `finetune` section says.
+    Finetune(finetune::FinetuneArgs),
     /// Measure a model's error on the MNIST test set, with a confusion matrix.
     Eval(eval::EvalArgs),
     /// Generate digits of a chosen class and save them as a PNG grid.
@@ -112,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Openapi(args) => serve::openapi(args),
         Command::Healthcheck(args) => serve::healthcheck(args),
         Command::Train(args) => train::run(&ctx, args),
+        Command::Finetune(args) => finetune::run(&ctx, args),
         Command::Eval(args) => eval::run(&ctx, args),
         Command::Sample(args) => sample::run(&ctx, args),
     };

@@ -76,6 +76,22 @@ impl Observer for ConsoleProgress {
             eprint!("\r{}\r", " ".repeat(100));
         }
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        if m.phase == crate::engine::observer::Phase::Finetune {
+            tracing::info!(
+                "fine-tuning epoch {}/{}: train_error={} cross_entropy={} recon_train={} valid_error={} valid_ce={} {:.2}s {:.0} ex/s ({:.1}% done)",
+                m.epoch,
+                p.epochs,
+                opt(m.train_error),
+                opt(m.cross_entropy),
+                opt(m.recon_error_train),
+                opt(m.validation_error),
+                opt(m.validation_cross_entropy),
+                m.seconds,
+                m.examples_per_sec,
+                100.0 * p.fraction
+            );
+            return Control::Continue;
+        }
         tracing::info!(
             "layer {}/{} epoch {}/{}: recon_train={} recon_valid={} fe_gap={} momentum={} {:.2}s {:.0} ex/s ({:.1}% done)",
             m.layer + 1,

@@ -11,7 +11,7 @@ mod pipeline;
 pub use checkpoint::{run_fingerprint, Checkpoint, CHECKPOINT_FORMAT};
 pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
 pub use greedy::{resume_greedy, train_greedy, TrainOutcome};
-pub use pipeline::{test_metrics, train_model};
+pub use pipeline::{finetune_model, test_metrics, train_model};
 
 use ndarray::{Array2, ArrayView2};
 

@@ -27,63 +27,58 @@ pub fn train_model(
     checkpoint: Option<Checkpoint>,
 ) -> Result<TrainOutcome> {
     let started = std::time::Instant::now();
-    let mut outcome = match checkpoint {
+    let outcome = match checkpoint {
         Some(cp) => resume_greedy(spec, data, limits, observer, cp)?,
         None => train_greedy(spec, data, limits, observer, rng)?,
     };
+    let mut outcome = finetune_model(spec, outcome, data, observer)?;
+    outcome.seconds = started.elapsed().as_secs_f64();
+    Ok(outcome)
+}
+
+/// Applies the spec's fine-tuning (if any) to a greedily trained model. The model must come
+/// from pretraining as `spec` describes it on `data` (the caller checks); fine-tuning uses
+/// the same split and draws from its own generator seeded by the spec.
+pub fn finetune_model(
+    spec: &TrainingSpec,
+    mut outcome: TrainOutcome,
+    data: &Dataset,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome> {
     let Some(finetune) = &spec.finetune else {
         return Ok(outcome);
     };
+    let started = std::time::Instant::now();
     let (train, valid) = spec.split(data);
-    let mut ft_rng = crate::engine::rng_from_seed(spec.seed ^ FINETUNE_STREAM);
-    let config = match finetune {
-        Finetune::Backprop(config) => config,
-        Finetune::UpDown(config) => {
-            let share = spec.finetune_share(data.n_pixels(), data.classes, train.len());
-            let mut run = FinetuneRun {
-                observer,
-                fraction: (1.0 - share, 1.0),
-                validation: (!valid.is_empty())
-                    .then(|| (valid.images.view(), valid.labels.as_slice())),
-            };
-            let history = train_up_down(
-                &mut outcome.dbn,
-                train.images.view(),
-                &train.labels,
-                config,
-                &mut run,
-                &mut ft_rng,
-            )?;
-            if !valid.is_empty() {
-                let probs = outcome.dbn.classify_free_energy(valid.images.view())?;
-                outcome.validation_error = Some(error_rate(probs.view(), &valid.labels));
-            }
-            outcome.history.extend(history);
-            outcome.seconds = started.elapsed().as_secs_f64();
-            return Ok(outcome);
-        }
-    };
-    let mut net = Classifier::from_dbn(&outcome.dbn, data.classes, config.init_std, &mut ft_rng)?;
+    let mut rng = crate::engine::rng_from_seed(spec.seed ^ FINETUNE_STREAM);
     let share = spec.finetune_share(data.n_pixels(), data.classes, train.len());
     let mut run = FinetuneRun {
         observer,
         fraction: (1.0 - share, 1.0),
         validation: (!valid.is_empty()).then(|| (valid.images.view(), valid.labels.as_slice())),
     };
-    let history = train_backprop(
-        &mut net,
-        train.images.view(),
-        &train.labels,
-        config,
-        &mut run,
-        &mut ft_rng,
-    )?;
+    let (x, y) = (train.images.view(), train.labels.as_slice());
+    let history = match finetune {
+        Finetune::Backprop(config) => {
+            let mut net =
+                Classifier::from_dbn(&outcome.dbn, data.classes, config.init_std, &mut rng)?;
+            let history = train_backprop(&mut net, x, y, config, &mut run, &mut rng)?;
+            outcome.dbn = outcome.dbn.with_classifier(net)?;
+            history
+        }
+        Finetune::UpDown(config) => {
+            train_up_down(&mut outcome.dbn, x, y, config, &mut run, &mut rng)?
+        }
+    };
     if !valid.is_empty() {
-        outcome.validation_error = Some(evaluate(&net, valid.images.view(), &valid.labels)?.0);
+        let probs = match outcome.dbn.classifier() {
+            Some(net) => net.classify(valid.images.view())?,
+            None => outcome.dbn.classify_free_energy(valid.images.view())?,
+        };
+        outcome.validation_error = Some(error_rate(probs.view(), &valid.labels));
     }
     outcome.history.extend(history);
-    outcome.dbn = outcome.dbn.with_classifier(net)?;
-    outcome.seconds = started.elapsed().as_secs_f64();
+    outcome.seconds += started.elapsed().as_secs_f64();
     Ok(outcome)
 }
 

@@ -1,0 +1,95 @@
+//! `dbn-serve finetune --model GREEDY.safetensors --spec SPEC.json`: the spec's fine-tuning
+//! applied to a model that was pretrained exactly as the spec says, without pretraining again.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::progress::ConsoleProgress;
+use super::{CliError, Context};
+use crate::engine::data::MnistSplit;
+use crate::engine::dbn::{finetune_model, test_metrics, TrainOutcome};
+use crate::engine::persist::{self, ModelCard};
+use crate::engine::spec::{Limits, TrainingSpec};
+
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// A greedily trained model (its card holds the spec it was trained from).
+    #[arg(long)]
+    model: PathBuf,
+    /// The spec: the model's pretraining settings plus a `finetune` section.
+    #[arg(long)]
+    spec: PathBuf,
+    /// Where to save the fine-tuned model (default: models/NAME.safetensors).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip measuring the test errors.
+    #[arg(long)]
+    no_test: bool,
+}
+
+/// The parts of a spec that decide pretraining.
+fn pretraining(spec: &TrainingSpec) -> TrainingSpec {
+    TrainingSpec {
+        name: None,
+        finetune: None,
+        ..spec.clone()
+    }
+}
+
+pub fn run(ctx: &Context, args: FinetuneArgs) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.spec).map_err(|source| CliError::Io {
+        path: args.spec.clone(),
+        source,
+    })?;
+    let spec: TrainingSpec = serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", args.spec.display())))?;
+    if spec.finetune.is_none() {
+        return Err(CliError::Usage("the spec has no finetune section".into()));
+    }
+    let (dbn, card) = persist::load(&args.model)?;
+    let pretrained_as = card
+        .spec
+        .as_ref()
+        .ok_or_else(|| CliError::Usage("the model does not record its spec".into()))?;
+    if pretraining(pretrained_as) != pretraining(&spec) || pretrained_as.finetune.is_some() {
+        return Err(CliError::Usage(
+            "the model was not pretrained (only) as this spec says; train it with `train`".into(),
+        ));
+    }
+    let train = ctx.load_mnist(MnistSplit::Train)?;
+    spec.validate(train.n_pixels(), train.classes, &Limits::default())?;
+    let (used, held_out) = spec.split(&train);
+    let outcome = TrainOutcome {
+        dbn,
+        history: Vec::new(),
+        train_examples: used.len(),
+        validation_examples: held_out.len(),
+        validation_error: None,
+        seconds: card.provenance.train_seconds,
+    };
+    let mut progress = ConsoleProgress::new(None, None);
+    let outcome = finetune_model(&spec, outcome, &train, &mut progress)?;
+    tracing::info!("pretraining and fine-tuning took {:.1}s", outcome.seconds);
+    let mut card = ModelCard::for_training(
+        &spec,
+        &outcome,
+        Some([train.image_rows, train.image_cols]),
+        ctx.threads,
+    );
+    if !args.no_test {
+        let test = ctx.load_mnist(MnistSplit::Test)?;
+        let metrics = test_metrics(&outcome.dbn, &test)?;
+        for (name, value) in &metrics {
+            tracing::info!("{name} ({} images): {:.2}%", test.len(), 100.0 * value);
+        }
+        card.metrics.extend(metrics);
+    }
+    let name = spec.name.clone().unwrap_or_else(|| "model".into());
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("models/{name}.safetensors")));
+    persist::save(&out, &outcome.dbn, &card)?;
+    println!("{}", out.display());
+    Ok(())
+}
