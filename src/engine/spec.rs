@@ -213,18 +213,23 @@ impl TrainingSpec {
             .split_last(self.validation_examples.min(used))
     }
 
+    /// Multiply-adds of pretraining layer `i` on `n` examples: every CD-k step is 2k + 3
+    /// products of V × H per example (up, k times down and up, two for the statistics).
+    pub fn layer_work(&self, i: usize, n_inputs: usize, classes: usize, n: usize) -> f64 {
+        let c = self.layer_config(i);
+        c.epochs as f64
+            * n as f64
+            * (2 * c.cd_k + 3) as f64
+            * self.layer_visible(i, n_inputs, classes) as f64
+            * self.architecture.hidden[i] as f64
+    }
+
     /// The fraction of a run's arithmetic that fine-tuning takes (0 without fine-tuning):
-    /// pretraining costs epochs · n · V · H per layer, backpropagation about three times a
-    /// forward pass per example and epoch.
+    /// backpropagation is three products per layer and example (forward, two backward).
     pub fn finetune_share(&self, n_inputs: usize, classes: usize, n: usize) -> f64 {
         let hidden = &self.architecture.hidden;
         let pretrain: f64 = (0..hidden.len())
-            .map(|i| {
-                self.layer_config(i).epochs as f64
-                    * n as f64
-                    * self.layer_visible(i, n_inputs, classes) as f64
-                    * hidden[i] as f64
-            })
+            .map(|i| self.layer_work(i, n_inputs, classes, n))
             .sum();
         let mut forward = 0.0;
         let mut below = n_inputs;

@@ -91,15 +91,9 @@ fn run_greedy(
         .map_err(|e| EngineError::invalid("spec", e.to_string()))?;
     let fingerprint = run_fingerprint(&spec_json, &train, valid.len());
 
-    // Each layer's share of the run, by its multiply-adds: epochs · n · V · H.
+    // Each layer's share of the run, by its multiply-adds (see TrainingSpec::layer_work).
     let work: Vec<f64> = (0..n_layers)
-        .map(|i| {
-            let v = spec.layer_visible(i, data.n_pixels(), data.classes) as f64;
-            spec.layer_config(i).epochs as f64
-                * train.len() as f64
-                * v
-                * spec.architecture.hidden[i] as f64
-        })
+        .map(|i| spec.layer_work(i, data.n_pixels(), data.classes, train.len()))
         .collect();
     let total: f64 = work.iter().sum();
 
