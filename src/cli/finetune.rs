@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::progress::ConsoleProgress;
+use super::train::{default_out, read_spec, save_trained};
 use super::{CliError, Context};
 use crate::engine::data::MnistSplit;
-use crate::engine::dbn::{finetune_model, test_metrics, TrainOutcome};
-use crate::engine::persist::{self, ModelCard};
+use crate::engine::dbn::{finetune_model, TrainOutcome};
+use crate::engine::persist;
 use crate::engine::spec::{Limits, TrainingSpec};
 
 #[derive(Debug, Args)]
@@ -38,12 +39,7 @@ fn pretraining(spec: &TrainingSpec) -> TrainingSpec {
 }
 
 pub fn run(ctx: &Context, args: FinetuneArgs) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(&args.spec).map_err(|source| CliError::Io {
-        path: args.spec.clone(),
-        source,
-    })?;
-    let spec: TrainingSpec = serde_json::from_str(&text)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", args.spec.display())))?;
+    let spec = read_spec(&args.spec)?;
     if spec.finetune.is_none() {
         return Err(CliError::Usage("the spec has no finetune section".into()));
     }
@@ -71,25 +67,6 @@ pub fn run(ctx: &Context, args: FinetuneArgs) -> Result<(), CliError> {
     let mut progress = ConsoleProgress::new(None, None);
     let outcome = finetune_model(&spec, outcome, &train, &mut progress)?;
     tracing::info!("pretraining and fine-tuning took {:.1}s", outcome.seconds);
-    let mut card = ModelCard::for_training(
-        &spec,
-        &outcome,
-        Some([train.image_rows, train.image_cols]),
-        ctx.threads,
-    );
-    if !args.no_test {
-        let test = ctx.load_mnist(MnistSplit::Test)?;
-        let metrics = test_metrics(&outcome.dbn, &test)?;
-        for (name, value) in &metrics {
-            tracing::info!("{name} ({} images): {:.2}%", test.len(), 100.0 * value);
-        }
-        card.metrics.extend(metrics);
-    }
-    let name = spec.name.clone().unwrap_or_else(|| "model".into());
-    let out = args
-        .out
-        .unwrap_or_else(|| PathBuf::from(format!("models/{name}.safetensors")));
-    persist::save(&out, &outcome.dbn, &card)?;
-    println!("{}", out.display());
-    Ok(())
+    let out = default_out(&spec, args.out);
+    save_trained(ctx, &spec, &outcome, &train, &out, !args.no_test)
 }

@@ -6,8 +6,9 @@ use clap::Args;
 
 use super::progress::ConsoleProgress;
 use super::{CliError, Context};
+use crate::engine::data::Dataset;
 use crate::engine::data::MnistSplit;
-use crate::engine::dbn::{test_metrics, train_model, Checkpoint};
+use crate::engine::dbn::{test_metrics, train_model, Checkpoint, TrainOutcome};
 use crate::engine::persist::{self, ModelCard};
 use crate::engine::spec::{Limits, TrainingSpec};
 use crate::engine::EngineError;
@@ -37,12 +38,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(&args.spec).map_err(|source| CliError::Io {
-        path: args.spec.clone(),
-        source,
-    })?;
-    let spec: TrainingSpec = serde_json::from_str(&text)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", args.spec.display())))?;
+    let spec = read_spec(&args.spec)?;
     if spec.dataset != "mnist" {
         return Err(CliError::Usage(format!(
             "dataset {:?}: the command line trains on \"mnist\" only",
@@ -51,10 +47,7 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
     }
     let train = ctx.load_mnist(MnistSplit::Train)?;
     spec.validate(train.n_pixels(), train.classes, &Limits::default())?;
-    let name = spec.name.clone().unwrap_or_else(|| "model".into());
-    let out = args
-        .out
-        .unwrap_or_else(|| PathBuf::from(format!("models/{name}.safetensors")));
+    let out = default_out(&spec, args.out);
 
     let mut progress = ConsoleProgress::new(args.checkpoint.clone(), args.stop_after_epochs);
     let resume_from = match (&args.checkpoint, args.resume) {
@@ -106,16 +99,43 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
     };
     tracing::info!("training took {:.1}s", outcome.seconds);
 
+    save_trained(ctx, &spec, &outcome, &train, &out, !args.no_test)
+}
+
+/// Reads and parses a training spec file.
+pub(super) fn read_spec(path: &std::path::Path) -> Result<TrainingSpec, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// `out`, or `models/NAME.safetensors`.
+pub(super) fn default_out(spec: &TrainingSpec, out: Option<PathBuf>) -> PathBuf {
+    let name = spec.name.clone().unwrap_or_else(|| "model".into());
+    out.unwrap_or_else(|| PathBuf::from(format!("models/{name}.safetensors")))
+}
+
+/// Measures the test errors (when `test`) and saves the model with its card.
+pub(super) fn save_trained(
+    ctx: &Context,
+    spec: &TrainingSpec,
+    outcome: &TrainOutcome,
+    train: &Dataset,
+    out: &std::path::Path,
+    test: bool,
+) -> Result<(), CliError> {
     let mut card = ModelCard::for_training(
-        &spec,
-        &outcome,
+        spec,
+        outcome,
         Some([train.image_rows, train.image_cols]),
         ctx.threads,
     );
     if let Some(v) = outcome.validation_error {
         tracing::info!("validation error: {:.2}%", 100.0 * v);
     }
-    if !args.no_test && (outcome.dbn.label_classes() > 0 || outcome.dbn.classifier().is_some()) {
+    if test && (outcome.dbn.label_classes() > 0 || outcome.dbn.classifier().is_some()) {
         let test = ctx.load_mnist(MnistSplit::Test)?;
         let metrics = test_metrics(&outcome.dbn, &test)?;
         for (name, value) in &metrics {
@@ -123,7 +143,7 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         }
         card.metrics.extend(metrics);
     }
-    persist::save(&out, &outcome.dbn, &card)?;
+    persist::save(out, &outcome.dbn, &card)?;
     println!("{}", out.display());
     Ok(())
 }
