@@ -154,3 +154,81 @@ fn bad_specs_and_missing_files_fail_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model.safetensors"));
 }
+
+#[test]
+fn finetune_applies_a_spec_to_a_model_pretrained_as_it_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, json: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, json).unwrap();
+        path
+    };
+    let pretrain = r#""architecture": {"hidden": [100, 200]}, "pretrain": {"epochs": 2}, "train_examples": 1000, "seed": 4"#;
+    let greedy_spec = write("greedy.json", &format!("{{\"name\": \"g\", {pretrain}}}"));
+    let tuned_spec = write(
+        "tuned.json",
+        &format!(
+            r#"{{"name": "t", {pretrain}, "finetune": {{"method": "backprop", "epochs": 3, "top_only_epochs": 1}}}}"#
+        ),
+    );
+    let other_spec = write(
+        "other.json",
+        r#"{"architecture": {"hidden": [100, 200]}, "pretrain": {"epochs": 3}, "seed": 4, "finetune": {"method": "backprop"}}"#,
+    );
+    let greedy = dir.path().join("g.safetensors");
+    let tuned = dir.path().join("t.safetensors");
+    let run = |args: &[&std::ffi::OsStr]| dbn_serve().args(args).output().unwrap();
+    let out = run(&[
+        "train".as_ref(),
+        "--spec".as_ref(),
+        greedy_spec.as_os_str(),
+        "--out".as_ref(),
+        greedy.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run(&[
+        "finetune".as_ref(),
+        "--model".as_ref(),
+        greedy.as_os_str(),
+        "--spec".as_ref(),
+        tuned_spec.as_os_str(),
+        "--out".as_ref(),
+        tuned.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "eval".as_ref(),
+        "--json".as_ref(),
+        "--method".as_ref(),
+        "discriminative".as_ref(),
+        "--model".as_ref(),
+        tuned.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["images"], 500);
+
+    // A spec whose pretraining differs from the model's is refused.
+    let out = run(&[
+        "finetune".as_ref(),
+        "--model".as_ref(),
+        greedy.as_os_str(),
+        "--spec".as_ref(),
+        other_spec.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not pretrained"));
+}
