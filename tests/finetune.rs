@@ -195,9 +195,9 @@ fn up_down_unties_the_weights_and_the_model_round_trips() {
         .filter(|m| m.phase == Phase::Finetune)
         .collect();
     assert_eq!(ft.len(), 3);
-    assert!(ft
-        .iter()
-        .all(|m| m.recon_error_train.unwrap().is_finite() && m.validation_error.is_some()));
+    assert!(ft.iter().all(|m| m.recon_error_train.unwrap().is_finite()
+        && m.validation_error.is_some()
+        && m.free_energy_gap.is_some_and(f64::is_finite)));
     // The wake-phase prediction of the data improves epoch by epoch, and the free-energy
     // classifier (now on the recognition weights) is no worse than the greedy model's:
     // 784-100-200 after 3 epochs per layer errs on about 55 % of the fixture's test images.

@@ -283,9 +283,15 @@ pub fn train_up_down<R: Rng + ?Sized>(
                 epoch + 1
             )));
         }
-        let validation_error = match run.validation {
-            Some((xv, yv)) => Some(error_rate(dbn.classify_free_energy(xv)?.view(), yv)),
-            None => None,
+        let (validation_error, free_energy_gap) = match run.validation {
+            Some((xv, yv)) => {
+                let error = error_rate(dbn.classify_free_energy(xv)?.view(), yv);
+                let m = xv.nrows().min(n);
+                let gap = top_free_energy(dbn, xv, &yv[..xv.nrows()])?
+                    - top_free_energy(dbn, x.slice(s![..m, ..]), &labels[..m])?;
+                (Some(error), Some(gap))
+            }
+            None => (None, None),
         };
         let seconds = started.elapsed().as_secs_f64();
         let metrics = EpochMetrics {
@@ -294,7 +300,7 @@ pub fn train_up_down<R: Rng + ?Sized>(
             epoch: epoch + 1,
             recon_error_train: Some(recon),
             recon_error_validation: None,
-            free_energy_gap: None,
+            free_energy_gap,
             validation_error,
             train_error: None,
             cross_entropy: None,
@@ -311,6 +317,19 @@ pub fn train_up_down<R: Rng + ?Sized>(
         }
     }
     Ok(history)
+}
+
+/// Mean free energy of the top RBM for examples `x` with their labels, after the
+/// recognition up-pass.
+fn top_free_energy(dbn: &Dbn, x: ArrayView2<f32>, labels: &[u8]) -> Result<f64> {
+    let features = dbn.features(x)?;
+    let top = &dbn.layers()[dbn.layers().len() - 1];
+    let mut vis = Array2::zeros((x.nrows(), top.n_visible()));
+    vis.slice_mut(s![.., ..top.n_features()]).assign(&features);
+    for (r, &y) in labels.iter().enumerate() {
+        vis[[r, top.n_features() + y as usize]] = 1.0;
+    }
+    Ok(top.free_energy(vis.view()).mean().unwrap_or(0.0) as f64)
 }
 
 #[allow(clippy::too_many_arguments)]
