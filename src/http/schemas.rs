@@ -33,6 +33,63 @@ pub struct TrainingSpecSchema {
     validation_examples: Option<usize>,
     /// Seed of every random draw (default 0).
     seed: Option<u64>,
+    /// Fine-tuning after pretraining (default none).
+    finetune: Option<FinetuneSchema>,
+}
+
+/// How the pretrained stack is fine-tuned, chosen by `method`.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+#[schema(as = Finetune)]
+pub enum FinetuneSchema {
+    /// Backpropagation through the unrolled recognition weights with a new softmax layer.
+    Backprop(BackpropSchema),
+    /// The up-down algorithm (contrastive wake-sleep) with untied weights.
+    UpDown(UpDownSchema),
+}
+
+/// Settings of backpropagation; every field has a default.
+#[derive(ToSchema, serde::Deserialize)]
+#[schema(as = BackpropConfig)]
+pub struct BackpropSchema {
+    /// Passes over the data (default 50).
+    epochs: Option<usize>,
+    /// First epochs in which only the softmax layer learns (default 5).
+    top_only_epochs: Option<usize>,
+    /// Examples per mini-batch (default 100).
+    batch_size: Option<usize>,
+    /// Step size of the first epoch (default 0.1).
+    learning_rate: Option<f32>,
+    /// Factor on the step size after every epoch (default 0.97).
+    learning_rate_decay: Option<f32>,
+    /// Momentum of the first epochs (default 0.5).
+    momentum_initial: Option<f32>,
+    /// Momentum afterwards (default 0.9).
+    momentum_final: Option<f32>,
+    /// Epoch (0-based) from which `momentum_final` applies (default 5).
+    momentum_switch_epoch: Option<usize>,
+    /// L2 weight decay (default 0.00001).
+    weight_decay: Option<f32>,
+    /// Dropout: probability of keeping an input (default 1).
+    input_keep: Option<f32>,
+    /// Dropout: probability of keeping a hidden unit (default 1).
+    hidden_keep: Option<f32>,
+    /// Standard deviation of the softmax layer's initial weights (default 0.01).
+    init_std: Option<f32>,
+}
+
+/// Settings of the up-down algorithm; every field has a default.
+#[derive(ToSchema, serde::Deserialize)]
+#[schema(as = UpDownConfig)]
+pub struct UpDownSchema {
+    /// Passes over the data (default 30).
+    epochs: Option<usize>,
+    /// Examples per mini-batch (default 100).
+    batch_size: Option<usize>,
+    /// Step size of every weight (default 0.01).
+    learning_rate: Option<f32>,
+    /// Gibbs steps at the top, one entry per equal part of the run (default [3, 6, 10]).
+    cd_k: Option<Vec<usize>>,
 }
 
 /// Layer sizes above the input.
@@ -180,8 +237,9 @@ mod tests {
     use utoipa::PartialSchema;
 
     use super::*;
+    use crate::engine::finetune::{BackpropConfig, UpDownConfig};
     use crate::engine::observer::{EpochMetrics, Phase, Progress};
-    use crate::engine::spec::{LayerOverride, TrainingSpec};
+    use crate::engine::spec::{Finetune, LayerOverride, TrainingSpec};
 
     fn schema_fields<T: PartialSchema>() -> BTreeSet<String> {
         match T::schema() {
@@ -208,11 +266,19 @@ mod tests {
             batch_size: Some(10),
             momentum_final: Some(0.9),
         });
+        spec.finetune = Some(Finetune::Backprop(BackpropConfig::default()));
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(
             json_fields(json.clone()),
             schema_fields::<TrainingSpecSchema>()
         );
+        let mut backprop = json_fields(json["finetune"].clone());
+        backprop.remove("method");
+        assert_eq!(backprop, schema_fields::<BackpropSchema>());
+        let up_down = serde_json::to_value(Finetune::UpDown(UpDownConfig::default())).unwrap();
+        let mut up_down = json_fields(up_down);
+        up_down.remove("method");
+        assert_eq!(up_down, schema_fields::<UpDownSchema>());
         assert_eq!(
             json_fields(json["architecture"].clone()),
             schema_fields::<ArchitectureSchema>()
