@@ -212,7 +212,11 @@ fn store_model(
     }
     let bytes =
         persist::to_bytes(&outcome.dbn, &card).map_err(|e| fail("model_write_failed", &e))?;
-    match jobs.inner.models.insert(&model_id, &bytes) {
+    match jobs
+        .inner
+        .models
+        .insert(&model_id, &bytes, outcome.dbn, card)
+    {
         Ok(_) => Ok(model_id),
         // Stored by an earlier attempt that died before recording its end.
         Err(StoreError::Conflict(_)) => Ok(model_id),

@@ -26,8 +26,10 @@ pub trait ModelStore: Send + Sync {
     /// All models, ordered by id.
     fn list(&self) -> Vec<Arc<ModelEntry>>;
     fn get(&self, id: &str) -> Result<Arc<ModelEntry>>;
-    /// Validates `bytes` as a model file (shapes, format, version) and stores it as `id`.
-    fn insert(&self, id: &str, bytes: &[u8]) -> Result<Arc<ModelEntry>>;
+    /// Stores the model file `bytes` as `id`. `dbn` and `card` are what the file holds: the
+    /// caller has read them from `bytes` with `persist::from_bytes` (which checks shapes,
+    /// format and version) or written `bytes` from them with `persist::to_bytes`.
+    fn insert(&self, id: &str, bytes: &[u8], dbn: Dbn, card: ModelCard) -> Result<Arc<ModelEntry>>;
     /// The model's file as stored.
     fn read_file(&self, id: &str) -> Result<Vec<u8>>;
     fn delete(&self, id: &str) -> Result<()>;
@@ -140,9 +142,8 @@ impl ModelStore for FsModelStore {
             .ok_or_else(|| StoreError::NotFound(format!("model {id:?}")))
     }
 
-    fn insert(&self, id: &str, bytes: &[u8]) -> Result<Arc<ModelEntry>> {
+    fn insert(&self, id: &str, bytes: &[u8], dbn: Dbn, card: ModelCard) -> Result<Arc<ModelEntry>> {
         let path = self.model_path(id)?;
-        let (dbn, card) = persist::from_bytes(bytes).map_err(engine_io)?;
         let entry = Arc::new(ModelEntry {
             id: id.to_string(),
             card,

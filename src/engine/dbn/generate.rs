@@ -102,22 +102,21 @@ impl Dbn {
     /// below (mean-field). [count, top.n_features()] → [count, n_inputs].
     pub fn down_pass(&self, mut act: Array2<f32>) -> Array2<f32> {
         for l in (0..self.layers().len() - 1).rev() {
-            let layer = &self.layers()[l];
-            if self.is_untied() {
-                let mut below = Array2::zeros((act.nrows(), layer.n_visible()));
-                crate::engine::math::matmul(
-                    below.view_mut(),
-                    false,
-                    act.view(),
-                    self.generative(l).t(),
-                    1.0,
-                );
-                crate::engine::math::sigmoid_bias_rows(below.view_mut(), layer.visible_bias.view());
-                act = below;
-            } else {
-                act = layer.visible_probs(act.view());
-            }
+            act = self.generative_probs(l, act.view());
         }
         act
+    }
+
+    /// p(v | h) of layer `l` (below the top) through its top-down weights: the generative
+    /// weights once untied, otherwise the RBM's own. h: [batch, H_l] → [batch, V_l].
+    pub fn generative_probs(&self, l: usize, h: ndarray::ArrayView2<f32>) -> Array2<f32> {
+        let layer = &self.layers()[l];
+        if !self.is_untied() {
+            return layer.visible_probs(h);
+        }
+        let mut below = Array2::zeros((h.nrows(), layer.n_visible()));
+        crate::engine::math::matmul(below.view_mut(), false, h, self.generative(l).t(), 1.0);
+        crate::engine::math::sigmoid_bias_rows(below.view_mut(), layer.visible_bias.view());
+        below
     }
 }

@@ -9,6 +9,7 @@ use rand::Rng;
 
 use super::config::BackpropConfig;
 use super::net::Classifier;
+use crate::engine::dbn::{argmax_rows, error_rate};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::{fill_uniform, matmul, sigmoid_bias_rows, softmax_bias_rows};
 use crate::engine::observer::{Control, EpochMetrics, Observer, Phase, Progress};
@@ -21,6 +22,36 @@ pub struct FinetuneRun<'a> {
     pub fraction: (f64, f64),
     /// Held-out examples and labels, measured after every epoch.
     pub validation: Option<(ArrayView2<'a, f32>, &'a [u8])>,
+}
+
+impl FinetuneRun<'_> {
+    /// Progress after `done` of the `n` examples of `epoch` (0-based), mapped into this run's
+    /// part of the whole job.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn progress(
+        &self,
+        epoch: usize,
+        epochs: usize,
+        batch: usize,
+        batches: usize,
+        done: usize,
+        n: usize,
+        started: Instant,
+    ) -> Progress {
+        let within = ((epoch as f64 + done as f64 / n as f64) / epochs as f64).min(1.0);
+        let (a, b) = self.fraction;
+        Progress {
+            phase: Phase::Finetune,
+            layer: 0,
+            layers: 1,
+            epoch: (epoch + 1).min(epochs),
+            epochs,
+            batch,
+            batches,
+            fraction: a + (b - a) * within,
+            examples_per_sec: done as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        }
+    }
 }
 
 /// Buffers of one mini-batch: activations, dropout scales, deltas and gradients.
@@ -105,14 +136,17 @@ impl Workspace {
             }
         }
         // Softmax with cross-entropy: δ = (p − y) / batch.
-        let (mut loss, mut errors) = (0.0f64, 0usize);
         let out = &self.acts[last + 1];
+        let errors = argmax_rows(out.view())
+            .iter()
+            .zip(labels)
+            .filter(|&(&best, &y)| best != y as usize)
+            .count();
+        let mut loss = 0.0f64;
         let delta = &mut self.deltas[last];
         for (r, (&y, p)) in labels.iter().zip(out.rows()).enumerate() {
             let y = y as usize;
             loss -= (p[y].max(1e-30) as f64).ln();
-            let best = (0..p.len()).fold(0, |b, k| if p[k] > p[b] { k } else { b });
-            errors += usize::from(best != y);
             for (k, (&pk, d)) in p.iter().zip(delta.row_mut(r)).enumerate() {
                 *d = (pk - f32::from(k == y)) / batch as f32;
             }
@@ -239,7 +273,7 @@ pub fn train_backprop<R: Rng + ?Sized>(
                 layer.bias += &inc_b[i];
             }
             let done = (b + 1) * batch;
-            let progress = progress_at(run, epoch, cfg.epochs, b + 1, batches, done, n, started);
+            let progress = run.progress(epoch, cfg.epochs, b + 1, batches, done, n, started);
             if run.observer.on_batch(&progress) == Control::Stop {
                 return Err(EngineError::Cancelled);
             }
@@ -275,7 +309,7 @@ pub fn train_backprop<R: Rng + ?Sized>(
             seconds,
             examples_per_sec: seen / seconds.max(1e-9),
         };
-        let progress = progress_at(run, epoch, cfg.epochs, batches, batches, n, n, started);
+        let progress = run.progress(epoch, cfg.epochs, batches, batches, n, n, started);
         history.push(metrics.clone());
         if run.observer.on_epoch(&progress, &metrics) == Control::Stop {
             return Err(EngineError::Cancelled);
@@ -287,41 +321,16 @@ pub fn train_backprop<R: Rng + ?Sized>(
 /// (error rate, mean cross-entropy) of `net` on labelled examples.
 pub fn evaluate(net: &Classifier, x: ArrayView2<f32>, labels: &[u8]) -> Result<(f64, f64)> {
     let probs = net.classify(x)?;
-    let mut errors = 0usize;
-    let mut loss = 0.0f64;
-    for (p, &y) in probs.rows().into_iter().zip(labels) {
-        let best = (0..p.len()).fold(0, |b, k| if p[k] > p[b] { k } else { b });
-        errors += usize::from(best != y as usize);
-        loss -= (p[y as usize].max(1e-30) as f64).ln();
-    }
-    let n = labels.len().max(1) as f64;
-    Ok((errors as f64 / n, loss / n))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn progress_at(
-    run: &FinetuneRun,
-    epoch: usize,
-    epochs: usize,
-    batch: usize,
-    batches: usize,
-    done: usize,
-    n: usize,
-    started: Instant,
-) -> Progress {
-    let within = ((epoch as f64 + done as f64 / n as f64) / epochs as f64).min(1.0);
-    let (a, b) = run.fraction;
-    Progress {
-        phase: Phase::Finetune,
-        layer: 0,
-        layers: 1,
-        epoch: (epoch + 1).min(epochs),
-        epochs,
-        batch,
-        batches,
-        fraction: a + (b - a) * within,
-        examples_per_sec: done as f64 / started.elapsed().as_secs_f64().max(1e-9),
-    }
+    let loss: f64 = probs
+        .rows()
+        .into_iter()
+        .zip(labels)
+        .map(|(p, &y)| -(p[y as usize].max(1e-30) as f64).ln())
+        .sum();
+    Ok((
+        error_rate(probs.view(), labels),
+        loss / labels.len().max(1) as f64,
+    ))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::FinetuneRun;
 use crate::engine::dbn::{error_rate, Dbn};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::{matmul, sample_bernoulli, sigmoid_bias_rows, softmax_bias_rows};
-use crate::engine::observer::{Control, EpochMetrics, Phase, Progress};
+use crate::engine::observer::{Control, EpochMetrics, Phase};
 use crate::engine::rbm::shuffle;
 
 /// Settings of up-down fine-tuning; every field has a default.
@@ -164,22 +164,12 @@ pub(crate) fn up_down_step<R: Rng + ?Sized>(
     let mut sleep = vec![Array2::zeros((0, 0)); n];
     sleep[n - 1] = neg_vis.slice(s![.., ..nf]).to_owned();
     for l in (0..n - 1).rev() {
-        let p = down(
-            sleep[l + 1].view(),
-            dbn.generative(l).view(),
-            dbn.layers()[l].visible_bias.view(),
-        );
+        let p = dbn.generative_probs(l, sleep[l + 1].view());
         sleep[l] = if l == 0 { p } else { sample(&p, rng) };
     }
     // Predictions with the weights as they were in this step.
     let gen_pred: Vec<Array2<f32>> = (0..n - 1)
-        .map(|l| {
-            down(
-                wake[l + 1].view(),
-                dbn.generative(l).view(),
-                dbn.layers()[l].visible_bias.view(),
-            )
-        })
+        .map(|l| dbn.generative_probs(l, wake[l + 1].view()))
         .collect();
     let rec_pred: Vec<Array2<f32>> = (0..n - 1)
         .map(|l| {
@@ -261,17 +251,7 @@ pub fn train_up_down<R: Rng + ?Sized>(
             }
             recon += up_down_step(dbn, vb.view(), yb.view(), k, cfg.learning_rate, rng)?;
             let done = (b + 1) * batch;
-            let within = (epoch as f64 + done as f64 / n as f64) / cfg.epochs as f64;
-            let progress = progress(
-                run,
-                epoch,
-                cfg.epochs,
-                b + 1,
-                batches,
-                within,
-                done,
-                started,
-            );
+            let progress = run.progress(epoch, cfg.epochs, b + 1, batches, done, n, started);
             if run.observer.on_batch(&progress) == Control::Stop {
                 return Err(EngineError::Cancelled);
             }
@@ -309,8 +289,7 @@ pub fn train_up_down<R: Rng + ?Sized>(
             seconds,
             examples_per_sec: (batches * batch) as f64 / seconds.max(1e-9),
         };
-        let within = (epoch + 1) as f64 / cfg.epochs as f64;
-        let p = progress(run, epoch, cfg.epochs, batches, batches, within, n, started);
+        let p = run.progress(epoch, cfg.epochs, batches, batches, n, n, started);
         history.push(metrics.clone());
         if run.observer.on_epoch(&p, &metrics) == Control::Stop {
             return Err(EngineError::Cancelled);
@@ -330,31 +309,6 @@ fn top_free_energy(dbn: &Dbn, x: ArrayView2<f32>, labels: &[u8]) -> Result<f64> 
         vis[[r, top.n_features() + y as usize]] = 1.0;
     }
     Ok(top.free_energy(vis.view()).mean().unwrap_or(0.0) as f64)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn progress(
-    run: &FinetuneRun,
-    epoch: usize,
-    epochs: usize,
-    batch: usize,
-    batches: usize,
-    within: f64,
-    done: usize,
-    started: Instant,
-) -> Progress {
-    let (a, b) = run.fraction;
-    Progress {
-        phase: Phase::Finetune,
-        layer: 0,
-        layers: 1,
-        epoch: epoch + 1,
-        epochs,
-        batch,
-        batches,
-        fraction: a + (b - a) * within.min(1.0),
-        examples_per_sec: done as f64 / started.elapsed().as_secs_f64().max(1e-9),
-    }
 }
 
 #[cfg(test)]

@@ -78,12 +78,26 @@ fn generate(
     })
 }
 
-fn png_response(bytes: Vec<u8>) -> Response {
-    ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
+impl Generated {
+    /// The images as a PNG grid, `req.columns` wide (default up to 10).
+    fn png(&self, req: &SampleRequest) -> Result<Response, ApiError> {
+        let cols = req
+            .columns
+            .unwrap_or(10)
+            .clamp(1, self.images.nrows().max(1));
+        let [h, w] = self.shape;
+        Ok(png_response(grid_png(
+            self.images.view(),
+            h,
+            w,
+            cols,
+            Scale::Unit,
+        )?))
+    }
 }
 
-fn columns(req: &SampleRequest, n: usize) -> usize {
-    req.columns.unwrap_or(10).clamp(1, n.max(1))
+fn png_response(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
 }
 
 /// Generate digits.
@@ -116,14 +130,7 @@ async fn samples(
         .infer("samples", move || {
             let g = generate(&s, &model, &req)?;
             if wants_png {
-                let cols = columns(&req, g.images.nrows());
-                return Ok(png_response(grid_png(
-                    g.images.view(),
-                    g.shape[0],
-                    g.shape[1],
-                    cols,
-                    Scale::Unit,
-                )?));
+                return g.png(&req);
             }
             Ok(Json(SampleResponse {
                 model: model.id.clone(),
@@ -155,17 +162,7 @@ async fn samples_png(
     let model = state.models.get(&id)?;
     let s = state.clone();
     state
-        .infer("samples", move || {
-            let g = generate(&s, &model, &req)?;
-            let cols = columns(&req, g.images.nrows());
-            Ok(png_response(grid_png(
-                g.images.view(),
-                g.shape[0],
-                g.shape[1],
-                cols,
-                Scale::Unit,
-            )?))
-        })
+        .infer("samples", move || generate(&s, &model, &req)?.png(&req))
         .await
 }
 

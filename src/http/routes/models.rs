@@ -117,7 +117,7 @@ async fn import(
     let models = state.models.clone();
     let limits = state.config.limits();
     let entry = tokio::task::spawn_blocking(move || {
-        let (dbn, _) = crate::engine::persist::from_bytes(&body)?;
+        let (dbn, card) = crate::engine::persist::from_bytes(&body)?;
         let params: usize = dbn.layers().iter().map(|l| l.weights.len()).sum();
         if params > limits.max_parameters || dbn.layers().len() > limits.max_layers {
             return Err(ApiError::invalid(
@@ -130,7 +130,7 @@ async fn import(
                 ),
             ));
         }
-        Ok(models.insert(&new_id("model"), &body)?)
+        Ok(models.insert(&new_id("model"), &body, dbn, card)?)
     })
     .await
     .map_err(|e| ApiError::internal("importing", e))??;
