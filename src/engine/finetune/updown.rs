@@ -9,14 +9,14 @@
 
 use std::time::Instant;
 
-use ndarray::{concatenate, s, Array1, Array2, ArrayView2, Axis};
+use ndarray::{concatenate, s, Array2, ArrayView2, Axis};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::FinetuneRun;
 use crate::engine::dbn::{error_rate, Dbn};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::math::{matmul, sample_bernoulli, sigmoid_bias_rows, softmax_bias_rows};
+use crate::engine::math::{matmul, sample_bernoulli};
 use crate::engine::observer::{Control, EpochMetrics, Phase};
 use crate::engine::rbm::shuffle;
 
@@ -77,24 +77,6 @@ impl UpDownConfig {
     }
 }
 
-/// σ(x·W + b) for W: [in, out].
-fn up(x: ArrayView2<f32>, w: ArrayView2<f32>, b: &Array1<f32>) -> Array2<f32> {
-    let mut out = Array2::zeros((x.nrows(), w.ncols()));
-    matmul(out.view_mut(), false, x, w, 1.0);
-    sigmoid_bias_rows(out.view_mut(), b.view());
-    out
-}
-
-/// σ(h·Wᵀ + b) for W: [below, above].
-fn down(h: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1f<'_>) -> Array2<f32> {
-    let mut out = Array2::zeros((h.nrows(), w.nrows()));
-    matmul(out.view_mut(), false, h, w.t(), 1.0);
-    sigmoid_bias_rows(out.view_mut(), b);
-    out
-}
-
-type ArrayView1f<'a> = ndarray::ArrayView1<'a, f32>;
-
 fn sample<R: Rng + ?Sized>(p: &Array2<f32>, rng: &mut R) -> Array2<f32> {
     let mut s = Array2::zeros(p.dim());
     sample_bernoulli(rng, p.view(), s.view_mut());
@@ -124,7 +106,7 @@ pub(crate) fn up_down_step<R: Rng + ?Sized>(
     let mut wake = vec![v.to_owned()];
     for l in 0..n - 1 {
         let rbm = &dbn.layers()[l];
-        let p = up(wake[l].view(), rbm.weights.view(), &rbm.hidden_bias);
+        let p = rbm.hidden_probs(wake[l].view());
         wake.push(sample(&p, rng));
     }
     // The top: CD-k in the associative memory of [features | labels].
@@ -132,29 +114,16 @@ pub(crate) fn up_down_step<R: Rng + ?Sized>(
     let nf = top.n_features();
     let pos_vis = concatenate(Axis(1), &[wake[n - 1].view(), labels])
         .map_err(|e| EngineError::Shape(e.to_string()))?;
-    let pos_hid = up(pos_vis.view(), top.weights.view(), &top.hidden_bias);
+    let pos_hid = top.hidden_probs(pos_vis.view());
     let mut hid_state = sample(&pos_hid, rng);
     let mut neg_vis = pos_vis.clone();
     let mut neg_hid = pos_hid.clone();
     for step in 0..k {
-        let mut feat = down(
-            hid_state.view(),
-            top.weights.slice(s![..nf, ..]),
-            top.visible_bias.slice(s![..nf]),
-        );
-        feat = sample(&feat, rng);
-        let mut lab = Array2::zeros((hid_state.nrows(), top.label_units));
-        matmul(
-            lab.view_mut(),
-            false,
-            hid_state.view(),
-            top.weights.slice(s![nf.., ..]).t(),
-            1.0,
-        );
-        softmax_bias_rows(lab.view_mut(), top.visible_bias.slice(s![nf..]));
-        neg_vis = concatenate(Axis(1), &[feat.view(), lab.view()])
-            .map_err(|e| EngineError::Shape(e.to_string()))?;
-        neg_hid = up(neg_vis.view(), top.weights.view(), &top.hidden_bias);
+        // Features sampled, labels as their softmax probabilities (seed Eq. 3).
+        neg_vis = top.visible_probs(hid_state.view());
+        let feat = sample(&neg_vis.slice(s![.., ..nf]).to_owned(), rng);
+        neg_vis.slice_mut(s![.., ..nf]).assign(&feat);
+        neg_hid = top.hidden_probs(neg_vis.view());
         if step + 1 < k {
             hid_state = sample(&neg_hid, rng);
         }
@@ -174,7 +143,7 @@ pub(crate) fn up_down_step<R: Rng + ?Sized>(
     let rec_pred: Vec<Array2<f32>> = (0..n - 1)
         .map(|l| {
             let rbm = &dbn.layers()[l];
-            up(sleep[l].view(), rbm.weights.view(), &rbm.hidden_bias)
+            rbm.hidden_probs(sleep[l].view())
         })
         .collect();
     let recon = (&wake[0] - &gen_pred[0]).mapv(|d| (d * d) as f64).sum() / batch as f64;
