@@ -1,14 +1,18 @@
-//! Checkpoints: a run stopped after any epoch and resumed from the serialised checkpoint ends
-//! with exactly the model of the uninterrupted run; a checkpoint of another run is refused.
+//! Checkpoints: a run stopped after any epoch, in pretraining or fine-tuning, and resumed from
+//! the serialised checkpoint ends with exactly the model of the uninterrupted run; a
+//! checkpoint of another run is refused.
 
 mod common;
 
 use dbn_serve::engine::data::MnistSplit;
-use dbn_serve::engine::dbn::{resume_greedy, train_greedy, Checkpoint, TrainOutcome};
+use dbn_serve::engine::dbn::{
+    resume_greedy, train_model, Checkpoint, GreedyCheckpoint, TrainOutcome,
+};
+use dbn_serve::engine::finetune::{BackpropConfig, UpDownConfig};
 use dbn_serve::engine::observer::{Control, EpochMetrics, Observer, Progress, Silent};
 use dbn_serve::engine::persist::{self, ModelCard};
 use dbn_serve::engine::rbm::RbmTrainConfig;
-use dbn_serve::engine::spec::{Architecture, LayerOverride, Limits, TrainingSpec};
+use dbn_serve::engine::spec::{Architecture, Finetune, LayerOverride, Limits, TrainingSpec};
 use dbn_serve::engine::{rng_from_seed, EngineError};
 
 /// Two layers, the top one an associative memory learned by PCD-2 (so the fantasy particles
@@ -118,15 +122,25 @@ fn assert_same(a: &TrainOutcome, b: &TrainOutcome) {
     assert_eq!(a.validation_error, b.validation_error);
 }
 
-fn run(spec: &TrainingSpec, observer: &mut dyn Observer) -> Result<TrainOutcome, EngineError> {
+fn train(
+    spec: &TrainingSpec,
+    observer: &mut dyn Observer,
+    checkpoint: Option<Checkpoint>,
+) -> Result<TrainOutcome, EngineError> {
     let data = common::fixture(MnistSplit::Train);
-    train_greedy(
+    let mut rng = rng_from_seed(spec.seed);
+    train_model(
         spec,
         &data,
         &Limits::default(),
         observer,
-        &mut rng_from_seed(spec.seed),
+        &mut rng,
+        checkpoint,
     )
+}
+
+fn run(spec: &TrainingSpec, observer: &mut dyn Observer) -> Result<TrainOutcome, EngineError> {
+    train(spec, observer, None)
 }
 
 fn resume(
@@ -134,8 +148,14 @@ fn resume(
     observer: &mut dyn Observer,
     checkpoint: Checkpoint,
 ) -> Result<TrainOutcome, EngineError> {
-    let data = common::fixture(MnistSplit::Train);
-    resume_greedy(spec, &data, &Limits::default(), observer, checkpoint)
+    train(spec, observer, Some(checkpoint))
+}
+
+fn greedy(checkpoint: Checkpoint) -> GreedyCheckpoint {
+    match checkpoint {
+        Checkpoint::Greedy(cp) => cp,
+        Checkpoint::Finetune(_) => panic!("a fine-tuning checkpoint"),
+    }
 }
 
 #[test]
@@ -161,8 +181,9 @@ fn resuming_after_any_epoch_gives_the_uninterrupted_model() {
         resume(&spec, &mut second, first.last()),
         Err(EngineError::Cancelled)
     ));
-    let again = second.last();
+    let again = greedy(second.last());
     assert_eq!((again.layer, again.state.next_epoch), (1, 1));
+    let again = Checkpoint::Greedy(again);
     assert_same(&straight, &resume(&spec, &mut Silent, again).unwrap());
 }
 
@@ -203,16 +224,100 @@ fn foreign_corrupt_and_mismatched_checkpoints_are_rejected() {
         &shifted,
         &Limits::default(),
         &mut Silent,
-        Checkpoint::from_bytes(&bytes).unwrap(),
+        greedy(Checkpoint::from_bytes(&bytes).unwrap()),
     )
     .unwrap_err();
     assert!(e.to_string().contains("other training data"), "{e}");
     // Crafted state: an epoch beyond the layer's, or increments of the wrong shape.
-    let mut late = Checkpoint::from_bytes(&bytes).unwrap();
+    let mut late = greedy(Checkpoint::from_bytes(&bytes).unwrap());
     late.state.next_epoch = 9;
-    let e = resume(&spec, &mut Silent, late).unwrap_err();
+    let e = resume(&spec, &mut Silent, Checkpoint::Greedy(late)).unwrap_err();
     assert!(e.to_string().contains("past this layer"), "{e}");
-    let mut wrong = Checkpoint::from_bytes(&bytes).unwrap();
+    let mut wrong = greedy(Checkpoint::from_bytes(&bytes).unwrap());
     wrong.state.hb_inc = ndarray::Array1::zeros(3);
-    assert!(resume(&spec, &mut Silent, wrong).is_err());
+    assert!(resume(&spec, &mut Silent, Checkpoint::Greedy(wrong)).is_err());
+}
+
+/// The spec above with one epoch per layer and three of fine-tuning: backpropagation with
+/// dropout (so the masks' draws must resume where they were), or up-down.
+fn finetune_spec(backprop: bool) -> TrainingSpec {
+    let mut spec = spec();
+    spec.pretrain.epochs = 1;
+    spec.finetune = Some(if backprop {
+        Finetune::Backprop(BackpropConfig {
+            epochs: 3,
+            top_only_epochs: 1,
+            batch_size: 50,
+            momentum_switch_epoch: 2,
+            input_keep: 0.8,
+            hidden_keep: 0.5,
+            ..BackpropConfig::default()
+        })
+    } else {
+        Finetune::UpDown(UpDownConfig {
+            epochs: 3,
+            batch_size: 50,
+            cd_k: vec![1, 2],
+            ..UpDownConfig::default()
+        })
+    });
+    spec
+}
+
+#[test]
+fn resuming_in_finetuning_gives_the_uninterrupted_model() {
+    for backprop in [true, false] {
+        let spec = finetune_spec(backprop);
+        let straight = run(&spec, &mut Silent).unwrap();
+        assert_eq!(straight.dbn.classifier().is_some(), backprop);
+        assert_eq!(straight.dbn.is_untied(), !backprop);
+        // Checkpoints 1-2 are the two layers' epochs, 3-5 fine-tuning's.
+        for stop_after in 2..=5 {
+            let mut stopper = StopAtCheckpoint::new(stop_after);
+            assert!(matches!(
+                run(&spec, &mut stopper),
+                Err(EngineError::Cancelled)
+            ));
+            let last = stopper.last();
+            match (&last, stop_after) {
+                (Checkpoint::Greedy(_), 2) => {}
+                (Checkpoint::Finetune(cp), n) => assert_eq!(cp.state.next_epoch, n - 2),
+                _ => panic!("checkpoint {stop_after} is of the wrong kind"),
+            }
+            let resumed = resume(&spec, &mut Silent, last).unwrap();
+            assert_same(&straight, &resumed);
+        }
+    }
+}
+
+#[test]
+fn finetuning_checkpoints_of_another_run_or_corrupt_are_rejected() {
+    let spec = finetune_spec(true);
+    let mut stopper = StopAtCheckpoint::new(4);
+    let _ = run(&spec, &mut stopper);
+    let bytes = stopper.saved.pop().unwrap();
+    assert!(matches!(
+        Checkpoint::from_bytes(&bytes),
+        Ok(Checkpoint::Finetune(_))
+    ));
+    for cut in [0, 9, bytes.len() / 2, bytes.len() - 1] {
+        assert!(Checkpoint::from_bytes(&bytes[..cut]).is_err(), "cut {cut}");
+    }
+    // Other fine-tuning settings, or the other method, make another run.
+    let mut faster = spec.clone();
+    if let Some(Finetune::Backprop(c)) = &mut faster.finetune {
+        c.learning_rate = 0.2;
+    }
+    for other in [faster, finetune_spec(false)] {
+        let cp = Checkpoint::from_bytes(&bytes).unwrap();
+        let e = resume(&other, &mut Silent, cp).unwrap_err();
+        assert!(e.to_string().contains("another spec"), "{e}");
+    }
+    // A crafted order that is not a permutation is refused.
+    let Ok(Checkpoint::Finetune(mut cp)) = Checkpoint::from_bytes(&bytes) else {
+        unreachable!()
+    };
+    cp.state.order[0] = cp.state.order[1];
+    let e = resume(&spec, &mut Silent, Checkpoint::Finetune(cp)).unwrap_err();
+    assert!(e.to_string().contains("permutation"), "{e}");
 }

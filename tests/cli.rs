@@ -126,9 +126,12 @@ fn a_run_stopped_mid_layer_and_resumed_saves_the_uninterrupted_model() {
     );
     let saved =
         dbn_serve::engine::dbn::Checkpoint::from_bytes(&std::fs::read(ckpt).unwrap()).unwrap();
+    let dbn_serve::engine::dbn::Checkpoint::Greedy(saved) = saved else {
+        panic!("a fine-tuning checkpoint from a run without fine-tuning")
+    };
     assert_eq!((saved.layer, saved.state.next_epoch), (1, 1));
     let log = train(&["--checkpoint", ckpt, "--resume"], "resumed.safetensors");
-    assert!(log.contains("resuming at layer 2 epoch 2"), "{log}");
+    assert!(log.contains("resuming at layer 2, epoch 2"), "{log}");
     let (a, _) = dbn_serve::engine::persist::load(&path("straight.safetensors")).unwrap();
     let (b, _) = dbn_serve::engine::persist::load(&path("resumed.safetensors")).unwrap();
     assert_eq!(a, b);

@@ -94,6 +94,17 @@ fn backprop_lowers_the_error_of_the_greedy_model() {
     // Saved and loaded, the classifier gives the same probabilities bit for bit.
     let card =
         persist::ModelCard::for_training(&spec(Some(few_epochs())), &tuned, Some([28, 28]), 1);
+    // The card names the epoch with the lowest held-out error, for retraining on all data.
+    let best = ft
+        .iter()
+        .map(|m| m.validation_error.unwrap())
+        .fold(f64::INFINITY, f64::min);
+    let first_best = ft
+        .iter()
+        .position(|m| m.validation_error == Some(best))
+        .unwrap();
+    assert_eq!(card.metrics["finetune_best_validation_error"], best);
+    assert_eq!(card.metrics["finetune_best_epoch"], (first_best + 1) as f64);
     let bytes = persist::to_bytes(&tuned.dbn, &card).unwrap();
     let (loaded, _) = persist::from_bytes(&bytes).unwrap();
     assert_eq!(

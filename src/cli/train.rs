@@ -68,11 +68,7 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         _ => None,
     };
     if let Some(checkpoint) = &resume_from {
-        tracing::info!(
-            "resuming at layer {} epoch {}",
-            checkpoint.layer + 1,
-            checkpoint.state.next_epoch + 1
-        );
+        tracing::info!("resuming at {}", checkpoint.position());
     }
     let mut rng = crate::engine::rng_from_seed(spec.seed);
     let outcome = train_model(

@@ -52,6 +52,21 @@ impl ModelCard {
         if let Some(v) = outcome.validation_error {
             metrics.insert("validation_error".to_string(), v);
         }
+        // The fine-tuning epoch with the lowest held-out error (the first of equals): the
+        // epoch count to retrain with on all the data, as the papers chose theirs.
+        let best = outcome
+            .history
+            .iter()
+            .filter(|m| m.phase == crate::engine::observer::Phase::Finetune)
+            .filter_map(|m| m.validation_error.map(|e| (m.epoch, e)))
+            .fold(None, |best: Option<(usize, f64)>, (epoch, e)| match best {
+                Some((_, b)) if b <= e => best,
+                _ => Some((epoch, e)),
+            });
+        if let Some((epoch, e)) = best {
+            metrics.insert("finetune_best_epoch".to_string(), epoch as f64);
+            metrics.insert("finetune_best_validation_error".to_string(), e);
+        }
         ModelCard {
             name: spec.name.clone().unwrap_or_else(|| "model".into()),
             sizes: outcome.dbn.sizes(),
@@ -98,14 +113,29 @@ pub struct Provenance {
 /// The metadata of a model file besides the format tag.
 #[derive(Serialize, Deserialize)]
 struct ModelMeta {
-    label_units: Vec<usize>,
+    #[serde(flatten)]
+    layout: DbnLayout,
+    card: ModelCard,
+}
+
+/// Which tensors hold a [`Dbn`]: label units of each RBM, the classifier's dense layers and
+/// the untied generative weights. Kept in the metadata of model and checkpoint files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DbnLayout {
+    pub label_units: Vec<usize>,
     /// Dense layers of the fine-tuned classifier (0: none; absent in files without one).
     #[serde(default, skip_serializing_if = "is_zero")]
-    classifier_layers: usize,
+    pub classifier_layers: usize,
     /// Layers with untied generative weights (0: tied; absent in files without them).
     #[serde(default, skip_serializing_if = "is_zero")]
-    generative_layers: usize,
-    card: ModelCard,
+    pub generative_layers: usize,
+}
+
+impl DbnLayout {
+    /// How many tensors [`push_dbn`] writes for this layout.
+    pub fn tensor_count(&self) -> usize {
+        3 * self.label_units.len() + 2 * self.classifier_layers + self.generative_layers
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -169,6 +199,14 @@ pub(crate) fn body_of<B: serde::de::DeserializeOwned>(
         )));
     }
     serde_json::from_value(envelope.body).map_err(|e| bad(format!("{format} metadata: {e}")))
+}
+
+/// The format name our metadata gives `bytes` (e.g. [`FORMAT`]), if it has one.
+pub(crate) fn format_of(bytes: &[u8]) -> Option<String> {
+    let (_, header) = SafeTensors::read_metadata(bytes).ok()?;
+    let raw = header.metadata().as_ref()?.get(META_KEY)?;
+    let envelope: Envelope<serde_json::Value> = serde_json::from_str(raw).ok()?;
+    Some(envelope.format)
 }
 
 /// Tensors on their way into a safetensors file: name, type, shape, little-endian bytes.
@@ -286,9 +324,9 @@ pub(crate) fn read_rbm(
     Ok(rbm)
 }
 
-/// Serialises a model to safetensors bytes.
-pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
-    let mut tensors = Tensors::default();
+/// Adds the tensors of `dbn` (RBMs as `layers.{i}.*`, `generative.{l}.weight`,
+/// `classifier.{i}.*`) and returns their layout.
+pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
     for (i, rbm) in dbn.layers().iter().enumerate() {
         tensors.push_rbm(&format!("layers.{i}"), rbm);
     }
@@ -315,10 +353,69 @@ pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
         );
         tensors.push_f32(&format!("classifier.{i}.bias"), &[n_out], layer.bias.iter());
     }
-    let body = ModelMeta {
+    DbnLayout {
         label_units: dbn.layers().iter().map(|r| r.label_units).collect(),
         classifier_layers,
         generative_layers,
+    }
+}
+
+/// Reads the model [`push_dbn`] wrote with `layout`, checking every shape (against `sizes`,
+/// the layer sizes from the input up, when given) and that every value is finite.
+pub(crate) fn read_dbn(
+    st: &SafeTensors,
+    layout: &DbnLayout,
+    sizes: Option<&[usize]>,
+) -> Result<Dbn> {
+    let bad = |m: String| EngineError::Model(m);
+    let label_units = &layout.label_units;
+    if label_units.is_empty() || sizes.is_some_and(|s| s.len() != label_units.len() + 1) {
+        return Err(bad("label_units and sizes disagree".into()));
+    }
+    let mut layers = Vec::with_capacity(label_units.len());
+    for (i, &labels) in label_units.iter().enumerate() {
+        let shape = match sizes {
+            Some(sizes) => {
+                let visible = sizes[i]
+                    .checked_add(labels)
+                    .ok_or_else(|| bad(format!("layer {i}: sizes overflow")))?;
+                Some((visible, sizes[i + 1]))
+            }
+            None => None,
+        };
+        layers.push(read_rbm(st, &format!("layers.{i}"), shape, labels)?);
+    }
+    let mut dbn = Dbn::new(layers)?;
+    if layout.classifier_layers > 0 {
+        dbn = dbn.with_classifier(read_classifier(st, layout.classifier_layers)?)?;
+    }
+    let generative_layers = layout.generative_layers;
+    if generative_layers > 0 {
+        if generative_layers + 1 != dbn.layers().len() {
+            return Err(bad(
+                "generative weights for the wrong number of layers".into()
+            ));
+        }
+        let mut weights = Vec::with_capacity(generative_layers);
+        for (l, rbm) in dbn.layers()[..generative_layers].iter().enumerate() {
+            let dim = rbm.weights.dim();
+            let values = read_f32(st, &format!("generative.{l}.weight"), &[dim.0, dim.1])?;
+            if !values.iter().all(|v| v.is_finite()) {
+                return Err(bad(format!("generative.{l}.weight has non-finite values")));
+            }
+            weights.push(Array2::from_shape_vec(dim, values).map_err(|e| bad(e.to_string()))?);
+        }
+        dbn = dbn.with_generative(weights)?;
+    }
+    Ok(dbn)
+}
+
+/// Serialises a model to safetensors bytes.
+pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
+    let mut tensors = Tensors::default();
+    let layout = push_dbn(&mut tensors, dbn);
+    let body = ModelMeta {
+        layout,
         card: card.clone(),
     };
     tensors.serialize(metadata_of(FORMAT, FORMAT_VERSION, &body)?)
@@ -330,48 +427,12 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
     let bad = |m: String| EngineError::Model(m);
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let ModelMeta {
-        label_units,
-        classifier_layers,
-        generative_layers,
-        card,
-    } = body_of(bytes, FORMAT, FORMAT_VERSION)?;
-    if label_units.len() + 1 != card.sizes.len() || label_units.is_empty() {
-        return Err(bad("label_units and sizes disagree".into()));
-    }
-    let expected = 3 * label_units.len() + 2 * classifier_layers + generative_layers;
+    let ModelMeta { layout, card } = body_of(bytes, FORMAT, FORMAT_VERSION)?;
+    let expected = layout.tensor_count();
     if st.len() != expected {
         return Err(bad(format!("{} tensors, expected {expected}", st.len())));
     }
-    let mut layers = Vec::with_capacity(label_units.len());
-    for (i, &labels) in label_units.iter().enumerate() {
-        let visible = card.sizes[i]
-            .checked_add(labels)
-            .ok_or_else(|| bad(format!("layer {i}: sizes overflow")))?;
-        let shape = (visible, card.sizes[i + 1]);
-        layers.push(read_rbm(&st, &format!("layers.{i}"), Some(shape), labels)?);
-    }
-    let mut dbn = Dbn::new(layers)?;
-    if classifier_layers > 0 {
-        dbn = dbn.with_classifier(read_classifier(&st, classifier_layers)?)?;
-    }
-    if generative_layers > 0 {
-        if generative_layers + 1 != dbn.layers().len() {
-            return Err(bad(
-                "generative weights for the wrong number of layers".into()
-            ));
-        }
-        let mut weights = Vec::with_capacity(generative_layers);
-        for (l, rbm) in dbn.layers()[..generative_layers].iter().enumerate() {
-            let dim = rbm.weights.dim();
-            let values = read_f32(&st, &format!("generative.{l}.weight"), &[dim.0, dim.1])?;
-            if !values.iter().all(|v| v.is_finite()) {
-                return Err(bad(format!("generative.{l}.weight has non-finite values")));
-            }
-            weights.push(Array2::from_shape_vec(dim, values).map_err(|e| bad(e.to_string()))?);
-        }
-        dbn = dbn.with_generative(weights)?;
-    }
+    let dbn = read_dbn(&st, &layout, Some(&card.sizes))?;
     if let Some([h, w]) = card.image_shape {
         if h.checked_mul(w) != Some(dbn.n_inputs()) {
             return Err(bad(format!(
@@ -384,6 +445,24 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
         return Err(bad("label_classes disagrees with the tensors".into()));
     }
     Ok((dbn, card))
+}
+
+/// The u32 vector `name` of length `len`.
+pub(crate) fn read_u32(st: &SafeTensors, name: &str, len: usize) -> Result<Vec<u32>> {
+    let t = st
+        .tensor(name)
+        .map_err(|e| EngineError::Model(format!("{name}: {e}")))?;
+    if t.dtype() != Dtype::U32 || t.shape() != [len] {
+        return Err(EngineError::Model(format!(
+            "{name}: expected u32 [{len}], found {:?} {:?}",
+            t.dtype(),
+            t.shape()
+        )));
+    }
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 pub(crate) fn read_f32(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {

@@ -137,8 +137,8 @@ fn train(jobs: &Jobs, job: &JobRecord, cancel: Arc<AtomicBool>) -> Ending {
         }
     };
     if let Some(cp) = &checkpoint {
-        tracing::info!(job = %job.id, layer = cp.layer + 1, epoch = cp.state.next_epoch + 1, "resuming from checkpoint");
-        observer.history = cp.history.clone();
+        tracing::info!(job = %job.id, at = %cp.position(), "resuming from checkpoint");
+        observer.history = cp.history().to_vec();
     }
     let mut rng = crate::engine::rng_from_seed(spec.seed);
     let outcome = train_model(spec, &data, &limits, &mut observer, &mut rng, checkpoint);

@@ -186,6 +186,57 @@ async fn a_job_interrupted_by_a_restart_resumes_and_matches_an_uninterrupted_run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_interrupted_in_finetuning_resumes_from_its_finetuning_checkpoint() {
+    let spec = json!({
+        "architecture": {"hidden": [200, 200]},
+        "pretrain": {"epochs": 1},
+        "seed": 6,
+        "finetune": {"method": "backprop", "epochs": 150, "top_only_epochs": 1}
+    });
+    let finetuning = |j: &Value| -> Vec<Value> {
+        j["history"]
+            .as_array()
+            .map(|h| {
+                h.iter()
+                    .filter(|m| m["phase"] == "finetune")
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let app = spawn_app().await;
+    let id = app.submit(&spec).await;
+    let before = app
+        .wait_job(&id, |j| finetuning(j).len() >= 3 || is_terminal(j))
+        .await;
+    assert_eq!(before["status"], "running", "{before}");
+    let app = app.restart().await;
+
+    let job = app.wait_job(&id, is_terminal).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    let after = finetuning(&job);
+    assert_eq!(after.len(), 150);
+    // The epochs before the restart were not run again: their metrics, timings included,
+    // came back from the checkpoint.
+    let kept = finetuning(&before);
+    assert_eq!(after[..kept.len()], kept[..]);
+    // And the model is the uninterrupted run's, bit for bit.
+    let reference = app.train(&spec).await;
+    let mut pixels = crate::classify::test_pixels(50);
+    pixels["method"] = json!("discriminative");
+    let model = job["model_id"].as_str().unwrap();
+    let (_, a) = app
+        .post_json(&format!("/v1/models/{model}/classify"), &pixels)
+        .await;
+    let (_, b) = app
+        .post_json(&format!("/v1/models/{reference}/classify"), &pixels)
+        .await;
+    assert!(a["predictions"].is_array(), "{a}");
+    assert_eq!(a["predictions"], b["predictions"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_specs_are_refused_with_the_field_named() {
     let app = spawn_app_with(|c| {
         c.max_parameters = 1_000_000;

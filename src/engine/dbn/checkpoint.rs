@@ -1,19 +1,23 @@
-//! Checkpoints of greedy training, taken at epoch boundaries: everything needed to continue a
-//! run bit for bit — the trained layers, the layer in training with its momentum increments,
-//! fantasy particles and example order, the metrics so far, and the random generator's state.
-//! Stored as safetensors (format `dbn-serve.checkpoint`), like models.
+//! Checkpoints, taken at epoch boundaries: everything needed to continue a run bit for bit.
+//! A greedy checkpoint holds the trained layers, the layer in training with its momentum
+//! increments, fantasy particles and example order, the metrics so far, and the random
+//! generator's state; a fine-tuning checkpoint (see `finetune_checkpoint.rs`) the model in
+//! fine-tuning and its learning state. Both are safetensors files, like models, told apart by
+//! their format name.
 //!
 //! A checkpoint does not hold the training spec: whoever keeps it keeps the spec beside it
 //! and resumes with the same one. Resuming checks every shape against that spec.
 
 use ndarray::{Array1, Array2};
-use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
+use super::finetune_checkpoint::{FinetuneCheckpoint, FINETUNE_CHECKPOINT_FORMAT};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::EpochMetrics;
-use crate::engine::persist::{body_of, metadata_of, read_f32, read_rbm, Tensors};
+use crate::engine::persist::{
+    body_of, format_of, metadata_of, read_f32, read_rbm, read_u32, Tensors,
+};
 use crate::engine::rbm::{LayerState, Rbm};
 use crate::engine::EngineRng;
 use rand::SeedableRng;
@@ -22,9 +26,57 @@ use rand::SeedableRng;
 pub const CHECKPOINT_FORMAT: &str = "dbn-serve.checkpoint";
 const CHECKPOINT_VERSION: u32 = 1;
 
+/// A run stopped after an epoch, in pretraining or in fine-tuning.
+// One is built per epoch and its arrays live on the heap: the variants' inline sizes do not
+// matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checkpoint {
+    Greedy(GreedyCheckpoint),
+    Finetune(FinetuneCheckpoint),
+}
+
+impl Checkpoint {
+    /// Serialises the checkpoint to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        match self {
+            Checkpoint::Greedy(cp) => cp.to_bytes(),
+            Checkpoint::Finetune(cp) => cp.to_bytes(),
+        }
+    }
+
+    /// Parses bytes written by [`Checkpoint::to_bytes`], rejecting anything else.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        match format_of(bytes).as_deref() {
+            Some(FINETUNE_CHECKPOINT_FORMAT) => {
+                FinetuneCheckpoint::from_bytes(bytes).map(Checkpoint::Finetune)
+            }
+            _ => GreedyCheckpoint::from_bytes(bytes).map(Checkpoint::Greedy),
+        }
+    }
+
+    /// Metrics of every epoch before the checkpoint.
+    pub fn history(&self) -> &[EpochMetrics] {
+        match self {
+            Checkpoint::Greedy(cp) => &cp.history,
+            Checkpoint::Finetune(cp) => &cp.history,
+        }
+    }
+
+    /// Where the run continues, for logs: e.g. "layer 2, epoch 5" or "fine-tuning epoch 7".
+    pub fn position(&self) -> String {
+        match self {
+            Checkpoint::Greedy(cp) => {
+                format!("layer {}, epoch {}", cp.layer + 1, cp.state.next_epoch + 1)
+            }
+            Checkpoint::Finetune(cp) => format!("fine-tuning epoch {}", cp.state.next_epoch + 1),
+        }
+    }
+}
+
 /// Greedy training stopped after an epoch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Checkpoint {
+pub struct GreedyCheckpoint {
     /// Layers finished before the one in training.
     pub done: Vec<Rbm>,
     /// Index of the layer in training (= `done.len()`).
@@ -76,7 +128,7 @@ struct Meta {
     fingerprint: u64,
 }
 
-impl Checkpoint {
+impl GreedyCheckpoint {
     /// Serialises the checkpoint to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut tensors = Tensors::default();
@@ -110,7 +162,7 @@ impl Checkpoint {
         tensors.serialize(metadata_of(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, &meta)?)
     }
 
-    /// Parses bytes written by [`Checkpoint::to_bytes`], rejecting anything else.
+    /// Parses bytes written by [`GreedyCheckpoint::to_bytes`], rejecting anything else.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let bad = |m: String| EngineError::Model(format!("checkpoint: {m}"));
         let st = SafeTensors::deserialize(bytes)
@@ -133,15 +185,7 @@ impl Checkpoint {
             .collect::<Result<Vec<_>>>()?;
         let rbm = read_rbm(&st, "current", None, meta.label_units[meta.layer])?;
         let (v, h) = rbm.weights.dim();
-        let order_view = st.tensor("state.order").map_err(|e| bad(e.to_string()))?;
-        if order_view.dtype() != Dtype::U32 || order_view.shape() != [meta.examples] {
-            return Err(bad("state.order has the wrong type or length".into()));
-        }
-        let order = order_view
-            .data()
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let order = read_u32(&st, "state.order", meta.examples)?;
         let chains = if meta.persistent {
             let view = st.tensor("state.chains").map_err(|e| bad(e.to_string()))?;
             let rows = view.shape().first().copied().unwrap_or(0);
@@ -174,7 +218,7 @@ impl Checkpoint {
         {
             return Err(bad("the learning state holds non-finite values".into()));
         }
-        Ok(Checkpoint {
+        Ok(GreedyCheckpoint {
             done,
             layer: meta.layer,
             rbm,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use ndarray::{concatenate, Array2, ArrayView2, Axis};
 
 use super::checkpoint::run_fingerprint;
-use super::{error_rate, Checkpoint, Dbn};
+use super::{error_rate, Dbn, GreedyCheckpoint};
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::{EpochMetrics, Observer, Phase};
@@ -48,7 +48,7 @@ pub fn resume_greedy(
     data: &Dataset,
     limits: &Limits,
     observer: &mut dyn Observer,
-    checkpoint: Checkpoint,
+    checkpoint: GreedyCheckpoint,
 ) -> Result<TrainOutcome> {
     let mut rng = checkpoint.rng.clone();
     run_greedy(spec, data, limits, observer, &mut rng, Some(checkpoint))
@@ -60,7 +60,7 @@ fn run_greedy(
     limits: &Limits,
     observer: &mut dyn Observer,
     rng: &mut EngineRng,
-    resume: Option<Checkpoint>,
+    resume: Option<GreedyCheckpoint>,
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
     spec.validate(data.n_pixels(), data.classes, limits)?;

@@ -4,12 +4,14 @@
 
 mod checkpoint;
 mod classify;
+mod finetune_checkpoint;
 mod generate;
 mod greedy;
 mod pipeline;
 
-pub use checkpoint::{run_fingerprint, Checkpoint, CHECKPOINT_FORMAT};
+pub use checkpoint::{run_fingerprint, Checkpoint, GreedyCheckpoint, CHECKPOINT_FORMAT};
 pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
+pub use finetune_checkpoint::{FinetuneCheckpoint, FINETUNE_CHECKPOINT_FORMAT};
 pub use greedy::{resume_greedy, train_greedy, TrainOutcome};
 pub use pipeline::{finetune_model, test_metrics, train_model};
 
@@ -119,6 +121,11 @@ impl Dbn {
 
     pub(crate) fn layers_mut(&mut self) -> &mut [Rbm] {
         &mut self.layers
+    }
+
+    /// Detaches the classifier, if the model has one.
+    pub(crate) fn take_classifier(&mut self) -> Option<Classifier> {
+        self.classifier.take()
     }
 
     /// The fine-tuned feed-forward classifier, if the model has one.

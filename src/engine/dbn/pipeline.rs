@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 
 use super::greedy::{resume_greedy, train_greedy, TrainOutcome};
-use super::{error_rate, Checkpoint, Dbn};
+use super::{error_rate, run_fingerprint, Checkpoint, Dbn, FinetuneCheckpoint};
 use crate::engine::data::Dataset;
-use crate::engine::error::Result;
-use crate::engine::finetune::{evaluate, train_backprop, train_up_down, Classifier, FinetuneRun};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::finetune::{
+    evaluate, train_backprop, train_up_down, Classifier, FinetuneRun, FinetuneState,
+};
 use crate::engine::observer::Observer;
 use crate::engine::spec::{Finetune, Limits, TrainingSpec};
 use crate::engine::EngineRng;
@@ -17,7 +19,8 @@ use crate::engine::EngineRng;
 const FINETUNE_STREAM: u64 = 0x6669_6e65_7475_6e65;
 
 /// Trains the model `spec` describes on `data`: greedy layers from `rng` (or from
-/// `checkpoint`, which carries its own generator), then the spec's fine-tuning.
+/// `checkpoint`, which carries its own generator), then the spec's fine-tuning (continued from
+/// `checkpoint` when it was taken in fine-tuning).
 pub fn train_model(
     spec: &TrainingSpec,
     data: &Dataset,
@@ -27,11 +30,17 @@ pub fn train_model(
     checkpoint: Option<Checkpoint>,
 ) -> Result<TrainOutcome> {
     let started = std::time::Instant::now();
-    let outcome = match checkpoint {
-        Some(cp) => resume_greedy(spec, data, limits, observer, cp)?,
-        None => train_greedy(spec, data, limits, observer, rng)?,
+    let mut outcome = match checkpoint {
+        Some(Checkpoint::Finetune(cp)) => resume_finetune(spec, data, limits, observer, cp)?,
+        Some(Checkpoint::Greedy(cp)) => {
+            let greedy = resume_greedy(spec, data, limits, observer, cp)?;
+            finetune_model(spec, greedy, data, observer)?
+        }
+        None => {
+            let greedy = train_greedy(spec, data, limits, observer, rng)?;
+            finetune_model(spec, greedy, data, observer)?
+        }
     };
-    let mut outcome = finetune_model(spec, outcome, data, observer)?;
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
 }
@@ -41,32 +50,123 @@ pub fn train_model(
 /// the same split and draws from its own generator seeded by the spec.
 pub fn finetune_model(
     spec: &TrainingSpec,
+    outcome: TrainOutcome,
+    data: &Dataset,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    let rng = crate::engine::rng_from_seed(spec.seed ^ FINETUNE_STREAM);
+    run_finetune(spec, outcome, data, observer, rng, None)
+}
+
+/// Continues fine-tuning from `checkpoint`, which must come from a run of the same `spec` on
+/// the same `data`: the result is bit-identical to the uninterrupted run's (for the same
+/// thread count and kernel set).
+fn resume_finetune(
+    spec: &TrainingSpec,
+    data: &Dataset,
+    limits: &Limits,
+    observer: &mut dyn Observer,
+    checkpoint: FinetuneCheckpoint,
+) -> Result<TrainOutcome> {
+    spec.validate(data.n_pixels(), data.classes, limits)?;
+    let (train, valid) = spec.split(data);
+    if checkpoint.fingerprint != finetune_fingerprint(spec, &train, valid.len())? {
+        return Err(EngineError::Model(
+            "checkpoint: it was taken with another spec or other training data".into(),
+        ));
+    }
+    let FinetuneCheckpoint {
+        dbn,
+        state,
+        history,
+        rng,
+        ..
+    } = checkpoint;
+    let outcome = TrainOutcome {
+        dbn,
+        history,
+        train_examples: train.len(),
+        validation_examples: valid.len(),
+        validation_error: None,
+        seconds: 0.0,
+    };
+    run_finetune(spec, outcome, data, observer, rng, Some(state))
+}
+
+/// The fingerprint of a fine-tuning run: the whole spec but its name, and the data.
+fn finetune_fingerprint(spec: &TrainingSpec, train: &Dataset, held_out: usize) -> Result<u64> {
+    let unnamed = TrainingSpec {
+        name: None,
+        ..spec.clone()
+    };
+    let json =
+        serde_json::to_string(&unnamed).map_err(|e| EngineError::invalid("spec", e.to_string()))?;
+    Ok(run_fingerprint(&json, train, held_out))
+}
+
+fn run_finetune(
+    spec: &TrainingSpec,
     mut outcome: TrainOutcome,
     data: &Dataset,
     observer: &mut dyn Observer,
+    mut rng: EngineRng,
+    resume: Option<FinetuneState>,
 ) -> Result<TrainOutcome> {
     let Some(finetune) = &spec.finetune else {
         return Ok(outcome);
     };
     let started = std::time::Instant::now();
     let (train, valid) = spec.split(data);
-    let mut rng = crate::engine::rng_from_seed(spec.seed ^ FINETUNE_STREAM);
-    let share = spec.finetune_share(data.n_pixels(), data.classes, train.len());
-    let mut run = FinetuneRun {
-        observer,
-        fraction: (1.0 - share, 1.0),
-        validation: (!valid.is_empty()).then(|| (valid.images.view(), valid.labels.as_slice())),
+    let fingerprint = if observer.wants_checkpoints() {
+        finetune_fingerprint(spec, &train, valid.len())?
+    } else {
+        0
     };
+    let share = spec.finetune_share(data.n_pixels(), data.classes, train.len());
+    let earlier = std::mem::take(&mut outcome.history);
+    let resumed = resume.is_some();
     let (x, y) = (train.images.view(), train.labels.as_slice());
     let history = match finetune {
         Finetune::Backprop(config) => {
-            let mut net =
-                Classifier::from_dbn(&outcome.dbn, data.classes, config.init_std, &mut rng)?;
+            let mut net = match outcome.dbn.take_classifier() {
+                Some(net) if resumed => net,
+                _ if resumed => {
+                    return Err(EngineError::Model(
+                        "checkpoint: no classifier to go on fine-tuning".into(),
+                    ))
+                }
+                _ => Classifier::from_dbn(&outcome.dbn, data.classes, config.init_std, &mut rng)?,
+            };
+            let mut run = FinetuneRun {
+                observer: &mut *observer,
+                fraction: (1.0 - share, 1.0),
+                validation: (!valid.is_empty())
+                    .then(|| (valid.images.view(), valid.labels.as_slice())),
+                resume,
+                base: Some(&outcome.dbn),
+                earlier: &earlier,
+                fingerprint,
+            };
             let history = train_backprop(&mut net, x, y, config, &mut run, &mut rng)?;
             outcome.dbn = outcome.dbn.with_classifier(net)?;
             history
         }
         Finetune::UpDown(config) => {
+            if resumed && !outcome.dbn.is_untied() {
+                return Err(EngineError::Model(
+                    "checkpoint: the model's weights are not untied".into(),
+                ));
+            }
+            let mut run = FinetuneRun {
+                observer: &mut *observer,
+                fraction: (1.0 - share, 1.0),
+                validation: (!valid.is_empty())
+                    .then(|| (valid.images.view(), valid.labels.as_slice())),
+                resume,
+                base: None,
+                earlier: &earlier,
+                fingerprint,
+            };
             train_up_down(&mut outcome.dbn, x, y, config, &mut run, &mut rng)?
         }
     };
@@ -77,6 +177,7 @@ pub fn finetune_model(
         };
         outcome.validation_error = Some(error_rate(probs.view(), &valid.labels));
     }
+    outcome.history = earlier;
     outcome.history.extend(history);
     outcome.seconds += started.elapsed().as_secs_f64();
     Ok(outcome)

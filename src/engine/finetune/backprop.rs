@@ -8,51 +8,14 @@ use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
 use rand::Rng;
 
 use super::config::BackpropConfig;
-use super::net::Classifier;
+use super::net::{Classifier, Dense};
+use super::run::{FinetuneRun, FinetuneState};
 use crate::engine::dbn::{argmax_rows, error_rate};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::{fill_uniform, matmul, sigmoid_bias_rows, softmax_bias_rows};
-use crate::engine::observer::{Control, EpochMetrics, Observer, Phase, Progress};
+use crate::engine::observer::{Control, EpochMetrics, Phase};
 use crate::engine::rbm::shuffle;
-
-/// Who watches a fine-tuning run and where it sits in the whole job.
-pub struct FinetuneRun<'a> {
-    pub observer: &'a mut dyn Observer,
-    /// The part of the whole job's progress this run covers.
-    pub fraction: (f64, f64),
-    /// Held-out examples and labels, measured after every epoch.
-    pub validation: Option<(ArrayView2<'a, f32>, &'a [u8])>,
-}
-
-impl FinetuneRun<'_> {
-    /// Progress after `done` of the `n` examples of `epoch` (0-based), mapped into this run's
-    /// part of the whole job.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn progress(
-        &self,
-        epoch: usize,
-        epochs: usize,
-        batch: usize,
-        batches: usize,
-        done: usize,
-        n: usize,
-        started: Instant,
-    ) -> Progress {
-        let within = ((epoch as f64 + done as f64 / n as f64) / epochs as f64).min(1.0);
-        let (a, b) = self.fraction;
-        Progress {
-            phase: Phase::Finetune,
-            layer: 0,
-            layers: 1,
-            epoch: (epoch + 1).min(epochs),
-            epochs,
-            batch,
-            batches,
-            fraction: a + (b - a) * within,
-            examples_per_sec: done as f64 / started.elapsed().as_secs_f64().max(1e-9),
-        }
-    }
-}
+use crate::engine::EngineRng;
 
 /// Buffers of one mini-batch: activations, dropout scales, deltas and gradients.
 pub(crate) struct Workspace {
@@ -194,13 +157,13 @@ impl Workspace {
 
 /// Fine-tunes `net` on `x` ([n, n_inputs]) with `labels`, drawing the example order and the
 /// dropout masks from `rng`. Returns the metrics of every epoch.
-pub fn train_backprop<R: Rng + ?Sized>(
+pub fn train_backprop(
     net: &mut Classifier,
     x: ArrayView2<f32>,
     labels: &[u8],
     cfg: &BackpropConfig,
     run: &mut FinetuneRun,
-    rng: &mut R,
+    rng: &mut EngineRng,
 ) -> Result<Vec<EpochMetrics>> {
     cfg.validate("finetune")?;
     let classes = net.classes();
@@ -224,20 +187,26 @@ pub fn train_backprop<R: Rng + ?Sized>(
     let batches = n / batch;
     let last = net.layers().len() - 1;
     let mut ws = Workspace::new(net, batch, cfg.input_keep, cfg.hidden_keep);
-    let mut inc_w: Vec<Array2<f32>> = net
+    let zeros = net
         .layers()
         .iter()
-        .map(|l| Array2::zeros(l.weights.dim()))
-        .collect();
-    let mut inc_b: Vec<Array1<f32>> = net
-        .layers()
-        .iter()
-        .map(|l| Array1::zeros(l.bias.len()))
-        .collect();
-    let mut order: Vec<usize> = (0..n).collect();
+        .map(|l| Dense {
+            weights: Array2::zeros(l.weights.dim()),
+            bias: Array1::zeros(l.bias.len()),
+        })
+        .collect::<Vec<_>>();
+    let state = match run.resume.take() {
+        Some(state) => {
+            state.check(n, cfg.epochs, &zeros)?;
+            state
+        }
+        None => FinetuneState::fresh(n, zeros),
+    };
+    let (first_epoch, mut inc) = (state.next_epoch, state.increments);
+    let mut order: Vec<usize> = state.order.iter().map(|&i| i as usize).collect();
     let mut batch_labels = vec![0u8; batch];
     let mut history = Vec::with_capacity(cfg.epochs);
-    for epoch in 0..cfg.epochs {
+    for epoch in first_epoch..cfg.epochs {
         let started = Instant::now();
         shuffle(&mut order, rng);
         let (lr, momentum) = (cfg.learning_rate_at(epoch), cfg.momentum(epoch));
@@ -260,17 +229,18 @@ pub fn train_backprop<R: Rng + ?Sized>(
             errors += e;
             // inc = momentum·inc − ε(∇ + λW); W += inc.
             for (i, layer) in net.layers_mut().iter_mut().enumerate().skip(first) {
-                Zip::from(&mut inc_w[i])
+                let step = &mut inc[i];
+                Zip::from(&mut step.weights)
                     .and(&ws.grad_w[i])
                     .and(&layer.weights)
                     .for_each(|inc, &g, &w| {
                         *inc = momentum * *inc - lr * (g + cfg.weight_decay * w);
                     });
-                Zip::from(&mut inc_b[i])
+                Zip::from(&mut step.bias)
                     .and(&ws.grad_b[i])
                     .for_each(|inc, &g| *inc = momentum * *inc - lr * g);
-                layer.weights += &inc_w[i];
-                layer.bias += &inc_b[i];
+                layer.weights += &step.weights;
+                layer.bias += &step.bias;
             }
             let done = (b + 1) * batch;
             let progress = run.progress(epoch, cfg.epochs, b + 1, batches, done, n, started);
@@ -311,7 +281,17 @@ pub fn train_backprop<R: Rng + ?Sized>(
         };
         let progress = run.progress(epoch, cfg.epochs, batches, batches, n, n, started);
         history.push(metrics.clone());
-        if run.observer.on_epoch(&progress, &metrics) == Control::Stop {
+        let mut stop = run.observer.on_epoch(&progress, &metrics) == Control::Stop;
+        if let Some(base) = run.base {
+            let state = FinetuneState {
+                next_epoch: epoch + 1,
+                order: order.iter().map(|&i| i as u32).collect(),
+                increments: inc.clone(),
+            };
+            let model = || base.clone().with_classifier(net.clone());
+            stop |= run.checkpoint(model, state, &history, rng)? == Control::Stop;
+        }
+        if stop {
             return Err(EngineError::Cancelled);
         }
     }

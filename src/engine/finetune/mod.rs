@@ -5,9 +5,11 @@
 mod backprop;
 mod config;
 mod net;
+mod run;
 mod updown;
 
-pub use backprop::{evaluate, train_backprop, FinetuneRun};
+pub use backprop::{evaluate, train_backprop};
 pub use config::{BackpropConfig, MAX_FINETUNE_EPOCHS};
 pub use net::{Classifier, Dense};
+pub use run::{FinetuneRun, FinetuneState};
 pub use updown::{train_up_down, UpDownConfig};

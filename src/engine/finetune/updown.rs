@@ -13,12 +13,13 @@ use ndarray::{concatenate, s, Array2, ArrayView2, Axis};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::FinetuneRun;
+use super::run::{FinetuneRun, FinetuneState};
 use crate::engine::dbn::{error_rate, Dbn};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::{matmul, sample_bernoulli};
 use crate::engine::observer::{Control, EpochMetrics, Phase};
 use crate::engine::rbm::shuffle;
+use crate::engine::EngineRng;
 
 /// Settings of up-down fine-tuning; every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,13 +178,13 @@ pub(crate) fn up_down_step<R: Rng + ?Sized>(
 }
 
 /// Fine-tunes `dbn` by the up-down algorithm on `x` with `labels` (untying its weights first).
-pub fn train_up_down<R: Rng + ?Sized>(
+pub fn train_up_down(
     dbn: &mut Dbn,
     x: ArrayView2<f32>,
     labels: &[u8],
     cfg: &UpDownConfig,
     run: &mut FinetuneRun,
-    rng: &mut R,
+    rng: &mut EngineRng,
 ) -> Result<Vec<EpochMetrics>> {
     cfg.validate("finetune")?;
     let classes = dbn.label_classes();
@@ -203,11 +204,18 @@ pub fn train_up_down<R: Rng + ?Sized>(
     let n = x.nrows();
     let batch = cfg.batch_size.min(n).max(1);
     let batches = n / batch;
-    let mut order: Vec<usize> = (0..n).collect();
+    let state = match run.resume.take() {
+        Some(state) => {
+            state.check(n, cfg.epochs, &[])?;
+            state
+        }
+        None => FinetuneState::fresh(n, Vec::new()),
+    };
+    let mut order: Vec<usize> = state.order.iter().map(|&i| i as usize).collect();
     let mut history = Vec::with_capacity(cfg.epochs);
     let mut vb = Array2::zeros((batch, x.ncols()));
     let mut yb = Array2::zeros((batch, classes));
-    for epoch in 0..cfg.epochs {
+    for epoch in state.next_epoch..cfg.epochs {
         let started = Instant::now();
         shuffle(&mut order, rng);
         let k = cfg.k_at(epoch);
@@ -260,7 +268,14 @@ pub fn train_up_down<R: Rng + ?Sized>(
         };
         let p = run.progress(epoch, cfg.epochs, batches, batches, n, n, started);
         history.push(metrics.clone());
-        if run.observer.on_epoch(&p, &metrics) == Control::Stop {
+        let mut stop = run.observer.on_epoch(&p, &metrics) == Control::Stop;
+        let state = FinetuneState {
+            next_epoch: epoch + 1,
+            order: order.iter().map(|&i| i as u32).collect(),
+            increments: Vec::new(),
+        };
+        stop |= run.checkpoint(|| Ok(dbn.clone()), state, &history, rng)? == Control::Stop;
+        if stop {
             return Err(EngineError::Cancelled);
         }
     }

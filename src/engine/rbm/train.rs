@@ -17,7 +17,7 @@ use rand::Rng;
 
 use super::model::squared_distance;
 use super::{LayerState, Rbm, RbmTrainConfig, VisibleBiasInit};
-use crate::engine::dbn::Checkpoint;
+use crate::engine::dbn::{Checkpoint, GreedyCheckpoint};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::product::{looks_sparse, sparse_batches_pay_off};
 use crate::engine::math::{
@@ -157,7 +157,7 @@ pub fn train_rbm(
         let mut stop = run.observer.on_epoch(&progress, &metrics) == Control::Stop;
         history.push(metrics);
         if run.observer.wants_checkpoints() {
-            let checkpoint = Checkpoint {
+            let checkpoint = Checkpoint::Greedy(GreedyCheckpoint {
                 done: run.done.to_vec(),
                 layer: run.layer,
                 rbm: rbm.clone(),
@@ -172,7 +172,7 @@ pub fn train_rbm(
                 history: run.history.iter().chain(&history).cloned().collect(),
                 rng: rng.clone(),
                 fingerprint: run.fingerprint,
-            };
+            });
             stop |= run.observer.on_checkpoint(&checkpoint) == Control::Stop;
         }
         if stop {
