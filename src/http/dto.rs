@@ -222,6 +222,42 @@ pub struct SampleRequest {
     pub columns: Option<usize>,
 }
 
+/// One chain (or a few) settling, seen every few Gibbs steps.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChainRequest {
+    /// Label to clamp (none: labels are sampled too).
+    pub label: Option<usize>,
+    /// Chains to run side by side (default 1).
+    pub count: Option<usize>,
+    /// Gibbs steps in all (default 200).
+    #[serde(alias = "steps")]
+    pub gibbs_steps: Option<usize>,
+    /// Frames to return, evenly spaced over the steps (default 25, at most 200).
+    pub frames: Option<usize>,
+    /// Seed (default 0).
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainResponse {
+    pub model: String,
+    pub label: Option<usize>,
+    pub seed: u64,
+    /// [height, width] of each image.
+    pub shape: [usize; 2],
+    /// The chains' images after each frame's number of steps, in order.
+    pub frames: Vec<ChainFrame>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainFrame {
+    /// Gibbs steps taken so far.
+    pub step: usize,
+    /// Pixel probabilities, one row per chain.
+    pub images: Vec<Vec<f32>>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SampleResponse {
     pub model: String,

@@ -100,12 +100,13 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
-/// Health probes stay open so orchestrators can reach them without the key.
+/// Health probes stay open so orchestrators can reach them without the key, and so does the
+/// page, which asks for the key itself.
 fn is_open(path: &str) -> bool {
     matches!(
         path,
         "/healthz" | "/readyz" | "/v2/health/live" | "/v2/health/ready"
-    )
+    ) || crate::http::routes::ui::PATHS.contains(&path)
 }
 
 /// Equality whose time depends only on the lengths, not on where the bytes differ.

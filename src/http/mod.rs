@@ -168,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::datasets::router())
         .merge(routes::oip::router())
         .merge(routes::ops::router())
+        .merge(routes::ui::router())
         .layer(from_fn_with_state(state.clone(), middleware::deadline));
     let mut app = Router::new()
         .merge(short)

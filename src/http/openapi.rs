@@ -18,7 +18,7 @@ use super::routes::{classify, datasets, generation, jobs, models, oip, ops};
     paths(
         jobs::submit, jobs::list, jobs::show, jobs::cancel, jobs::events,
         models::list, models::show, models::remove, models::weights, models::import,
-        classify::classify, generation::samples, generation::samples_png, generation::features_png,
+        classify::classify, generation::samples, generation::samples_png, generation::chain, generation::features_png,
         datasets::list, datasets::upload,
         oip::live, oip::ready, oip::metadata, oip::model_ready, oip::infer,
         ops::healthz, ops::readyz, ops::metrics,

@@ -308,6 +308,37 @@ async fn samples_come_as_json_or_png_features_as_png_and_oip_infer_classifies() 
         .await;
     assert_eq!(status, 422);
 
+    // A chain's frames: evenly spaced steps ending at the last, and its last frame is the
+    // sample the same request gives (same seed, same draws).
+    let chain = json!({"label": 3, "count": 2, "gibbs_steps": 20, "frames": 5, "seed": 9});
+    let (status, c) = app
+        .post_json(&format!("/v1/models/{model}/chain"), &chain)
+        .await;
+    assert_eq!(status, 200, "{c}");
+    let frames = c["frames"].as_array().unwrap();
+    let steps: Vec<u64> = frames.iter().map(|f| f["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [4, 8, 12, 16, 20]);
+    assert!(frames
+        .iter()
+        .all(|f| f["images"].as_array().unwrap().len() == 2));
+    let (_, same) = app
+        .post_json(
+            &format!("/v1/models/{model}/samples"),
+            &json!({"label": 3, "count": 2, "gibbs_steps": 20, "seed": 9}),
+        )
+        .await;
+    assert_eq!(frames[4]["images"], same["images"]);
+    for bad in [
+        json!({"frames": 0}),
+        json!({"frames": 201}),
+        json!({"label": 10}),
+    ] {
+        let (status, body) = app
+            .post_json(&format!("/v1/models/{model}/chain"), &bad)
+            .await;
+        assert_eq!((status, code(&body)), (422, "invalid_request"), "{bad}");
+    }
+
     // OIP v2: metadata, readiness and infer agree with the native classify.
     let (status, meta) = app.get_json(&format!("/v2/models/{model}")).await;
     assert_eq!(

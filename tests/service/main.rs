@@ -5,8 +5,10 @@ mod common;
 
 mod app;
 mod auth_and_limits;
+mod browser;
 mod classify;
 mod crash;
 mod jobs;
 mod models;
 mod openapi;
+mod webdriver;

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ndarray::Array2;
 
-use crate::http::dto::{SampleRequest, SampleResponse};
+use crate::http::dto::{ChainFrame, ChainRequest, ChainResponse, SampleRequest, SampleResponse};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::state::AppState;
@@ -19,11 +19,15 @@ use crate::store::ModelEntry;
 
 const DEFAULT_SAMPLE_STEPS: usize = 1000;
 const DEFAULT_SAMPLE_COUNT: usize = 16;
+const DEFAULT_CHAIN_STEPS: usize = 200;
+const DEFAULT_CHAIN_FRAMES: usize = 25;
+const MAX_CHAIN_FRAMES: usize = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/models/{id}/samples", post(samples))
         .route("/v1/models/{id}/samples.png", get(samples_png))
+        .route("/v1/models/{id}/chain", post(chain))
         .route("/v1/models/{id}/features.png", get(features_png))
 }
 
@@ -34,19 +38,21 @@ struct Generated {
     seed: u64,
 }
 
-fn generate(
+/// Checks a generation request's count, steps and label against the server's limits and
+/// the model.
+fn check_generation(
     state: &AppState,
-    model: &Arc<ModelEntry>,
-    req: &SampleRequest,
-) -> Result<Generated, ApiError> {
-    let count = req.count.unwrap_or(DEFAULT_SAMPLE_COUNT);
+    model: &ModelEntry,
+    count: usize,
+    steps: usize,
+    label: Option<usize>,
+) -> Result<(), ApiError> {
     if !(1..=state.config.max_samples).contains(&count) {
         return Err(ApiError::invalid(
             "count",
             format!("must be in 1..={}", state.config.max_samples),
         ));
     }
-    let steps = req.gibbs_steps.unwrap_or(DEFAULT_SAMPLE_STEPS);
     if steps > state.config.max_gibbs_steps {
         return Err(ApiError::invalid(
             "gibbs_steps",
@@ -54,25 +60,37 @@ fn generate(
         ));
     }
     let classes = model.dbn.label_classes();
-    if let Some(l) = req.label {
-        if l >= classes {
-            return Err(ApiError::invalid(
-                "label",
-                if classes == 0 {
-                    "the model has no labels; leave label out".to_string()
-                } else {
-                    format!("must be below {classes}")
-                },
-            ));
-        }
+    match label {
+        Some(l) if l >= classes => Err(ApiError::invalid(
+            "label",
+            if classes == 0 {
+                "the model has no labels; leave label out".to_string()
+            } else {
+                format!("must be below {classes}")
+            },
+        )),
+        _ => Ok(()),
     }
-    let shape = model.card.image_shape.unwrap_or([1, model.dbn.n_inputs()]);
+}
+
+fn image_shape(model: &ModelEntry) -> [usize; 2] {
+    model.card.image_shape.unwrap_or([1, model.dbn.n_inputs()])
+}
+
+fn generate(
+    state: &AppState,
+    model: &Arc<ModelEntry>,
+    req: &SampleRequest,
+) -> Result<Generated, ApiError> {
+    let count = req.count.unwrap_or(DEFAULT_SAMPLE_COUNT);
+    let steps = req.gibbs_steps.unwrap_or(DEFAULT_SAMPLE_STEPS);
+    check_generation(state, model, count, steps, req.label)?;
     let seed = req.seed.unwrap_or(0);
     let mut rng = crate::engine::rng_from_seed(seed);
     let images = model.dbn.generate(req.label, count, steps, &mut rng)?;
     Ok(Generated {
         images,
-        shape,
+        shape: image_shape(model),
         steps,
         seed,
     })
@@ -163,6 +181,60 @@ async fn samples_png(
     let s = state.clone();
     state
         .infer("samples", move || generate(&s, &model, &req)?.png(&req))
+        .await
+}
+
+/// Watch chains settle.
+///
+/// The model's "fantasies" in motion: Gibbs sampling in the top RBM as for samples, with the
+/// images after every few steps returned as frames, for an animation.
+#[utoipa::path(post, path = "/v1/models/{id}/chain", tag = "inference",
+    params(("id" = String, Path, description = "Model id")),
+    request_body = ChainRequest,
+    responses(
+        (status = 200, body = ChainResponse),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "Count, steps, frames or label out of range", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ))]
+async fn chain(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ChainRequest>,
+) -> Result<Json<ChainResponse>, ApiError> {
+    let model = state.models.get(&id)?;
+    let count = req.count.unwrap_or(1);
+    let steps = req.gibbs_steps.unwrap_or(DEFAULT_CHAIN_STEPS);
+    check_generation(&state, &model, count, steps, req.label)?;
+    let frames = req.frames.unwrap_or(DEFAULT_CHAIN_FRAMES);
+    if !(1..=MAX_CHAIN_FRAMES).contains(&frames) {
+        return Err(ApiError::invalid(
+            "frames",
+            format!("must be in 1..={MAX_CHAIN_FRAMES}"),
+        ));
+    }
+    state
+        .infer("chain", move || {
+            let seed = req.seed.unwrap_or(0);
+            let mut rng = crate::engine::rng_from_seed(seed);
+            let every = steps.div_ceil(frames).max(1);
+            let frames = model
+                .dbn
+                .generate_frames(req.label, count, steps, every, &mut rng)?;
+            Ok(Json(ChainResponse {
+                model: model.id.clone(),
+                label: req.label,
+                seed,
+                shape: image_shape(&model),
+                frames: frames
+                    .into_iter()
+                    .map(|(step, images)| ChainFrame {
+                        step,
+                        images: images.outer_iter().map(|r| r.to_vec()).collect(),
+                    })
+                    .collect(),
+            }))
+        })
         .await
 }
 

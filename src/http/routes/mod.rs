@@ -7,3 +7,4 @@ pub mod jobs;
 pub mod models;
 pub mod oip;
 pub mod ops;
+pub mod ui;

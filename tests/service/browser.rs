@@ -1,0 +1,330 @@
+//! The page at `/` in a real browser (headless Chromium over WebDriver) against the real
+//! server: draw a digit and get a prediction, train a model and watch it, dream. Screenshots
+//! of each view go to `target/browser-screenshots/` (or `$DBN_SCREENSHOT_DIR`). Without
+//! Chromium and chromedriver installed, each test prints that it was skipped.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::app::{small_spec, spawn_app, spawn_app_with, TestApp};
+use crate::webdriver::Browser;
+
+fn screenshots() -> PathBuf {
+    std::env::var_os("DBN_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots")
+        })
+}
+
+/// The page with a model in the server, the model selected.
+async fn open_page(app: &TestApp, browser: &Browser) -> String {
+    let model = app.train(&small_spec(3)).await;
+    browser.goto(&app.url("/")).await;
+    browser
+        .wait_for(
+            "the model list",
+            &format!("return document.getElementById('model').value === '{model}';"),
+            20,
+        )
+        .await;
+    model
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drawing_a_digit_shows_a_prediction_and_ten_probabilities() {
+    let Some(browser) = Browser::start("browser: classify").await else {
+        return;
+    };
+    let app = spawn_app().await;
+    open_page(&app, &browser).await;
+    // A "7": a bar along the top, then down to the lower left.
+    browser
+        .draw(
+            "#pad",
+            &[
+                (-70, -90),
+                (-20, -92),
+                (30, -92),
+                (70, -90),
+                (40, -20),
+                (10, 40),
+                (-10, 100),
+            ],
+        )
+        .await;
+    let shown = browser
+        .wait_for(
+            "a prediction",
+            "const p = document.getElementById('predicted').textContent;
+             return /^[0-9]$/.test(p) ? p : null;",
+            20,
+        )
+        .await;
+    let bars = browser
+        .eval(
+            "return [...document.querySelectorAll('#bars li .value')]
+                 .map(e => parseFloat(e.textContent));",
+            json!([]),
+        )
+        .await;
+    let values: Vec<f64> = bars
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(values.len(), 10, "{bars}");
+    let total: f64 = values.iter().sum();
+    assert!(
+        (total - 100.0).abs() < 1.0,
+        "probabilities sum to {total} %"
+    );
+    // The label shown is the one with the largest bar.
+    let best = values
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(d, _)| d.to_string())
+        .unwrap();
+    assert_eq!(shown, best);
+    browser.screenshot(&screenshots(), "classify").await;
+
+    // Clearing empties the prediction.
+    browser.click("#clear").await;
+    let cleared = browser
+        .eval(
+            "return document.getElementById('predicted').textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(cleared, "–");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_started_from_the_page_shows_progress_until_it_ends() {
+    let Some(browser) = Browser::start("browser: train").await else {
+        return;
+    };
+    let app = spawn_app().await;
+    open_page(&app, &browser).await;
+    browser.click("#tab-train").await;
+    browser.click("#preset-quick").await;
+    // Long enough to be seen moving: 3 epochs per layer and 20 of fine-tuning on 1,500 images.
+    browser
+        .eval(
+            "const f = document.getElementById('train-form').elements;
+             f.name.value = 'from-the-page'; f.epochs.value = 3; f.finetune_epochs.value = 20;
+             f.train_examples.value = 2000; f.validation_examples.value = 500;",
+            json!([]),
+        )
+        .await;
+    browser.click("#train-form button[type=submit]").await;
+    // The bar moves: a value strictly between 0 and 1 is seen while the job runs.
+    let midway = browser
+        .wait_for(
+            "the progress bar to move",
+            "const v = document.getElementById('job-progress').value;
+             const s = document.getElementById('job-status').textContent;
+             return (v > 0 && v < 1) || s === 'succeeded' ? [v, s] : null;",
+            60,
+        )
+        .await;
+    browser.screenshot(&screenshots(), "train").await;
+    browser
+        .wait_for(
+            "the job to succeed",
+            "return document.getElementById('job-status').textContent === 'succeeded';",
+            120,
+        )
+        .await;
+    assert!(midway[0].as_f64().unwrap() > 0.0, "progress seen: {midway}");
+    // The chart got points, the job is listed, and its model is now selectable.
+    let listed = browser
+        .wait_for(
+            "the job list",
+            "const rows = [...document.querySelectorAll('#jobs tbody tr')].map(r => r.textContent);
+             return rows.find(t => t.includes('from-the-page') && t.includes('succeeded')) || null;",
+            20,
+        )
+        .await;
+    assert!(listed.as_str().unwrap().contains("model-"), "{listed}");
+    let options = browser
+        .eval(
+            "return [...document.getElementById('model').options].map(o => o.textContent).join('|');",
+            json!([]),
+        )
+        .await;
+    assert!(
+        options.as_str().unwrap().contains("from-the-page"),
+        "{options}"
+    );
+    let phase = browser
+        .eval(
+            "return document.getElementById('job-phase').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(phase.as_str().unwrap().starts_with("Done"), "{phase}");
+    browser.screenshot(&screenshots(), "train-done").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dream_view_shows_samples_and_a_settling_chain() {
+    let Some(browser) = Browser::start("browser: dream").await else {
+        return;
+    };
+    let app = spawn_app().await;
+    open_page(&app, &browser).await;
+    browser.click("#tab-dream").await;
+    browser
+        .wait_for(
+            "the samples image",
+            "const i = document.getElementById('samples');
+             return i.complete && i.naturalWidth > 0 ? i.naturalWidth : null;",
+            30,
+        )
+        .await;
+    // 20 samples, 10 per row: 10 tiles of 28 px with 1-px borders.
+    let width = browser
+        .eval(
+            "return document.getElementById('samples').naturalWidth;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(width, 10 * 29 + 1);
+    browser.click("#label-buttons button:nth-child(9)").await;
+    browser
+        .wait_for(
+            "samples of an 8",
+            "return document.getElementById('dream-status').textContent.startsWith('Twenty 8s');",
+            30,
+        )
+        .await;
+    browser.click("#animate").await;
+    let frames = browser
+        .wait_for(
+            "several frames of the chain",
+            "const n = Number(document.getElementById('chain').dataset.frames || 0);
+             return n >= 5 ? n : null;",
+            30,
+        )
+        .await;
+    assert!(frames.as_u64().unwrap() >= 5);
+    browser.screenshot(&screenshots(), "dream").await;
+    browser.click("#tab-inside").await;
+    browser
+        .wait_for(
+            "the features image",
+            "const i = document.getElementById('features');
+             return i.complete && i.naturalWidth > 0;",
+            30,
+        )
+        .await;
+    browser.screenshot(&screenshots(), "inside").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_api_key_the_page_asks_for_it_and_then_works() {
+    let Some(browser) = Browser::start("browser: api key").await else {
+        return;
+    };
+    let app = spawn_app_with(|c| {
+        c.api_key = Some("page-secret".into());
+        c.api_key_for_reads = true;
+    })
+    .await;
+    // Train through the API with the key, then open the page without it.
+    let id = {
+        let r = app
+            .client
+            .post(app.url("/v1/jobs"))
+            .bearer_auth("page-secret")
+            .json(&small_spec(2))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        r.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    browser.goto(&app.url("/")).await;
+    browser
+        .wait_for(
+            "the key form",
+            "return !document.getElementById('key-form').hidden;",
+            20,
+        )
+        .await;
+    browser
+        .eval(
+            "document.getElementById('api-key').value = 'page-secret';",
+            json!([]),
+        )
+        .await;
+    browser.click("#key-form button[type=submit]").await;
+    // The job's events stream through fetch with the key, so the page sees it end.
+    browser.click("#tab-train").await;
+    browser
+        .wait_for(
+            "the job in the list",
+            &format!(
+                "return [...document.querySelectorAll('#jobs tbody button')]
+                    .some(b => b.title.includes('{id}'));"
+            ),
+            30,
+        )
+        .await;
+    browser
+        .eval(
+            &format!(
+                "[...document.querySelectorAll('#jobs tbody button')]
+                    .find(b => b.title.includes('{id}')).click();"
+            ),
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the job to succeed",
+            "return document.getElementById('job-status').textContent === 'succeeded';",
+            60,
+        )
+        .await;
+    browser
+        .wait_for(
+            "a model listed with the key",
+            "return document.getElementById('model').options.length > 0;",
+            20,
+        )
+        .await;
+}
+
+/// Without a browser: the page and its files are served from the binary, with a content
+/// security policy, and stay reachable when every call needs the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_its_files_are_served_without_the_key() {
+    let app = spawn_app_with(|c| {
+        c.api_key = Some("k".into());
+        c.api_key_for_reads = true;
+    })
+    .await;
+    for (path, kind, needle) in [
+        ("/", "text/html", "id=\"pad\""),
+        ("/ui/app.js", "text/javascript", "function watchJob"),
+        ("/ui/app.css", "text/css", "#pad"),
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let headers = r.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind));
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+    // The API itself still wants the key.
+    assert_eq!(app.get("/v1/models").await.status(), 401);
+}
