@@ -228,3 +228,60 @@ fn a_small_dbn_learns_real_digits() {
     assert!(ge <= 0.30, "Gibbs test error {ge}");
     eprintln!("fixture DBN: free-energy error {fe:.3}, Gibbs error {ge:.3}");
 }
+
+#[test]
+fn a_wide_top_layer_whose_hidden_units_all_switch_off_fails_with_advice() {
+    // 784-200-(+10)-2000 at the default step of 0.1: the wide associative memory's hidden
+    // units all switch off within three epochs and the model would classify at chance. The run
+    // says so instead of storing it; with the top layer's step lowered it learns.
+    let data = common::fixture(MnistSplit::Train);
+    let test = common::fixture(MnistSplit::Test);
+    let s = spec(vec![200, 2000], 3, 2000, 4);
+    let run = |s: &TrainingSpec| {
+        train_greedy(
+            s,
+            &data,
+            &Limits::default(),
+            &mut Silent,
+            &mut rng_from_seed(4),
+        )
+    };
+    match run(&s) {
+        Err(EngineError::Diverged(m)) => {
+            assert!(m.contains("hidden units have switched off"), "{m}");
+            assert!(m.contains("layer 1"), "{m}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(out) => {
+            // If it did not collapse, its hidden units must really be alive.
+            let top = &out.dbn.layers()[1];
+            let features = out.dbn.layers()[0].hidden_probs_all(data.images.view());
+            let joined = ndarray::concatenate(
+                ndarray::Axis(1),
+                &[features.view(), data.one_hot_labels().view()],
+            )
+            .unwrap();
+            let p = top.hidden_probs(joined.view());
+            panic!(
+                "expected a collapse; largest hidden probability {}",
+                p.fold(0.0f32, |a, &b| a.max(b))
+            );
+        }
+    }
+    let mut gentle = s.clone();
+    gentle.pretrain.epochs = 10;
+    gentle.layer_overrides = vec![LayerOverride {
+        layer: 1,
+        learning_rate: Some(0.02),
+        ..LayerOverride::default()
+    }];
+    let out = run(&gentle).unwrap();
+    let fe = error_rate(
+        out.dbn
+            .classify_free_energy(test.images.view())
+            .unwrap()
+            .view(),
+        &test.labels,
+    );
+    assert!(fe < 0.5, "free-energy test error {fe}");
+}

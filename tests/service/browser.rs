@@ -328,3 +328,92 @@ async fn the_page_and_its_files_are_served_without_the_key() {
     // The API itself still wants the key.
     assert_eq!(app.get("/v1/models").await.status(), 401);
 }
+
+/// The screenshots in the README, taken from a running server with real models:
+/// `DBN_PAGE_URL=http://127.0.0.1:8095 DBN_PAGE_MODEL=… DBN_PAGE_DREAM_MODEL=…
+/// DBN_SCREENSHOT_DIR=docs cargo test --test service page_screenshots -- --ignored`.
+/// The train view shows the newest job in the server's list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a running server with trained models (see the doc comment)"]
+async fn page_screenshots_for_the_docs() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("set {name}"));
+    let (url, model, dream_model) = (
+        var("DBN_PAGE_URL"),
+        var("DBN_PAGE_MODEL"),
+        var("DBN_PAGE_DREAM_MODEL"),
+    );
+    let Some(browser) = Browser::start("page screenshots").await else {
+        return;
+    };
+    let select = |id: &str| {
+        format!(
+            "const s = document.getElementById('model');
+             if (![...s.options].some(o => o.value === '{id}')) return false;
+             s.value = '{id}'; s.dispatchEvent(new Event('change')); return true;"
+        )
+    };
+    browser.goto(&format!("{url}/")).await;
+    browser.wait_for("the model", &select(&model), 20).await;
+    browser
+        .draw(
+            "#pad",
+            &[
+                (-60, -90),
+                (-20, -92),
+                (30, -92),
+                (65, -88),
+                (40, -20),
+                (15, 40),
+                (0, 100),
+            ],
+        )
+        .await;
+    browser
+        .wait_for(
+            "a prediction",
+            "return /^[0-9]$/.test(document.getElementById('predicted').textContent);",
+            20,
+        )
+        .await;
+    browser.screenshot(&screenshots(), "page-classify").await;
+
+    browser.click("#tab-train").await;
+    browser
+        .wait_for(
+            "a job to watch",
+            "const b = document.querySelector('#jobs tbody button'); if (b) b.click(); return !!b;",
+            20,
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    browser
+        .eval(
+            "document.getElementById('job').scrollIntoView();",
+            json!([]),
+        )
+        .await;
+    browser.screenshot(&screenshots(), "page-train").await;
+
+    browser.eval("window.scrollTo(0, 0);", json!([])).await;
+    browser
+        .wait_for("the model", &select(&dream_model), 20)
+        .await;
+    browser.click("#tab-dream").await;
+    browser.click("#label-buttons button:nth-child(4)").await;
+    browser
+        .wait_for(
+            "samples of a 3",
+            "return document.getElementById('dream-status').textContent.startsWith('Twenty 3s');",
+            60,
+        )
+        .await;
+    browser.click("#animate").await;
+    browser
+        .wait_for(
+            "the chain's last frame",
+            "return document.getElementById('chain-step').textContent.endsWith(' 500 steps');",
+            60,
+        )
+        .await;
+    browser.screenshot(&screenshots(), "page-dream").await;
+}

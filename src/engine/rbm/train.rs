@@ -136,6 +136,16 @@ pub fn train_rbm(
             }
         }
         let seconds = started.elapsed().as_secs_f64();
+        if all_hidden_off(rbm, data) {
+            return Err(EngineError::Diverged(format!(
+                "layer {} epoch {}: all {} hidden units have switched off for the training \
+                 data, and contrastive divergence cannot bring them back; lower this layer's \
+                 learning rate (layer_overrides)",
+                run.layer,
+                epoch + 1,
+                rbm.n_hidden()
+            )));
+        }
         if !rbm.is_finite() || !recon_sum.is_finite() {
             return Err(EngineError::Diverged(format!(
                 "layer {} epoch {}: parameters are no longer finite; lower the learning rate",
@@ -208,6 +218,15 @@ fn progress_at(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Whether every hidden unit has switched off for the first training examples: no unit's
+/// probability reaches 0.05 for any of them. Both phases of CD then see (almost) nothing on the
+/// hidden side, the weights only decay, and the layer gives the same output for every input: a
+/// collapse that too large a step causes in wide layers, and that CD does not undo.
+fn all_hidden_off(rbm: &Rbm, data: ArrayView2<f32>) -> bool {
+    let rows = data.slice(s![..data.nrows().min(MONITOR_ROWS), ..]);
+    rows.nrows() > 0 && rbm.hidden_probs(rows).iter().all(|&p| p < 0.05)
+}
+
 fn epoch_metrics(
     rbm: &Rbm,
     data: ArrayView2<f32>,
