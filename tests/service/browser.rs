@@ -91,6 +91,22 @@ async fn drawing_a_digit_shows_a_prediction_and_ten_probabilities() {
     assert_eq!(shown, best);
     browser.screenshot(&screenshots(), "classify").await;
 
+    // On a phone-sized window nothing sticks out sideways and the pad still fits.
+    browser.resize(390, 844).await;
+    let fits = browser
+        .wait_for(
+            "the narrow layout",
+            "const d = document.documentElement;
+             const pad = document.getElementById('pad').getBoundingClientRect();
+             return d.scrollWidth <= window.innerWidth && pad.right <= window.innerWidth
+                 ? [d.scrollWidth, window.innerWidth] : null;",
+            3,
+        )
+        .await;
+    eprintln!("phone layout: scroll width {fits}");
+    browser.screenshot(&screenshots(), "classify-phone").await;
+    browser.resize(1200, 1000).await;
+
     // Clearing empties the prediction.
     browser.click("#clear").await;
     let cleared = browser

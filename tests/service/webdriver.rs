@@ -196,6 +196,16 @@ impl Browser {
         self.session_call("POST", "/actions", body).await;
     }
 
+    /// Resizes the browser window (CSS pixels).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.session_call(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await;
+    }
+
     /// Saves a screenshot of the window as `dir/name.png`.
     pub async fn screenshot(&self, dir: &Path, name: &str) {
         let data = self.session_call("GET", "/screenshot", Value::Null).await;
