@@ -69,6 +69,15 @@ pub struct ServeConfig {
     /// Seconds a short call (everything but event streams and uploads) may take.
     #[arg(long, env = "DBN_REQUEST_TIMEOUT", default_value_t = 60)]
     pub request_timeout_secs: u64,
+    /// Seconds a client has to send a request's head; slower clients are disconnected.
+    #[arg(long, env = "DBN_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may go without sending data before the call is dropped.
+    #[arg(long, env = "DBN_BODY_IDLE_TIMEOUT", default_value_t = 30)]
+    pub body_idle_timeout_secs: u64,
+    /// Connections open at once; more are closed as they arrive.
+    #[arg(long, env = "DBN_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
     /// Seconds to wait on shutdown for running jobs to stop and in-flight calls to end.
     #[arg(long, env = "DBN_SHUTDOWN_GRACE", default_value_t = 20)]
     pub shutdown_grace_secs: u64,

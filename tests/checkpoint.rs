@@ -321,3 +321,70 @@ fn finetuning_checkpoints_of_another_run_or_corrupt_are_rejected() {
     let e = resume(&spec, &mut Silent, Checkpoint::Finetune(cp)).unwrap_err();
     assert!(e.to_string().contains("permutation"), "{e}");
 }
+
+/// Writes the seed corpus of the `model` and `checkpoint` fuzz targets: a 6-pixel DBN (3
+/// hidden units, then 2 with 2 labels) trained on 40 synthetic examples, its greedy and
+/// fine-tuning checkpoints, and the model. Small files, so that libFuzzer mutates them whole.
+/// `cargo test --test checkpoint write_fuzz_seeds -- --ignored`
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand when the file formats change"]
+fn write_fuzz_seeds() {
+    let n = 40;
+    let images =
+        ndarray::Array2::from_shape_fn((n, 6), |(r, c)| ((r * 7 + c * 3) % 5 == 0) as u8 as f32);
+    let data = dbn_serve::engine::data::Dataset {
+        images,
+        labels: (0..n).map(|r| (r % 2) as u8).collect(),
+        image_rows: 2,
+        image_cols: 3,
+        classes: 2,
+    };
+    let mut spec = finetune_spec(true);
+    spec.architecture.hidden = vec![3, 2];
+    spec.train_examples = None;
+    spec.validation_examples = 10;
+    spec.pretrain.batch_size = 10;
+    if let Some(Finetune::Backprop(c)) = &mut spec.finetune {
+        c.batch_size = 10;
+    }
+    let mut all = StopAtCheckpoint::new(usize::MAX);
+    let out = train_model(
+        &spec,
+        &data,
+        &Limits::default(),
+        &mut all,
+        &mut rng_from_seed(1),
+        None,
+    )
+    .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let write = |dir: &str, name: &str, bytes: &[u8]| {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+        std::fs::write(root.join(dir).join(name), bytes).unwrap();
+    };
+    write("checkpoint", "greedy", &all.saved[0]);
+    write("checkpoint", "finetune", all.saved.last().unwrap());
+    let card = ModelCard::for_training(&spec, &out, Some([2, 3]), 1);
+    write(
+        "model",
+        "backprop",
+        &persist::to_bytes(&out.dbn, &card).unwrap(),
+    );
+    let mut updown = spec.clone();
+    updown.finetune = finetune_spec(false).finetune;
+    let out = train_model(
+        &updown,
+        &data,
+        &Limits::default(),
+        &mut Silent,
+        &mut rng_from_seed(1),
+        None,
+    )
+    .unwrap();
+    let card = ModelCard::for_training(&updown, &out, None, 1);
+    write(
+        "model",
+        "updown",
+        &persist::to_bytes(&out.dbn, &card).unwrap(),
+    );
+}

@@ -9,6 +9,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod schemas;
+mod serve;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -57,7 +59,7 @@ pub struct RunningServer {
     jobs: Jobs,
     workers: Vec<std::thread::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: tokio::task::JoinHandle<()>,
     grace: Duration,
 }
 
@@ -112,15 +114,12 @@ pub async fn start(
         metrics: Default::default(),
         shutdown: shutdown_rx.clone(),
     };
+    let limits = serve::ConnectionLimits {
+        max_connections: state.config.max_connections,
+        header_read: Duration::from_secs(state.config.header_read_timeout_secs.max(1)),
+    };
     let app = router(state);
-    let mut stop = shutdown_rx;
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(serve::serve(listener, app, shutdown_rx, limits));
     tracing::info!("listening on http://{addr}");
     Ok(RunningServer {
         addr,
@@ -149,8 +148,7 @@ impl RunningServer {
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || jobs.shutdown(workers, grace)).await;
         match tokio::time::timeout(grace, self.server).await {
-            Ok(Ok(Ok(()))) => tracing::info!("server stopped"),
-            Ok(Ok(Err(e))) => tracing::error!("server: {e}"),
+            Ok(Ok(())) => tracing::info!("server stopped"),
             Ok(Err(e)) => tracing::error!("server task: {e}"),
             Err(_) => tracing::warn!("connections still open after {grace:?}; exiting anyway"),
         }
@@ -176,7 +174,10 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), middleware::authorize))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            config.body_idle_timeout_secs.max(1),
+        )));
     if let Some(cors) = cors(&config) {
         app = app.layer(cors);
     }

@@ -116,3 +116,104 @@ async fn oversized_bodies_get_413_and_every_response_carries_a_request_id() {
     );
     assert!(metrics.contains("dbn_queue_depth 0"));
 }
+
+/// Reads from `stream` until the server closes it (or 20 s pass); returns what arrived and
+/// how long the server took to close.
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> (String, std::time::Duration) {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buf));
+        match read.await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the server kept the connection open for 20 s"),
+        }
+    }
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_open_connections_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let app = spawn_app_with(|c| {
+        c.header_read_timeout_secs = 1;
+        c.body_idle_timeout_secs = 1;
+        c.max_connections = 4;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+
+    // A head trickled a byte at a time is dropped after the 1-second header deadline.
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let trickle = async {
+        for b in b"X-Slow: 1234567890" {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if slow.write_all(&[*b]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), trickle)
+        .await
+        .ok();
+    let (_, waited) = until_closed(&mut slow).await;
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+
+    // A body that stops arriving: the call ends instead of waiting for the rest.
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789",
+        )
+        .await
+        .unwrap();
+    let (answer, waited) = until_closed(&mut stalled).await;
+    assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+    assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
+
+    // Four idle connections fill the cap; a fifth is closed at once without an answer.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        // A complete request keeps the connection open (keep-alive) after its answer.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        idle.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut fifth = TcpStream::connect(&addr).await.unwrap();
+    let _ = fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (answer, _) = until_closed(&mut fifth).await;
+    assert!(answer.is_empty(), "{answer}");
+    // Once they go, the server answers again.
+    drop(idle);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ok = reqwest::Client::new()
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer after the idle clients left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
