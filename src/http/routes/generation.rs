@@ -128,7 +128,9 @@ fn png_response(bytes: Vec<u8>) -> Response {
     responses(
         (status = 200, description = "Pixel probabilities, or a PNG grid", content(
             (SampleResponse = "application/json"), ("image/png"))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Count, steps or label out of range", body = ErrorBody),
         (status = 429, body = ErrorBody),
     ))]
@@ -193,7 +195,9 @@ async fn samples_png(
     request_body = ChainRequest,
     responses(
         (status = 200, body = ChainResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Count, steps, frames or label out of range", body = ErrorBody),
         (status = 429, body = ErrorBody),
     ))]

@@ -191,8 +191,9 @@ fn flatten(value: &serde_json::Value, out: &mut Vec<f32>) -> Result<(), ApiError
     request_body = InferRequest,
     responses(
         (status = 200, body = InferResponse),
-        (status = 400, body = ErrorBody),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Wrong datatype, shape or values", body = ErrorBody),
         (status = 429, body = ErrorBody),
     ))]
