@@ -51,8 +51,8 @@ impl SqliteJobStore {
 
     fn init(mut conn: Connection) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // The version first: a database this server cannot read is refused untouched (the
+        // journal mode below would rewrite its header).
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version < 0 || version as usize > MIGRATIONS.len() {
             return Err(StoreError::Database(format!(
@@ -60,6 +60,8 @@ impl SqliteJobStore {
                 MIGRATIONS.len()
             )));
         }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;

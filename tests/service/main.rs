@@ -8,6 +8,7 @@ mod auth_and_limits;
 mod browser;
 mod classify;
 mod crash;
+mod faults;
 mod jobs;
 mod models;
 mod openapi;

@@ -1,0 +1,93 @@
+//! Faults in the data directory and hostile bodies: a clear error at start-up or a 4xx, never
+//! a panic, and the server stays healthy.
+
+use dbn_serve::config::ServeConfig;
+use dbn_serve::http::start;
+
+use crate::app::{code, spawn_app};
+
+/// Starts a server over `dir` and returns its start-up error, if it fails.
+async fn start_error(dir: &std::path::Path) -> Option<String> {
+    let mut config = ServeConfig::with_data_dir(dir);
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    match start(config, Some(crate::common::fixture_dir())).await {
+        Ok(server) => {
+            server.stop().await;
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_or_newer_job_database_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.sqlite3");
+    std::fs::write(&db, vec![0x5a; 64 * 1024]).unwrap();
+    let e = start_error(dir.path())
+        .await
+        .expect("a garbage database is refused");
+    assert!(
+        e.contains("not a database") || e.contains("database"),
+        "{e}"
+    );
+
+    // A database from a newer server: refused, and left as it was.
+    std::fs::remove_file(&db).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let before = std::fs::read(&db).unwrap();
+    let e = start_error(dir.path())
+        .await
+        .expect("a newer schema is refused");
+    assert!(e.contains("newer"), "{e}");
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "the refused database was changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_json_gets_a_4xx_and_the_server_stays_healthy() {
+    let app = spawn_app().await;
+    // 100,000 nested arrays: beyond the parser's depth limit, refused without recursion.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    for path in ["/v1/jobs", "/v1/models/none/samples"] {
+        let r = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .body(deep.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!((400..500).contains(&status), "{path}: {status}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(!code(&body).is_empty(), "{body}");
+    }
+    // Specs asking for 10⁹ hidden units or 10⁶ epochs: 422 naming the field.
+    for (spec, field) in [
+        (
+            serde_json::json!({"architecture": {"hidden": [1_000_000_000]}}),
+            "architecture.hidden",
+        ),
+        (
+            serde_json::json!({"architecture": {"hidden": [10]}, "pretrain": {"epochs": 1_000_000}}),
+            "epochs",
+        ),
+        (
+            serde_json::json!({"architecture": {"hidden": [10]}, "finetune": {"method": "backprop", "epochs": 1_000_000}}),
+            "epochs",
+        ),
+    ] {
+        let (status, body) = app.post_json("/v1/jobs", &spec).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(field),
+            "{body}"
+        );
+    }
+    app.assert_healthy().await;
+}
