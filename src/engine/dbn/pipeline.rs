@@ -126,6 +126,15 @@ fn run_finetune(
     let earlier = std::mem::take(&mut outcome.history);
     let resumed = resume.is_some();
     let (x, y) = (train.images.view(), train.labels.as_slice());
+    let mut run = FinetuneRun {
+        observer,
+        fraction: (1.0 - share, 1.0),
+        validation: (!valid.is_empty()).then(|| (valid.images.view(), valid.labels.as_slice())),
+        resume,
+        base: None,
+        earlier: &earlier,
+        fingerprint,
+    };
     let history = match finetune {
         Finetune::Backprop(config) => {
             let mut net = match outcome.dbn.take_classifier() {
@@ -137,16 +146,7 @@ fn run_finetune(
                 }
                 _ => Classifier::from_dbn(&outcome.dbn, data.classes, config.init_std, &mut rng)?,
             };
-            let mut run = FinetuneRun {
-                observer: &mut *observer,
-                fraction: (1.0 - share, 1.0),
-                validation: (!valid.is_empty())
-                    .then(|| (valid.images.view(), valid.labels.as_slice())),
-                resume,
-                base: Some(&outcome.dbn),
-                earlier: &earlier,
-                fingerprint,
-            };
+            run.base = Some(&outcome.dbn);
             let history = train_backprop(&mut net, x, y, config, &mut run, &mut rng)?;
             outcome.dbn = outcome.dbn.with_classifier(net)?;
             history
@@ -157,16 +157,6 @@ fn run_finetune(
                     "checkpoint: the model's weights are not untied".into(),
                 ));
             }
-            let mut run = FinetuneRun {
-                observer: &mut *observer,
-                fraction: (1.0 - share, 1.0),
-                validation: (!valid.is_empty())
-                    .then(|| (valid.images.view(), valid.labels.as_slice())),
-                resume,
-                base: None,
-                earlier: &earlier,
-                fingerprint,
-            };
             train_up_down(&mut outcome.dbn, x, y, config, &mut run, &mut rng)?
         }
     };
