@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::app::{code, small_spec, spawn_app_with};
+use crate::app::{code, small_spec, spawn_app, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_key_mutations_need_it_and_reads_stay_open() {
@@ -216,4 +216,53 @@ async fn slow_clients_are_cut_off_and_open_connections_are_capped() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_traversal_through_ids_and_dataset_names_goes_nowhere() {
+    let app = spawn_app().await;
+    // A file outside the data directory's models/ that a traversal would reach.
+    let outside = app.data_dir().join("secret.safetensors");
+    std::fs::write(&outside, b"not for download").unwrap();
+    for path in [
+        "/v1/models/..%2Fsecret",
+        "/v1/models/..%2F..%2F..%2Fetc%2Fpasswd/weights",
+        "/v1/models/%2E%2E/weights",
+        "/v1/jobs/..%2Fjobs.sqlite3",
+        "/v1/models/..%5Csecret/weights",
+    ] {
+        let r = app.get(path).await;
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert!(status == 404 || status == 422, "{path}: {status} {body}");
+        assert!(!body.contains("not for download"), "{path}");
+    }
+    let r = app
+        .client
+        .delete(app.url("/v1/models/..%2Fsecret"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    assert!(outside.exists(), "a traversal deleted a file");
+    // Dataset names become directories: anything but [A-Za-z0-9_-] is refused.
+    for name in ["..", "../../tmp/x", "a/b", "%2E%2E"] {
+        let r = app
+            .client
+            .post(app.url(&format!("/v1/datasets?name={name}")))
+            .multipart(reqwest::multipart::Form::new().text("train_images", "x"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert_eq!(status, 422, "dataset name {name}: {status}");
+    }
+    // And jobs cannot name such a dataset either.
+    let (status, body) = app
+        .post_json(
+            "/v1/jobs",
+            &json!({"dataset": "../mnist", "architecture": {"hidden": [10]}}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (422, "invalid_request"), "{body}");
 }
