@@ -266,3 +266,57 @@ async fn path_traversal_through_ids_and_dataset_names_goes_nowhere() {
         .await;
     assert_eq!((status, code(&body)), (422, "invalid_request"), "{body}");
 }
+
+/// Every operation of the OpenAPI document, with placeholders for path parameters.
+fn operations() -> Vec<(reqwest::Method, String)> {
+    let doc: serde_json::Value =
+        serde_json::from_str(&dbn_serve::http::openapi::document()).unwrap();
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path.replace("{id}", "nope").replace("{name}", "nope");
+        for method in item.as_object().unwrap().keys() {
+            ops.push((method.to_uppercase().parse().unwrap(), concrete.clone()));
+        }
+    }
+    ops
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_guards_every_operation_as_configured() {
+    let ops = operations();
+    assert!(ops.len() >= 20, "{} operations", ops.len());
+    let open = ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"];
+    for reads_too in [false, true] {
+        let app = spawn_app_with(|c| {
+            c.api_key = Some("matrix-key".into());
+            c.api_key_for_reads = reads_too;
+        })
+        .await;
+        for (method, path) in &ops {
+            let send = |key: Option<&str>| {
+                let mut r = app.client.request(method.clone(), app.url(path));
+                if let Some(k) = key {
+                    r = r.bearer_auth(k);
+                }
+                r.header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+            };
+            let without = send(None).await.unwrap().status().as_u16();
+            let wrong = send(Some("matrix-kex")).await.unwrap().status().as_u16();
+            let with = send(Some("matrix-key")).await.unwrap().status().as_u16();
+            let guarded =
+                !open.contains(&path.as_str()) && (reads_too || *method != reqwest::Method::GET);
+            if guarded {
+                assert_eq!(
+                    (without, wrong),
+                    (401, 401),
+                    "{method} {path} (reads guarded: {reads_too})"
+                );
+            } else {
+                assert_ne!(without, 401, "{method} {path} (reads guarded: {reads_too})");
+            }
+            assert_ne!(with, 401, "{method} {path} with the key");
+        }
+    }
+}
