@@ -330,3 +330,34 @@ async fn job_lists_are_paged_newest_first() {
     let (status, body) = app.get_json("/v1/jobs?status=sleeping").await;
     assert_eq!((status, code(&body)), (422, "invalid_request"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_during_finetuning_stops_at_once_and_stores_nothing() {
+    let spec = json!({
+        "architecture": {"hidden": [200, 200]},
+        "pretrain": {"epochs": 1},
+        "seed": 8,
+        "finetune": {"method": "up_down", "epochs": 200}
+    });
+    let app = spawn_app().await;
+    let id = app.submit(&spec).await;
+    app.wait_job(&id, |j| {
+        j["progress"]["phase"] == "finetune" || is_terminal(j)
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    let (status, _) = app
+        .post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
+    assert!(status == 200 || status == 202, "{status}");
+    let job = app.wait_job(&id, is_terminal).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(asked.elapsed() < std::time::Duration::from_secs(5));
+    assert!(job["model_id"].is_null(), "{job}");
+    let (_, models) = app.get_json("/v1/models").await;
+    assert_eq!(models["models"].as_array().unwrap().len(), 0, "{models}");
+    let checkpoints = std::fs::read_dir(app.data_dir().join("checkpoints"))
+        .unwrap()
+        .count();
+    assert_eq!(checkpoints, 0, "a cancelled job's checkpoint was kept");
+}
