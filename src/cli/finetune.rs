@@ -11,7 +11,7 @@ use super::{CliError, Context};
 use crate::engine::data::MnistSplit;
 use crate::engine::dbn::{finetune_model, TrainOutcome};
 use crate::engine::persist;
-use crate::engine::spec::{Limits, TrainingSpec};
+use crate::engine::spec::Limits;
 
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
@@ -29,15 +29,6 @@ pub struct FinetuneArgs {
     no_test: bool,
 }
 
-/// The parts of a spec that decide pretraining.
-fn pretraining(spec: &TrainingSpec) -> TrainingSpec {
-    TrainingSpec {
-        name: None,
-        finetune: None,
-        ..spec.clone()
-    }
-}
-
 pub fn run(ctx: &Context, args: FinetuneArgs) -> Result<(), CliError> {
     let spec = read_spec(&args.spec)?;
     if spec.finetune.is_none() {
@@ -48,19 +39,19 @@ pub fn run(ctx: &Context, args: FinetuneArgs) -> Result<(), CliError> {
         .spec
         .as_ref()
         .ok_or_else(|| CliError::Usage("the model does not record its spec".into()))?;
-    if pretraining(pretrained_as) != pretraining(&spec) || pretrained_as.finetune.is_some() {
+    if pretrained_as.pretraining() != spec.pretraining() || pretrained_as.finetune.is_some() {
         return Err(CliError::Usage(
             "the model was not pretrained (only) as this spec says; train it with `train`".into(),
         ));
     }
     let train = ctx.load_mnist(MnistSplit::Train)?;
     spec.validate(train.n_pixels(), train.classes, &Limits::default())?;
-    let (used, held_out) = spec.split(&train);
+    // Fine-tuning fills in the split's sizes.
     let outcome = TrainOutcome {
         dbn,
         history: Vec::new(),
-        train_examples: used.len(),
-        validation_examples: held_out.len(),
+        train_examples: 0,
+        validation_examples: 0,
         validation_error: None,
         seconds: card.provenance.train_seconds,
     };

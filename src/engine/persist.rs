@@ -247,6 +247,17 @@ impl Tensors {
         );
     }
 
+    /// `PREFIX.weight` [in, out], `PREFIX.bias` [out].
+    pub(crate) fn push_dense(&mut self, prefix: &str, layer: &Dense) {
+        let (n_in, n_out) = layer.weights.dim();
+        self.push_f32(
+            &format!("{prefix}.weight"),
+            &[n_in, n_out],
+            layer.weights.iter(),
+        );
+        self.push_f32(&format!("{prefix}.bias"), &[n_out], layer.bias.iter());
+    }
+
     pub(crate) fn serialize(&self, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
         let views = self
             .0
@@ -261,31 +272,35 @@ impl Tensors {
     }
 }
 
-/// Reads the `layers` dense layers of a fine-tuned classifier, checking that they chain and
-/// hold finite values.
+/// Reads the `layers` dense layers of a fine-tuned classifier, checking that they chain.
 fn read_classifier(st: &SafeTensors, layers: usize) -> Result<Classifier> {
-    let mut dense = Vec::with_capacity(layers);
-    for i in 0..layers {
-        let name = format!("classifier.{i}.weight");
-        let (n_in, n_out) = match st
-            .tensor(&name)
-            .map_err(|e| EngineError::Model(format!("{name}: {e}")))?
-            .shape()
-        {
-            [a, b] => (*a, *b),
-            other => return Err(EngineError::Model(format!("{name} has shape {other:?}"))),
-        };
-        let weights = Array2::from_shape_vec((n_in, n_out), read_f32(st, &name, &[n_in, n_out])?)
-            .map_err(|e| EngineError::Model(e.to_string()))?;
-        let bias = Array1::from_vec(read_f32(st, &format!("classifier.{i}.bias"), &[n_out])?);
-        if !weights.iter().chain(bias.iter()).all(|v| v.is_finite()) {
-            return Err(EngineError::Model(format!(
-                "classifier layer {i} has non-finite values"
-            )));
-        }
-        dense.push(Dense { weights, bias });
-    }
+    let dense = (0..layers)
+        .map(|i| read_dense(st, &format!("classifier.{i}")))
+        .collect::<Result<Vec<_>>>()?;
     Classifier::new(dense).map_err(|e| EngineError::Model(format!("classifier: {e}")))
+}
+
+/// Reads the layer written by [`Tensors::push_dense`] under `prefix`, of whatever shape its
+/// weights have, checking that the bias matches and every value is finite.
+pub(crate) fn read_dense(st: &SafeTensors, prefix: &str) -> Result<Dense> {
+    let name = format!("{prefix}.weight");
+    let (n_in, n_out) = match st
+        .tensor(&name)
+        .map_err(|e| EngineError::Model(format!("{name}: {e}")))?
+        .shape()
+    {
+        [a, b] => (*a, *b),
+        other => return Err(EngineError::Model(format!("{name} has shape {other:?}"))),
+    };
+    let weights = Array2::from_shape_vec((n_in, n_out), read_f32(st, &name, &[n_in, n_out])?)
+        .map_err(|e| EngineError::Model(e.to_string()))?;
+    let bias = Array1::from_vec(read_f32(st, &format!("{prefix}.bias"), &[n_out])?);
+    if !weights.iter().chain(bias.iter()).all(|v| v.is_finite()) {
+        return Err(EngineError::Model(format!(
+            "{prefix} has non-finite values"
+        )));
+    }
+    Ok(Dense { weights, bias })
 }
 
 /// Reads the RBM written by [`Tensors::push_rbm`] under `prefix`, of the given [V, H] shape
@@ -345,13 +360,7 @@ pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
     }
     let classifier_layers = dbn.classifier().map_or(0, |c| c.layers().len());
     for (i, layer) in dbn.classifier().iter().flat_map(|c| c.layers()).enumerate() {
-        let (n_in, n_out) = layer.weights.dim();
-        tensors.push_f32(
-            &format!("classifier.{i}.weight"),
-            &[n_in, n_out],
-            layer.weights.iter(),
-        );
-        tensors.push_f32(&format!("classifier.{i}.bias"), &[n_out], layer.bias.iter());
+        tensors.push_dense(&format!("classifier.{i}"), layer);
     }
     DbnLayout {
         label_units: dbn.layers().iter().map(|r| r.label_units).collect(),

@@ -203,6 +203,16 @@ impl TrainingSpec {
         Ok(())
     }
 
+    /// The parts of the spec that decide pretraining: without its name and fine-tuning, so a
+    /// greedy model (or checkpoint) serves every fine-tuning of the same pretraining.
+    pub fn pretraining(&self) -> TrainingSpec {
+        TrainingSpec {
+            name: None,
+            finetune: None,
+            ..self.clone()
+        }
+    }
+
     /// The examples to learn from and the held-out ones: the first `train_examples` of
     /// `data`, of which the last `validation_examples` are held out.
     pub fn split(&self, data: &Dataset) -> (Dataset, Dataset) {

@@ -23,14 +23,24 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(change: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut config = ServeConfig::with_data_dir(dir.path());
-    config.addr = "127.0.0.1:0".parse().unwrap();
-    config.shutdown_grace_secs = 10;
+    let mut config = test_config(dir.path());
     change(&mut config);
-    start_in(dir, config).await
+    start_in(Some(dir), config).await
 }
 
-async fn start_in(dir: TempDir, config: ServeConfig) -> TestApp {
+/// A server over a data directory that the caller keeps (and removes).
+pub async fn spawn_app_in(data_dir: &Path) -> TestApp {
+    start_in(None, test_config(data_dir)).await
+}
+
+fn test_config(data_dir: &Path) -> ServeConfig {
+    let mut config = ServeConfig::with_data_dir(data_dir);
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.shutdown_grace_secs = 10;
+    config
+}
+
+async fn start_in(dir: Option<TempDir>, config: ServeConfig) -> TestApp {
     let server = start(config.clone(), Some(super::common::fixture_dir()))
         .await
         .expect("server starts");
@@ -38,7 +48,7 @@ async fn start_in(dir: TempDir, config: ServeConfig) -> TestApp {
         base: format!("http://{}", server.addr),
         client: reqwest::Client::new(),
         server: Some(server),
-        dir: Some(dir),
+        dir,
         config,
     }
 }
@@ -124,7 +134,7 @@ impl TestApp {
         }
         let mut config = self.config.clone();
         config.addr = "127.0.0.1:0".parse().unwrap();
-        start_in(self.dir.take().expect("data directory"), config).await
+        start_in(Some(self.dir.take().expect("data directory")), config).await
     }
 
     pub fn data_dir(&self) -> &Path {

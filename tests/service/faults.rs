@@ -4,7 +4,7 @@
 use dbn_serve::config::ServeConfig;
 use dbn_serve::http::start;
 
-use crate::app::{code, spawn_app};
+use crate::app::{code, is_terminal, spawn_app, spawn_app_in};
 
 /// Starts a server over `dir` and returns its start-up error, if it fails.
 async fn start_error(dir: &std::path::Path) -> Option<String> {
@@ -129,77 +129,23 @@ async fn a_full_disk_fails_the_job_clearly_and_harms_nothing_stored() {
     let Some(disk) = SmallDisk::mount("3m") else {
         return;
     };
-    let mut config = ServeConfig::with_data_dir(disk.dir.path());
-    config.addr = "127.0.0.1:0".parse().unwrap();
-    let server = start(config, Some(crate::common::fixture_dir()))
-        .await
-        .expect("starts on the small disk");
-    let base = format!("http://{}", server.addr);
-    let client = reqwest::Client::new();
-    let submit = |spec: serde_json::Value| {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            let r = client
-                .post(format!("{base}/v1/jobs"))
-                .json(&spec)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-            r.json::<serde_json::Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let finished = |id: String| {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-            loop {
-                let job: serde_json::Value = client
-                    .get(format!("{base}/v1/jobs/{id}"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
-                    return job;
-                }
-                assert!(std::time::Instant::now() < deadline, "{job}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let app = spawn_app_in(disk.dir.path()).await;
+    let model_file = |id: &str| disk.dir.path().join(format!("models/{id}.safetensors"));
     // A small model fits (about 0.3 MB).
-    let small = finished(submit(crate::app::small_spec(1)).await).await;
-    assert_eq!(small["status"], "succeeded", "{small}");
-    let model = small["model_id"].as_str().unwrap().to_string();
-    let stored =
-        std::fs::read(disk.dir.path().join(format!("models/{model}.safetensors"))).unwrap();
+    let model = app.train(&crate::app::small_spec(1)).await;
+    let stored = std::fs::read(model_file(&model)).unwrap();
     // 784-600-600 is about 3.3 MB of weights: neither its checkpoints nor the model fit.
     let big = serde_json::json!({"name": "big", "architecture": {"hidden": [600, 600]},
                                  "pretrain": {"epochs": 1}, "seed": 2});
-    let job = finished(submit(big).await).await;
+    let id = app.submit(&big).await;
+    let job = app.wait_job(&id, is_terminal).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "model_write_failed", "{job}");
     let message = job["error"]["message"].as_str().unwrap();
     assert!(message.to_lowercase().contains("space"), "{message}");
     // The server still serves, lists only whole models, and the stored one is intact.
-    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), 200);
-    let models: serde_json::Value = client
-        .get(format!("{base}/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    app.assert_healthy().await;
+    let (_, models) = app.get_json("/v1/models").await;
     let ids: Vec<&str> = models["models"]
         .as_array()
         .unwrap()
@@ -207,16 +153,15 @@ async fn a_full_disk_fails_the_job_clearly_and_harms_nothing_stored() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [model.as_str()]);
-    let again = std::fs::read(disk.dir.path().join(format!("models/{model}.safetensors"))).unwrap();
+    let again = std::fs::read(model_file(&model)).unwrap();
     assert!(again == stored, "the stored model changed");
-    let pixels = crate::classify::test_pixels(3);
-    let r = client
-        .post(format!("{base}/v1/models/{model}/classify"))
-        .json(&pixels)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/models/{model}/classify"),
+            &crate::classify::test_pixels(3),
+        )
+        .await;
+    assert_eq!(status, 200);
     // No temporary file is left behind in the models directory.
     let leftovers: Vec<_> = std::fs::read_dir(disk.dir.path().join("models"))
         .unwrap()
@@ -225,5 +170,4 @@ async fn a_full_disk_fails_the_job_clearly_and_harms_nothing_stored() {
         .filter(|n| n.contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    server.stop().await;
 }

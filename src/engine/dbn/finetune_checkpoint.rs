@@ -3,16 +3,15 @@
 //! up-down the untied stack in training — with the momentum increments, the example order,
 //! the metrics of every epoch so far and the generator's state.
 
-use ndarray::{Array1, Array2};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use super::Dbn;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::finetune::{Dense, FinetuneState, MAX_FINETUNE_EPOCHS};
+use crate::engine::finetune::{FinetuneState, MAX_FINETUNE_EPOCHS};
 use crate::engine::observer::EpochMetrics;
 use crate::engine::persist::{
-    body_of, metadata_of, push_dbn, read_dbn, read_f32, read_u32, DbnLayout, Tensors,
+    body_of, metadata_of, push_dbn, read_dbn, read_dense, read_u32, DbnLayout, Tensors,
 };
 use crate::engine::EngineRng;
 use rand::SeedableRng;
@@ -53,13 +52,7 @@ impl FinetuneCheckpoint {
         let mut tensors = Tensors::default();
         let layout = push_dbn(&mut tensors, &self.dbn);
         for (i, inc) in self.state.increments.iter().enumerate() {
-            let (n_in, n_out) = inc.weights.dim();
-            tensors.push_f32(
-                &format!("state.inc.{i}.weight"),
-                &[n_in, n_out],
-                inc.weights.iter(),
-            );
-            tensors.push_f32(&format!("state.inc.{i}.bias"), &[n_out], inc.bias.iter());
+            tensors.push_dense(&format!("state.inc.{i}"), inc);
         }
         tensors.push_u32("state.order", &self.state.order);
         let meta = Meta {
@@ -95,22 +88,17 @@ impl FinetuneCheckpoint {
         }
         let dbn = read_dbn(&st, &meta.layout, None)?;
         let layers = dbn.classifier().map_or(&[][..], |c| c.layers());
-        if meta.increments != 0 && meta.increments != layers.len() {
+        let increments = (0..meta.increments)
+            .map(|i| read_dense(&st, &format!("state.inc.{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        // Backprop checkpoints carry one increment per classifier layer; up-down ones none.
+        let shapes_match = (increments.is_empty() || increments.len() == layers.len())
+            && increments
+                .iter()
+                .zip(layers)
+                .all(|(inc, layer)| inc.weights.dim() == layer.weights.dim());
+        if !shapes_match {
             return Err(bad("momentum increments for another network".into()));
-        }
-        let mut increments = Vec::with_capacity(meta.increments);
-        for (i, layer) in layers.iter().enumerate().take(meta.increments) {
-            let (n_in, n_out) = layer.weights.dim();
-            let w = read_f32(&st, &format!("state.inc.{i}.weight"), &[n_in, n_out])?;
-            let b = read_f32(&st, &format!("state.inc.{i}.bias"), &[n_out])?;
-            if !w.iter().chain(&b).all(|v| v.is_finite()) {
-                return Err(bad(format!("increment {i} holds non-finite values")));
-            }
-            increments.push(Dense {
-                weights: Array2::from_shape_vec((n_in, n_out), w)
-                    .map_err(|e| bad(e.to_string()))?,
-                bias: Array1::from_vec(b),
-            });
         }
         let order = read_u32(&st, "state.order", meta.examples)?;
         Ok(FinetuneCheckpoint {

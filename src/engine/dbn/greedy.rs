@@ -82,12 +82,7 @@ fn run_greedy(
     let n_layers = spec.architecture.hidden.len();
     // The name and the fine-tuning settings do not change pretraining, so they are left out
     // of the fingerprint: a finished greedy run's checkpoint can be fine-tuned in several ways.
-    let pretraining = TrainingSpec {
-        name: None,
-        finetune: None,
-        ..spec.clone()
-    };
-    let spec_json = serde_json::to_string(&pretraining)
+    let spec_json = serde_json::to_string(&spec.pretraining())
         .map_err(|e| EngineError::invalid("spec", e.to_string()))?;
     let fingerprint = run_fingerprint(&spec_json, &train, valid.len());
 

@@ -69,28 +69,34 @@ fn resume_finetune(
     checkpoint: FinetuneCheckpoint,
 ) -> Result<TrainOutcome> {
     spec.validate(data.n_pixels(), data.classes, limits)?;
-    let (train, valid) = spec.split(data);
-    if checkpoint.fingerprint != finetune_fingerprint(spec, &train, valid.len())? {
-        return Err(EngineError::Model(
-            "checkpoint: it was taken with another spec or other training data".into(),
-        ));
-    }
     let FinetuneCheckpoint {
         dbn,
         state,
         history,
         rng,
-        ..
+        fingerprint,
     } = checkpoint;
+    // run_finetune fills in the split's sizes.
     let outcome = TrainOutcome {
         dbn,
         history,
-        train_examples: train.len(),
-        validation_examples: valid.len(),
+        train_examples: 0,
+        validation_examples: 0,
         validation_error: None,
         seconds: 0.0,
     };
-    run_finetune(spec, outcome, data, observer, rng, Some(state))
+    run_finetune(
+        spec,
+        outcome,
+        data,
+        observer,
+        rng,
+        Some((state, fingerprint)),
+    )
+}
+
+fn another_run() -> EngineError {
+    EngineError::Model("checkpoint: it was taken with another spec or other training data".into())
 }
 
 /// The fingerprint of a fine-tuning run: the whole spec but its name, and the data.
@@ -104,23 +110,34 @@ fn finetune_fingerprint(spec: &TrainingSpec, train: &Dataset, held_out: usize) -
     Ok(run_fingerprint(&json, train, held_out))
 }
 
+/// Fine-tunes `outcome`'s model as the spec says, from the start or from `resume` (a
+/// checkpoint's learning state and the fingerprint it was taken with).
 fn run_finetune(
     spec: &TrainingSpec,
     mut outcome: TrainOutcome,
     data: &Dataset,
     observer: &mut dyn Observer,
     mut rng: EngineRng,
-    resume: Option<FinetuneState>,
+    resume: Option<(FinetuneState, u64)>,
 ) -> Result<TrainOutcome> {
     let Some(finetune) = &spec.finetune else {
-        return Ok(outcome);
+        return match resume {
+            Some(_) => Err(another_run()),
+            None => Ok(outcome),
+        };
     };
     let started = std::time::Instant::now();
     let (train, valid) = spec.split(data);
-    let fingerprint = if observer.wants_checkpoints() {
+    (outcome.train_examples, outcome.validation_examples) = (train.len(), valid.len());
+    let fingerprint = if resume.is_some() || observer.wants_checkpoints() {
         finetune_fingerprint(spec, &train, valid.len())?
     } else {
         0
+    };
+    let resume = match resume {
+        Some((_, taken_with)) if taken_with != fingerprint => return Err(another_run()),
+        Some((state, _)) => Some(state),
+        None => None,
     };
     let share = spec.finetune_share(data.n_pixels(), data.classes, train.len());
     let earlier = std::mem::take(&mut outcome.history);
@@ -160,15 +177,11 @@ fn run_finetune(
             train_up_down(&mut outcome.dbn, x, y, config, &mut run, &mut rng)?
         }
     };
-    if !valid.is_empty() {
-        let probs = match outcome.dbn.classifier() {
-            Some(net) => net.classify(valid.images.view())?,
-            None => outcome.dbn.classify_free_energy(valid.images.view())?,
-        };
-        outcome.validation_error = Some(error_rate(probs.view(), &valid.labels));
-    }
     outcome.history = earlier;
     outcome.history.extend(history);
+    // Every fine-tuning epoch measured the held-out error of the model as it then was (the
+    // classifier's, or free energy after up-down); the last one is the final model's.
+    outcome.validation_error = outcome.history.last().and_then(|m| m.validation_error);
     outcome.seconds += started.elapsed().as_secs_f64();
     Ok(outcome)
 }

@@ -217,7 +217,6 @@ fn progress_at(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Whether every hidden unit has switched off for the first training examples: no unit's
 /// probability reaches 0.05 for any of them. Both phases of CD then see (almost) nothing on the
 /// hidden side, the weights only decay, and the layer gives the same output for every input: a
@@ -227,6 +226,7 @@ fn all_hidden_off(rbm: &Rbm, data: ArrayView2<f32>) -> bool {
     rows.nrows() > 0 && rbm.hidden_probs(rows).iter().all(|&p| p < 0.05)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn epoch_metrics(
     rbm: &Rbm,
     data: ArrayView2<f32>,

@@ -73,6 +73,11 @@ fn check_generation(
     }
 }
 
+/// An array's rows as JSON-ready vectors.
+fn rows(a: &Array2<f32>) -> Vec<Vec<f32>> {
+    a.outer_iter().map(|r| r.to_vec()).collect()
+}
+
 fn image_shape(model: &ModelEntry) -> [usize; 2] {
     model.card.image_shape.unwrap_or([1, model.dbn.n_inputs()])
 }
@@ -158,7 +163,7 @@ async fn samples(
                 gibbs_steps: g.steps,
                 seed: g.seed,
                 shape: g.shape,
-                images: g.images.outer_iter().map(|r| r.to_vec()).collect(),
+                images: rows(&g.images),
             })
             .into_response())
         })
@@ -234,7 +239,7 @@ async fn chain(
                     .into_iter()
                     .map(|(step, images)| ChainFrame {
                         step,
-                        images: images.outer_iter().map(|r| r.to_vec()).collect(),
+                        images: rows(&images),
                     })
                     .collect(),
             }))
