@@ -65,6 +65,24 @@ pub struct EpochMetrics {
     pub examples_per_sec: f64,
 }
 
+/// Where a run stands in the whole job: `done` of `n` examples into `epoch` (0-based) of
+/// `epochs`, mapped into the part `(from, to)` of the job that the run covers.
+pub(crate) fn job_fraction(
+    part: (f64, f64),
+    epoch: usize,
+    epochs: usize,
+    done: usize,
+    n: usize,
+) -> f64 {
+    let within = ((epoch as f64 + done as f64 / n.max(1) as f64) / epochs.max(1) as f64).min(1.0);
+    part.0 + (part.1 - part.0) * within
+}
+
+/// Examples per second over `done` examples since `started`.
+pub(crate) fn examples_per_sec(done: usize, started: std::time::Instant) -> f64 {
+    done as f64 / started.elapsed().as_secs_f64().max(1e-9)
+}
+
 /// Whether training should go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {

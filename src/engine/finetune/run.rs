@@ -9,7 +9,9 @@ use ndarray::ArrayView2;
 use super::net::Dense;
 use crate::engine::dbn::{Checkpoint, Dbn, FinetuneCheckpoint};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::observer::{Control, EpochMetrics, Observer, Phase, Progress};
+use crate::engine::observer::{
+    examples_per_sec, job_fraction, Control, EpochMetrics, Observer, Phase, Progress,
+};
 use crate::engine::EngineRng;
 
 /// Who watches a fine-tuning run and where it sits in the whole job.
@@ -101,8 +103,6 @@ impl FinetuneRun<'_> {
         n: usize,
         started: Instant,
     ) -> Progress {
-        let within = ((epoch as f64 + done as f64 / n as f64) / epochs as f64).min(1.0);
-        let (a, b) = self.fraction;
         Progress {
             phase: Phase::Finetune,
             layer: 0,
@@ -111,8 +111,8 @@ impl FinetuneRun<'_> {
             epochs,
             batch,
             batches,
-            fraction: a + (b - a) * within,
-            examples_per_sec: done as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            fraction: job_fraction(self.fraction, epoch, epochs, done, n),
+            examples_per_sec: examples_per_sec(done, started),
         }
     }
 

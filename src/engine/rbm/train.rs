@@ -23,7 +23,9 @@ use crate::engine::math::product::{looks_sparse, sparse_batches_pay_off};
 use crate::engine::math::{
     sample_bernoulli, sigmoid_bias_rows, update, xt_times_p_add, SparseRows,
 };
-use crate::engine::observer::{Control, EpochMetrics, Observer, Phase, Progress};
+use crate::engine::observer::{
+    examples_per_sec, job_fraction, Control, EpochMetrics, Observer, Phase, Progress,
+};
 use crate::engine::EngineRng;
 
 /// Where one layer's training sits in a larger run, and who watches it.
@@ -202,8 +204,6 @@ fn progress_at(
     n: usize,
     started: Instant,
 ) -> Progress {
-    let within = (epoch as f64 + done as f64 / n as f64) / epochs as f64;
-    let (a, b) = run.fraction;
     Progress {
         phase: run.phase,
         layer: run.layer,
@@ -212,8 +212,8 @@ fn progress_at(
         epochs,
         batch,
         batches,
-        fraction: a + (b - a) * within,
-        examples_per_sec: done as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        fraction: job_fraction(run.fraction, epoch, epochs, done, n),
+        examples_per_sec: examples_per_sec(done, started),
     }
 }
 
