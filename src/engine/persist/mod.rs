@@ -1,0 +1,227 @@
+//! Saving and loading whole models as safetensors: one f32 tensor per weight matrix and bias
+//! vector, and a JSON model card (architecture, training spec, data provenance, metrics) in
+//! the metadata, behind a format name and version. Loading checks everything it reads.
+
+mod card;
+mod tensors;
+
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::Array2;
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+pub use card::{ModelCard, Provenance};
+pub(crate) use tensors::{
+    body_of, format_of, metadata_of, read_dense, read_f32, read_rbm, read_u32, Tensors,
+};
+
+use crate::engine::dbn::Dbn;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::finetune::Classifier;
+
+/// The `format` metadata value of our model files.
+pub const FORMAT: &str = "dbn-serve.dbn";
+/// Bumped whenever the layout of tensors or card changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The metadata of a model file besides the format tag.
+#[derive(Serialize, Deserialize)]
+struct ModelMeta {
+    #[serde(flatten)]
+    layout: DbnLayout,
+    card: ModelCard,
+}
+
+/// Which tensors hold a [`Dbn`]: label units of each RBM, the classifier's dense layers and
+/// the untied generative weights. Kept in the metadata of model and checkpoint files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DbnLayout {
+    pub label_units: Vec<usize>,
+    /// Dense layers of the fine-tuned classifier (0: none; absent in files without one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub classifier_layers: usize,
+    /// Layers with untied generative weights (0: tied; absent in files without them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generative_layers: usize,
+}
+
+impl DbnLayout {
+    /// How many tensors [`push_dbn`] writes for this layout.
+    pub fn tensor_count(&self) -> usize {
+        3 * self.label_units.len() + 2 * self.classifier_layers + self.generative_layers
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Reads the `layers` dense layers of a fine-tuned classifier, checking that they chain.
+fn read_classifier(st: &SafeTensors, layers: usize) -> Result<Classifier> {
+    let dense = (0..layers)
+        .map(|i| read_dense(st, &format!("classifier.{i}")))
+        .collect::<Result<Vec<_>>>()?;
+    Classifier::new(dense).map_err(|e| EngineError::Model(format!("classifier: {e}")))
+}
+
+/// Adds the tensors of `dbn` (RBMs as `layers.{i}.*`, `generative.{l}.weight`,
+/// `classifier.{i}.*`) and returns their layout.
+pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
+    for (i, rbm) in dbn.layers().iter().enumerate() {
+        tensors.push_rbm(&format!("layers.{i}"), rbm);
+    }
+    let generative_layers = if dbn.is_untied() {
+        dbn.layers().len() - 1
+    } else {
+        0
+    };
+    for l in 0..generative_layers {
+        let g = dbn.generative(l);
+        tensors.push_f32(
+            &format!("generative.{l}.weight"),
+            &[g.nrows(), g.ncols()],
+            g.iter(),
+        );
+    }
+    let classifier_layers = dbn.classifier().map_or(0, |c| c.layers().len());
+    for (i, layer) in dbn.classifier().iter().flat_map(|c| c.layers()).enumerate() {
+        tensors.push_dense(&format!("classifier.{i}"), layer);
+    }
+    DbnLayout {
+        label_units: dbn.layers().iter().map(|r| r.label_units).collect(),
+        classifier_layers,
+        generative_layers,
+    }
+}
+
+/// Reads the model [`push_dbn`] wrote with `layout`, checking every shape (against `sizes`,
+/// the layer sizes from the input up, when given) and that every value is finite.
+pub(crate) fn read_dbn(
+    st: &SafeTensors,
+    layout: &DbnLayout,
+    sizes: Option<&[usize]>,
+) -> Result<Dbn> {
+    let bad = |m: String| EngineError::Model(m);
+    let label_units = &layout.label_units;
+    if label_units.is_empty() || sizes.is_some_and(|s| s.len() != label_units.len() + 1) {
+        return Err(bad("label_units and sizes disagree".into()));
+    }
+    let mut layers = Vec::with_capacity(label_units.len());
+    for (i, &labels) in label_units.iter().enumerate() {
+        let shape = match sizes {
+            Some(sizes) => {
+                let visible = sizes[i]
+                    .checked_add(labels)
+                    .ok_or_else(|| bad(format!("layer {i}: sizes overflow")))?;
+                Some((visible, sizes[i + 1]))
+            }
+            None => None,
+        };
+        layers.push(read_rbm(st, &format!("layers.{i}"), shape, labels)?);
+    }
+    let mut dbn = Dbn::new(layers)?;
+    if layout.classifier_layers > 0 {
+        dbn = dbn.with_classifier(read_classifier(st, layout.classifier_layers)?)?;
+    }
+    let generative_layers = layout.generative_layers;
+    if generative_layers > 0 {
+        if generative_layers + 1 != dbn.layers().len() {
+            return Err(bad(
+                "generative weights for the wrong number of layers".into()
+            ));
+        }
+        let mut weights = Vec::with_capacity(generative_layers);
+        for (l, rbm) in dbn.layers()[..generative_layers].iter().enumerate() {
+            let dim = rbm.weights.dim();
+            let values = read_f32(st, &format!("generative.{l}.weight"), &[dim.0, dim.1])?;
+            if !values.iter().all(|v| v.is_finite()) {
+                return Err(bad(format!("generative.{l}.weight has non-finite values")));
+            }
+            weights.push(Array2::from_shape_vec(dim, values).map_err(|e| bad(e.to_string()))?);
+        }
+        dbn = dbn.with_generative(weights)?;
+    }
+    Ok(dbn)
+}
+
+/// Serialises a model to safetensors bytes.
+pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
+    let mut tensors = Tensors::default();
+    let layout = push_dbn(&mut tensors, dbn);
+    let body = ModelMeta {
+        layout,
+        card: card.clone(),
+    };
+    tensors.serialize(metadata_of(FORMAT, FORMAT_VERSION, &body)?)
+}
+
+/// Parses safetensors bytes written by [`to_bytes`], rejecting foreign, corrupt, newer or
+/// inconsistent files.
+pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
+    let bad = |m: String| EngineError::Model(m);
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let ModelMeta { layout, card } = body_of(bytes, FORMAT, FORMAT_VERSION)?;
+    let expected = layout.tensor_count();
+    if st.len() != expected {
+        return Err(bad(format!("{} tensors, expected {expected}", st.len())));
+    }
+    let dbn = read_dbn(&st, &layout, Some(&card.sizes))?;
+    if let Some([h, w]) = card.image_shape {
+        if h.checked_mul(w) != Some(dbn.n_inputs()) {
+            return Err(bad(format!(
+                "image shape {h}x{w} does not match {} inputs",
+                dbn.n_inputs()
+            )));
+        }
+    }
+    if dbn.label_classes() != card.label_classes {
+        return Err(bad("label_classes disagrees with the tensors".into()));
+    }
+    Ok((dbn, card))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed to
+/// disk, then renamed over the target, so a reader sees the old file or the new, never half.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Unique per process and call, so concurrent writers of one path never share a file.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        EngineError::io(path, e)
+    })
+}
+
+/// Saves a model to `path` atomically.
+pub fn save(path: &Path, dbn: &Dbn, card: &ModelCard) -> Result<()> {
+    write_atomic(path, &to_bytes(dbn, card)?)
+}
+
+/// Loads a model from `path`.
+pub fn load(path: &Path) -> Result<(Dbn, ModelCard)> {
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    from_bytes(&bytes)
+}
