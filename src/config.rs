@@ -31,7 +31,7 @@ pub struct ServeConfig {
     pub inference_concurrency: usize,
     /// Bearer key required by mutating endpoints (unset: no authentication).
     #[arg(long, env = "DBN_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Require the key for reads and inference too.
     #[arg(long, env = "DBN_API_KEY_FOR_READS", default_value_t = false)]
     pub api_key_for_reads: bool,
@@ -122,5 +122,50 @@ impl ServeConfig {
         let mut config = Wrapper::parse_from(["dbn-serve"]).config;
         config.data_dir = data_dir.into();
         config
+    }
+}
+
+/// A setting that must never reach a log: its `Debug` output is redacted, and the value is
+/// read only through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_key_never_shows_in_debug_output() {
+        let mut config = ServeConfig::with_data_dir(std::path::Path::new("d"));
+        config.api_key = Some("hunter2-key".into());
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+        assert_eq!(config.api_key.unwrap().expose(), "hunter2-key");
     }
 }

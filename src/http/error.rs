@@ -118,6 +118,14 @@ impl From<StoreError> for ApiError {
                 "storage_full",
                 "no space left to store this",
             ),
+            StoreError::Busy(m) => {
+                tracing::warn!("job database busy: {m}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_busy",
+                    "the job database is locked by another process; try again shortly",
+                )
+            }
             other => ApiError::internal("storage", other),
         }
     }

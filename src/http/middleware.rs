@@ -71,7 +71,13 @@ pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -
 /// With an API key configured, mutating calls (and, if so configured, every call) need
 /// `Authorization: Bearer KEY`, compared in constant time.
 pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(key) = state.config.api_key.as_deref().filter(|k| !k.is_empty()) else {
+    let Some(key) = state
+        .config
+        .api_key
+        .as_ref()
+        .map(|k| k.expose())
+        .filter(|k| !k.is_empty())
+    else {
         return next.run(req).await;
     };
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);

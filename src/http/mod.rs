@@ -42,6 +42,11 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "data directory {path} is in use by another dbn-serve (it holds the lock on dbn-serve.lock); \
+         one server per data directory"
+    )]
+    DataDirInUse { path: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -61,6 +66,35 @@ pub struct RunningServer {
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     grace: Duration,
+    /// The data directory's lock, held for as long as the server runs (the OS drops it if the
+    /// process dies).
+    _lock: std::fs::File,
+}
+
+/// The file whose exclusive lock marks a data directory as taken.
+const LOCK_FILE: &str = "dbn-serve.lock";
+
+/// Takes the data directory for this process alone: a second server on it would requeue the
+/// first one's running jobs and train them twice.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServeError> {
+    let path = dir.join(LOCK_FILE);
+    let data_dir = |source| ServeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(data_dir)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServeError::DataDirInUse {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(data_dir(e)),
+    }
 }
 
 /// Opens the stores under the data directory, requeues interrupted jobs, starts the workers
@@ -74,6 +108,10 @@ pub async fn start(
         path: dir.clone(),
         source,
     })?;
+    let lock = lock_data_dir(&dir)?;
+    for sub in ["models", "checkpoints", "datasets"] {
+        crate::store::sweep_temporaries(&dir.join(sub));
+    }
     let models: Arc<dyn ModelStore> = Arc::new(FsModelStore::open(&dir)?);
     let job_store = Arc::new(SqliteJobStore::open(&dir.join("jobs.sqlite3"))?);
     let threads = config
@@ -128,6 +166,7 @@ pub async fn start(
         shutdown,
         server,
         grace,
+        _lock: lock,
     })
 }
 

@@ -26,6 +26,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("database: {0}")]
     Database(String),
+    /// The database stayed locked by another process past the busy timeout.
+    #[error("database busy: {0}")]
+    Busy(String),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -36,7 +39,11 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match e.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => StoreError::Busy(e.to_string()),
+            _ => StoreError::Database(e.to_string()),
+        }
     }
 }
 
@@ -64,6 +71,38 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}", h.finish())
 }
 
+/// Removes what writes interrupted by a crash leave in `dir`: temporary files and directories
+/// (`.NAME.tmp-…`, see `persist::write_atomic`) that were never renamed into place. Call it only
+/// while holding the data directory, when no write of this process is under way. Returns how
+/// many were removed; a missing `dir` has none.
+pub fn sweep_temporaries(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.contains(".tmp-")) {
+            continue;
+        }
+        let path = entry.path();
+        let result = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match result {
+            Ok(()) => {
+                tracing::warn!("removed {}, left by an interrupted write", path.display());
+                removed += 1;
+            }
+            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+        }
+    }
+    removed
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> u64 {
     std::time::SystemTime::now()
@@ -74,6 +113,26 @@ pub fn now_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_interrupted_writes_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = ["model-a.safetensors", ".hidden", "x.tmp-1"];
+        let sweep = [".model-b.safetensors.tmp-12-0", ".job-c.ckpt.tmp-3-9"];
+        for name in keep.iter().chain(&sweep) {
+            std::fs::write(dir.path().join(name), b"half").unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".upload.tmp-44")).unwrap();
+        std::fs::write(dir.path().join(".upload.tmp-44/images"), b"x").unwrap();
+        assert_eq!(sweep_temporaries(dir.path()), 3);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".hidden", "model-a.safetensors", "x.tmp-1"]);
+        assert_eq!(sweep_temporaries(&dir.path().join("missing")), 0);
+    }
 
     #[test]
     fn ids_that_could_escape_a_directory_are_invalid() {

@@ -320,3 +320,65 @@ async fn the_key_guards_every_operation_as_configured() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_never_reaches_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let key = "key-7f3a9c-never-logged";
+    let wrong = "wrong-5d1e88-never-logged";
+    let data = dir.path().join("data");
+    let (mut server, base) = crate::crash::start_with(
+        &data,
+        &[
+            ("DBN_LOG", "trace"),
+            ("DBN_API_KEY", key),
+            ("DBN_API_KEY_FOR_READS", "true"),
+        ],
+        log.into(),
+    );
+    let client = reqwest::Client::new();
+    let spec = crate::app::small_spec(1);
+    // The right key, a wrong one, a key in the query string and in a header of its own: none
+    // of them may be written out, at the most verbose level.
+    let calls = [
+        (format!("Bearer {key}"), format!("{base}/v1/jobs")),
+        (format!("Bearer {wrong}"), format!("{base}/v1/jobs")),
+        (
+            format!("Bearer {wrong}"),
+            format!("{base}/v1/jobs?api_key={key}"),
+        ),
+        (key.to_string(), format!("{base}/v1/jobs?token={wrong}")),
+    ];
+    let mut statuses = Vec::new();
+    for (auth, url) in &calls {
+        let r = client
+            .post(url)
+            .header("authorization", auth)
+            .header("x-api-key", key)
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        let r = client
+            .get(format!("{base}/v1/models"))
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [202, 200, 401, 401, 401, 401, 401, 401]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains("status=401"),
+        "the requests were not logged:\n{logs}"
+    );
+    for secret in [key, wrong] {
+        assert!(!logs.contains(secret), "{secret} is in the logs:\n{logs}");
+    }
+}

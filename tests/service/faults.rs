@@ -4,7 +4,7 @@
 use dbn_serve::config::ServeConfig;
 use dbn_serve::http::start;
 
-use crate::app::{code, is_terminal, spawn_app, spawn_app_in};
+use crate::app::{code, is_terminal, small_spec, spawn_app, spawn_app_in};
 
 /// Starts a server over `dir` and returns its start-up error, if it fails.
 async fn start_error(dir: &std::path::Path) -> Option<String> {
@@ -46,6 +46,58 @@ async fn a_corrupt_or_newer_job_database_stops_start_up_with_a_clear_error() {
         std::fs::read(&db).unwrap() == before,
         "the refused database was changed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = spawn_app_in(dir.path()).await;
+    let e = start_error(dir.path())
+        .await
+        .expect("a second server on a taken data directory is refused");
+    assert!(e.contains("in use by another dbn-serve"), "{e}");
+    first.assert_healthy().await;
+    drop(first);
+    // Released when the first server goes away.
+    let mut released = None;
+    for _ in 0..100 {
+        released = start_error(dir.path()).await;
+        if released.is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(released, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_job_database_is_a_clear_error_at_start_up_and_a_503_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(start_error(dir.path()).await, None);
+    let db = dir.path().join("jobs.sqlite3");
+
+    // Another process holds the write lock: start-up fails after the busy timeout, saying so.
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let e = start_error(dir.path())
+        .await
+        .expect("a locked database is refused");
+    assert!(e.contains("locked") || e.contains("busy"), "{e}");
+    locker.execute_batch("COMMIT").unwrap();
+
+    // Locked while serving: reads go on (WAL), a submission gets 503 store_busy, and once the
+    // lock is gone the same submission is accepted.
+    let app = spawn_app_in(dir.path()).await;
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (status, body) = app.get_json("/v1/jobs").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.post_json("/v1/jobs", &small_spec(1)).await;
+    assert_eq!((status, code(&body)), (503, "store_busy"), "{body}");
+    locker.execute_batch("COMMIT").unwrap();
+    let id = app.submit(&small_spec(1)).await;
+    let job = app.wait_job(&id, is_terminal).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    app.assert_healthy().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
