@@ -1,6 +1,7 @@
 //! The HTTP API: the only place that knows axum, utoipa and status codes. [`start`] opens the
 //! stores, starts the training workers and serves until [`RunningServer::stop`].
 
+pub mod documented_limits;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -25,7 +26,6 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::ServeConfig;
@@ -210,7 +210,7 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .merge(short)
         .merge(routes::jobs::streaming_router())
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::for_config(&config)))
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), middleware::authorize))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))

@@ -5,6 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::routes::{classify, datasets, generation, jobs, models, oip, ops};
+use crate::config::ServeConfig;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -47,9 +48,19 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document as pretty JSON with a trailing newline (the committed form).
+/// The document a server with `config` serves: the generated one with the enforced ranges
+/// written in (see `documented_limits`).
+pub fn for_config(config: &ServeConfig) -> utoipa::openapi::OpenApi {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+    let missing = super::documented_limits::apply(&mut doc, config);
+    debug_assert!(missing.is_empty(), "limits without a place: {missing:?}");
+    serde_json::from_value(doc).expect("the document reads back")
+}
+
+/// The document of a server with the default settings, as pretty JSON with a trailing
+/// newline (the committed form).
 pub fn document() -> String {
-    let mut text = ApiDoc::openapi()
+    let mut text = for_config(&ServeConfig::with_data_dir("data"))
         .to_pretty_json()
         .expect("the OpenAPI document serialises");
     text.push('\n');

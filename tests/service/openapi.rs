@@ -25,6 +25,10 @@ async fn the_server_serves_its_document_and_the_docs_page() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
+    // With the limits this server enforces written in.
+    let hidden = &doc["components"]["schemas"]["Architecture"]["properties"]["hidden"];
+    assert_eq!(hidden["items"]["maximum"], app.config.max_units, "{hidden}");
+    assert_eq!(hidden["maxItems"], app.config.max_layers, "{hidden}");
     let docs = app.get("/docs/").await;
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"));

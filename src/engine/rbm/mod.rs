@@ -8,7 +8,7 @@ mod model;
 mod state;
 mod train;
 
-pub use config::{RbmTrainConfig, VisibleBiasInit, MAX_EPOCHS};
+pub use config::{RbmTrainConfig, VisibleBiasInit, MAX_BATCH, MAX_CD_K, MAX_EPOCHS};
 pub use gibbs::{Clamp, GibbsState};
 pub use model::Rbm;
 pub use state::LayerState;

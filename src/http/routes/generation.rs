@@ -21,7 +21,7 @@ const DEFAULT_SAMPLE_STEPS: usize = 1000;
 const DEFAULT_SAMPLE_COUNT: usize = 16;
 const DEFAULT_CHAIN_STEPS: usize = 200;
 const DEFAULT_CHAIN_FRAMES: usize = 25;
-const MAX_CHAIN_FRAMES: usize = 200;
+pub const MAX_CHAIN_FRAMES: usize = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -21,6 +21,9 @@ use crate::http::state::AppState;
 use crate::jobs::JobEvent;
 use crate::store::JobStatus;
 
+/// Most jobs in one page of `GET /v1/jobs`.
+pub const MAX_PAGE: usize = 100;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/jobs", post(submit).get(list))
@@ -90,8 +93,11 @@ async fn list(
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be in 1..=100"));
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be in 1..={MAX_PAGE}"),
+        ));
     }
     let before = q
         .cursor
