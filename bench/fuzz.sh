@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every parser that outside bytes reach, with cargo-fuzz (libFuzzer + AddressSanitizer):
 # IDX uploads, PNG/JPEG pictures and their MNIST preprocessing, model import, checkpoints,
-# training specs. Each target runs for SECS seconds (default 300) from the seed corpus in
+# training specs, and multipart bodies through a running server. Each target runs for SECS seconds (default 300) from the seed corpus in
 # fuzz/corpus/TARGET; new inputs go to target/fuzz-corpus/TARGET, crashes to fuzz/artifacts/.
 # Works on the stable toolchain through RUSTC_BOOTSTRAP=1.
 #   bench/fuzz.sh [SECS] [TARGET...]
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-300}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(idx image model checkpoint spec)
+((${#targets[@]})) || targets=(idx image model checkpoint spec multipart)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 mkdir -p bench/raw

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real Dockerfile with podman on a machine without a Docker engine or registry
-# access, then runs the image's filesystem in a chroot and checks it: health, the health check
-# command, a small training job on the MNIST fixture, and a classification.
+# access, then runs the image's filesystem in a chroot, read-only apart from the data volume,
+# as user 10001, and checks it: health, the health check command, a small training job on the
+# MNIST fixture, and a classification.  VERIFY_SKIP_BUILD=1 reuses the last image.
 #
 #   sudo docker/verify.sh            (as root; takes 10-20 minutes cold)
 #
@@ -48,6 +49,9 @@ tar -C "$work/builder" -c . | podman import \
   - docker.io/library/rust:1.95-slim-bookworm >/dev/null
 fi
 
+if [ "${VERIFY_SKIP_BUILD:-0}" = 1 ] && podman image exists dbn-serve:verify; then
+  echo "== reusing the image dbn-serve:verify"
+else
 echo "== podman build"
 start=$(date +%s)
 podman build --format docker --isolation chroot -t dbn-serve:verify "$here"
@@ -55,6 +59,7 @@ echo "built in $(( $(date +%s) - start )) s"
 podman image inspect dbn-serve:verify --format \
   'user={{.Config.User}} ports={{.Config.ExposedPorts}} volumes={{.Config.Volumes}} healthcheck={{.Config.Healthcheck}} entrypoint={{.Config.Entrypoint}} cmd={{.Config.Cmd}}'
 podman image inspect dbn-serve:verify --format 'size={{.Size}} bytes'
+fi
 
 echo "== run the image's filesystem in a chroot"
 run="$work/run"
@@ -64,16 +69,30 @@ podman export "$id" | tar -x -C "$run"
 podman rm "$id" >/dev/null
 cp "$here"/tests/fixtures/mnist-subset/* "$run/mnist/"
 mkdir -p "$run/proc" "$run/dev" && touch "$run/dev/null" "$run/dev/urandom"
-mount --bind /dev/null "$run/dev/null"; mount --bind /dev/urandom "$run/dev/urandom"
-mount -t proc proc "$run/proc"
-cleanup() { kill "$pid" 2>/dev/null || true; sleep 1; umount "$run/proc" "$run/dev/null" "$run/dev/urandom" 2>/dev/null || true; }
-env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DBN_ADDR=127.0.0.1:$port DBN_DATA_DIR=/var/lib/dbn-serve DBN_MNIST_DIR=/mnist DBN_LOG_FORMAT=json \
-  chroot --userspec=10001:10001 "$run" /usr/local/bin/dbn-serve serve > "$work/server.log" 2>&1 &
-pid=$!
+# As a hardened deployment runs it (compose's read_only, Kubernetes' readOnlyRootFilesystem):
+# the image's filesystem read-only, the data volume the only writable place.
+root="$work/root" vol="$work/volume"
+rm -rf "$vol" && mkdir -p "$root" "$vol" && chown 10001:10001 "$vol"
+mount --bind "$run" "$root" && mount -o remount,bind,ro "$root"
+mount --bind "$vol" "$root/var/lib/dbn-serve"
+mount --bind /dev/null "$root/dev/null"; mount --bind /dev/urandom "$root/dev/urandom"
+mount -t proc proc "$root/proc"
+cleanup() {
+  kill "$pid" 2>/dev/null || true; sleep 1
+  umount "$root/proc" "$root/dev/null" "$root/dev/urandom" "$root/var/lib/dbn-serve" "$root" 2>/dev/null || true
+}
 trap cleanup EXIT
+if chroot --userspec=10001:10001 "$root" /bin/sh -c ': > /usr/local/bin/probe' 2>/dev/null \
+   || chroot "$root" /bin/sh -c ': > /probe' 2>/dev/null; then
+  echo "the root filesystem is writable"; exit 1
+fi
+echo "root filesystem: read-only (even root cannot write to it); data volume: $vol"
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DBN_ADDR=127.0.0.1:$port DBN_DATA_DIR=/var/lib/dbn-serve DBN_MNIST_DIR=/mnist DBN_LOG_FORMAT=json \
+  chroot --userspec=10001:10001 "$root" /usr/local/bin/dbn-serve serve > "$work/server.log" 2>&1 &
+pid=$!
 for _ in $(seq 50); do curl -sf "localhost:$port/healthz" >/dev/null && break; sleep 0.2; done
 echo "healthz: $(curl -sf localhost:$port/healthz)"
-env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DBN_ADDR=127.0.0.1:$port chroot --userspec=10001:10001 "$run" /usr/local/bin/dbn-serve healthcheck
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DBN_ADDR=127.0.0.1:$port chroot --userspec=10001:10001 "$root" /usr/local/bin/dbn-serve healthcheck
 job=$(curl -sf -X POST "localhost:$port/v1/jobs" -H 'content-type: application/json' \
   -d '{"name":"verify","architecture":{"hidden":[100,200]},"pretrain":{"epochs":3},"seed":1}' |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
@@ -89,5 +108,6 @@ curl -sf -X POST "localhost:$port/v1/models/$model/classify" -H 'content-type: i
 import json, sys
 r = json.load(sys.stdin)
 print("classified the JPEG of a 7 as", r["predictions"][0]["label"])'
-echo "model file owned by: $(stat -c %u "$run/var/lib/dbn-serve/models/$model.safetensors")"
+echo "model file owned by: $(stat -c %u "$vol/models/$model.safetensors")"
+echo "files the server wrote: $(cd "$vol" && find . -type f | sort | tr '\n' ' ')"
 echo "== verified"

@@ -1,6 +1,7 @@
 //! The command line: `serve` (the default), `openapi`, `train`, `eval` and `sample`. Every
 //! flag also reads a `DBN_…` environment variable.
 
+mod ais;
 mod eval;
 mod finetune;
 mod progress;
@@ -60,6 +61,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Generate digits of a chosen class and save them as a PNG grid.
     Sample(sample::SampleArgs),
+    /// Estimate the first RBM's partition function by annealed importance sampling and the
+    /// average log-probability of the MNIST test set, in nats.
+    Ais(ais::AisArgs),
 }
 
 /// Failures of a command, reported on stderr with a non-zero exit.
@@ -117,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(&ctx, args),
         Command::Finetune(args) => finetune::run(&ctx, args),
         Command::Eval(args) => eval::run(&ctx, args),
+        Command::Ais(args) => ais::run(&ctx, args),
         Command::Sample(args) => sample::run(&ctx, args),
     };
     match result {

@@ -156,8 +156,9 @@ fn train(jobs: &Jobs, job: &JobRecord, cancel: Arc<AtomicBool>) -> Ending {
     if observer.cancel.load(Ordering::SeqCst) {
         return Ending::Cancelled;
     }
-    match store_model(jobs, job, &data, outcome) {
-        Ok(model) => Ending::Succeeded(model),
+    match store_model(jobs, job, &data, outcome, &observer.cancel) {
+        Ok(Some(model)) => Ending::Succeeded(model),
+        Ok(None) => Ending::Cancelled,
         Err(f) => Ending::Failed(f),
     }
 }
@@ -175,13 +176,15 @@ fn engine_code(e: &EngineError) -> &'static str {
 }
 
 /// Measures the test error (when the dataset has a test split) and stores the model under an
-/// id derived from the job's, so a retried job never stores two.
+/// id derived from the job's, so a retried job never stores two. A cancel that arrives before
+/// the write begins is honoured (`None`); from the write on, the job is committed.
 fn store_model(
     jobs: &Jobs,
     job: &JobRecord,
     data: &crate::engine::data::Dataset,
     outcome: TrainOutcome,
-) -> Result<String, JobFailure> {
+    cancel: &AtomicBool,
+) -> Result<Option<String>, JobFailure> {
     let fail = |code: &str, e: &dyn std::fmt::Display| JobFailure {
         code: code.into(),
         message: e.to_string(),
@@ -212,14 +215,19 @@ fn store_model(
     }
     let bytes =
         persist::to_bytes(&outcome.dbn, &card).map_err(|e| fail("model_write_failed", &e))?;
+    // Cancelled before the write: nothing is stored, unless an earlier attempt that died
+    // before recording its end already stored this model (then the job is committed).
+    if cancel.load(Ordering::SeqCst) && jobs.inner.models.get(&model_id).is_err() {
+        return Ok(None);
+    }
     match jobs
         .inner
         .models
         .insert(&model_id, &bytes, outcome.dbn, card)
     {
-        Ok(_) => Ok(model_id),
+        Ok(_) => Ok(Some(model_id)),
         // Stored by an earlier attempt that died before recording its end.
-        Err(StoreError::Conflict(_)) => Ok(model_id),
+        Err(StoreError::Conflict(_)) => Ok(Some(model_id)),
         Err(e) => Err(fail("model_write_failed", &e)),
     }
 }

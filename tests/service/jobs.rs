@@ -361,3 +361,58 @@ async fn cancelling_during_finetuning_stops_at_once_and_stores_nothing() {
         .count();
     assert_eq!(checkpoints, 0, "a cancelled job's checkpoint was kept");
 }
+
+/// Cancels at moments spread over a job's whole life (queued, training, evaluating, writing,
+/// done): whatever the moment, the job ends cancelled with nothing stored, or succeeded with
+/// its model stored and usable; never failed, never left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_at_any_moment_leaves_job_and_model_in_agreement() {
+    let app = spawn_app().await;
+    let spec = json!({"architecture": {"hidden": [64]}, "pretrain": {"epochs": 2}, "seed": 2});
+    let started = std::time::Instant::now();
+    app.train(&spec).await;
+    let life = started.elapsed();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for k in 0..12u32 {
+        let id = app.submit(&spec).await;
+        tokio::time::sleep(life * k / 10).await;
+        let (status, body) = app
+            .post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+            .await;
+        assert!(status == 200 || status == 409, "{status} {body}");
+        let job = app.wait_job(&id, is_terminal).await;
+        let model = id.replacen("job-", "model-", 1);
+        let (model_status, _) = app.get_json(&format!("/v1/models/{model}")).await;
+        match job["status"].as_str().unwrap() {
+            "cancelled" => {
+                assert!(job["model_id"].is_null(), "{job}");
+                assert_eq!(
+                    model_status, 404,
+                    "a cancelled job's model is stored: {job}"
+                );
+            }
+            "succeeded" => {
+                assert_eq!(job["model_id"], json!(model), "{job}");
+                assert_eq!(model_status, 200, "{job}");
+                let (s, _) = app
+                    .post_json(
+                        &format!("/v1/models/{model}/classify"),
+                        &json!({"pixels": [vec![0.0; 784]]}),
+                    )
+                    .await;
+                assert_eq!(s, 200);
+            }
+            other => panic!("job ended {other}: {job}"),
+        }
+        let checkpoint = app.data_dir().join(format!("checkpoints/{id}.ckpt"));
+        assert!(!checkpoint.exists(), "checkpoint kept for {job}");
+        *outcomes
+            .entry(job["status"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    // The spread reaches both ends of the job's life.
+    assert!(
+        outcomes.contains_key("cancelled") && outcomes.contains_key("succeeded"),
+        "{outcomes:?}"
+    );
+}

@@ -2,12 +2,14 @@
 //! optionally one softmax group of visible units (the label units of the top-level RBM),
 //! learned by contrastive divergence (CD-k) or persistent CD.
 
+mod ais;
 mod config;
 mod gibbs;
 mod model;
 mod state;
 mod train;
 
+pub use ais::{base_rate_biases, estimate_log_z, mean_log_prob, AisConfig, AisEstimate};
 pub use config::{RbmTrainConfig, VisibleBiasInit, MAX_BATCH, MAX_CD_K, MAX_EPOCHS};
 pub use gibbs::{Clamp, GibbsState};
 pub use model::Rbm;

@@ -128,7 +128,9 @@ async fn show(
 /// Cancel a job.
 ///
 /// A queued job is cancelled at once, a running one within one mini-batch (its status turns
-/// `cancelled` when it has stopped). Cancelling a cancelled job changes nothing.
+/// `cancelled` when it has stopped), also while its model is evaluated on the test set. Once
+/// the model file is being written the job is committed: it ends `succeeded`, with
+/// `cancel_requested` true. Cancelling a cancelled job changes nothing.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses(

@@ -1,0 +1,276 @@
+//! Annealed importance sampling (Neal 2001) of an RBM's partition function, as Salakhutdinov
+//! & Murray (2008) apply it: from a base-rate model with no weights, whose Z is known, through
+//! a sequence of RBMs whose energies are scaled by β from 0 to 1, to the RBM itself. With
+//! ln Z, the log-probability of data is exact: ln p(v) = −F(v) − ln Z, in nats.
+//!
+//! The intermediate distributions, for β in [0, 1]:
+//!   p*_β(v) = exp((1−β)·b_Aᵀv + β·bᵀv) · Π_j (1 + exp(β·(c_j + vᵀW_j)))
+//! which at β = 0 is the base-rate model (with the hidden units free: Z_0 = 2^H Π_i (1 + e^{b_A,i}))
+//! and at β = 1 the RBM. Each step's transition is one Gibbs sweep of the RBM at that β.
+
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
+use rand::Rng;
+use rayon::prelude::*;
+
+use super::Rbm;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::math;
+
+/// How many chains and which inverse temperatures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AisConfig {
+    /// Independent annealing runs (the paper: 100).
+    pub runs: usize,
+    /// Inverse temperatures, increasing from 0 to 1 inclusive.
+    pub betas: Vec<f64>,
+}
+
+impl AisConfig {
+    /// The paper's schedule shape with `steps` intermediate distributions: 1/29 of them evenly
+    /// in [0, 0.5), 8/29 in [0.5, 0.9), 20/29 in [0.9, 1] (500, 4,000 and 10,000 at the
+    /// paper's 14,500).
+    pub fn schedule(runs: usize, steps: usize) -> Self {
+        let steps = steps.max(3);
+        let first = (steps / 29).max(1);
+        let second = (steps * 8 / 29).max(1);
+        let third = steps - first - second;
+        let mut betas = Vec::with_capacity(steps + 1);
+        let mut span = |from: f64, to: f64, n: usize, last: bool| {
+            let end = if last { n + 1 } else { n };
+            betas.extend((0..end).map(|i| from + (to - from) * i as f64 / n as f64));
+        };
+        span(0.0, 0.5, first, false);
+        span(0.5, 0.9, second, false);
+        span(0.9, 1.0, third, true);
+        AisConfig { runs, betas }
+    }
+
+    /// The paper's: 100 runs over 14,500 intermediate distributions.
+    pub fn paper() -> Self {
+        Self::schedule(100, 14_500)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.runs == 0 || self.runs > 100_000 {
+            return Err(EngineError::invalid("runs", "must be in 1..=100000"));
+        }
+        let b = &self.betas;
+        let increasing = b.windows(2).all(|w| w[0] < w[1]);
+        if b.len() < 2 || b[0] != 0.0 || *b.last().unwrap_or(&0.0) != 1.0 || !increasing {
+            return Err(EngineError::invalid(
+                "betas",
+                "must increase strictly from 0 to 1, with at least two values",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An estimate of ln Z with its spread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AisEstimate {
+    /// ln Ẑ = ln Z_0 + ln(mean of the importance weights).
+    pub log_z: f64,
+    /// ln(Ẑ ∓ 3 standard errors of the mean weight): the paper's interval. The lower end is
+    /// −∞ when three standard errors exceed the mean.
+    pub log_z_low: f64,
+    pub log_z_high: f64,
+    /// ln Z of the base-rate model.
+    pub log_z_base: f64,
+    /// ln of each run's importance weight.
+    pub log_weights: Vec<f64>,
+}
+
+/// Visible biases of the base-rate model: the log-odds of each unit being on in `data`,
+/// smoothed (as if every unit had been seen on and off in 0.5 % of extra examples) so that
+/// units that never turn on keep a finite bias.
+pub fn base_rate_biases(data: ArrayView2<f32>) -> Array1<f32> {
+    let n = data.nrows() as f64;
+    let extra = (n * 0.005).max(1.0);
+    data.sum_axis(Axis(0)).mapv(|on| {
+        let p = (on as f64 + extra) / (n + 2.0 * extra);
+        (p / (1.0 - p)).ln() as f32
+    })
+}
+
+/// ln p*_β(v) for each row, given A = b_Aᵀv, D = bᵀv and X = vᵀW (no hidden bias).
+fn log_unnormalised(
+    beta: f64,
+    a: &[f64],
+    d: &[f64],
+    x: ArrayView2<f32>,
+    hidden_bias: &[f32],
+    scaled: &mut Array2<f32>,
+) -> Vec<f64> {
+    let b = beta as f32;
+    scaled.assign(&x);
+    scaled.mapv_inplace(|v| v * b);
+    let shift: Vec<f32> = hidden_bias.iter().map(|c| c * b).collect();
+    scaled
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .zip(a.par_iter().zip(d.par_iter()))
+        .map(|(row, (&a, &d))| {
+            let hidden = math::softplus_sum_shifted(row.as_slice().expect("owned row"), &shift);
+            (1.0 - beta) * a + beta * d + hidden as f64
+        })
+        .collect()
+}
+
+/// Estimates ln Z of `rbm` (which must have no label units) by annealing from the base-rate
+/// model with visible biases `base_bias`.
+pub fn estimate_log_z<R: Rng + ?Sized>(
+    rbm: &Rbm,
+    base_bias: ArrayView1<f32>,
+    config: &AisConfig,
+    rng: &mut R,
+) -> Result<AisEstimate> {
+    config.validate()?;
+    if rbm.label_units > 0 {
+        return Err(EngineError::invalid(
+            "model",
+            "AIS here is for RBMs of binary units; this one has softmax label units",
+        ));
+    }
+    let (nv, nh) = rbm.weights.dim();
+    if base_bias.len() != nv || base_bias.iter().any(|b| !b.is_finite()) {
+        return Err(EngineError::Shape(format!(
+            "base-rate biases: {} finite values needed, got {}",
+            nv,
+            base_bias.len()
+        )));
+    }
+    let m = config.runs;
+    let log_z_base = nh as f64 * std::f64::consts::LN_2
+        + base_bias.iter().map(|&b| softplus64(b as f64)).sum::<f64>();
+
+    // v_0 from the base-rate model.
+    let mut v = Array2::<f32>::zeros((m, nv));
+    let base_probs = Array2::from_shape_fn((m, nv), |(_, i)| sigmoid64(base_bias[i] as f64) as f32);
+    math::sample_bernoulli(rng, base_probs.view(), v.view_mut());
+
+    let hidden_bias = rbm.hidden_bias.to_vec();
+    let mut x = Array2::<f32>::zeros((m, nh));
+    let mut scaled = Array2::<f32>::zeros((m, nh));
+    let mut h = Array2::<f32>::zeros((m, nh));
+    let mut vp = Array2::<f32>::zeros((m, nv));
+    let mut log_w = vec![0.0f64; m];
+    let betas = &config.betas;
+    for k in 1..betas.len() {
+        let (prev, beta) = (betas[k - 1], betas[k]);
+        math::x_times_w(v.view(), rbm.weights.view(), x.view_mut());
+        let a = row_dots(v.view(), base_bias);
+        let d = row_dots(v.view(), rbm.visible_bias.view());
+        let before = log_unnormalised(prev, &a, &d, x.view(), &hidden_bias, &mut scaled);
+        let after = log_unnormalised(beta, &a, &d, x.view(), &hidden_bias, &mut scaled);
+        for ((w, after), before) in log_w.iter_mut().zip(after).zip(before) {
+            *w += after - before;
+        }
+        if k + 1 == betas.len() {
+            break;
+        }
+        // One Gibbs sweep at β: h ~ σ(β(c + vW)), v ~ σ((1−β)b_A + β(b + Wh)). `scaled`
+        // holds βvW from the weight above.
+        let b = beta as f32;
+        let hb: Array1<f32> = rbm.hidden_bias.mapv(|c| c * b);
+        math::sigmoid_bias_rows(scaled.view_mut(), hb.view());
+        math::sample_bernoulli(rng, scaled.view(), h.view_mut());
+        math::matmul(vp.view_mut(), false, h.view(), rbm.weights.t(), b);
+        let vb: Array1<f32> = base_bias
+            .iter()
+            .zip(rbm.visible_bias.iter())
+            .map(|(&ba, &bb)| (1.0 - b) * ba + b * bb)
+            .collect();
+        math::sigmoid_bias_rows(vp.view_mut(), vb.view());
+        math::sample_bernoulli(rng, vp.view(), v.view_mut());
+    }
+    if log_w.iter().any(|w| !w.is_finite()) {
+        return Err(EngineError::Diverged(
+            "AIS weights are not finite: the model's weights are too large".into(),
+        ));
+    }
+    // Mean and standard error of the weights, relative to the largest for stability.
+    let top = log_w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let rel: Vec<f64> = log_w.iter().map(|w| (w - top).exp()).collect();
+    let mean = rel.iter().sum::<f64>() / m as f64;
+    let var = if m > 1 {
+        rel.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (m - 1) as f64
+    } else {
+        0.0
+    };
+    let se = (var / m as f64).sqrt();
+    let offset = log_z_base + top;
+    Ok(AisEstimate {
+        log_z: offset + mean.ln(),
+        log_z_low: if mean > 3.0 * se {
+            offset + (mean - 3.0 * se).ln()
+        } else {
+            f64::NEG_INFINITY
+        },
+        log_z_high: offset + (mean + 3.0 * se).ln(),
+        log_z_base,
+        log_weights: log_w,
+    })
+}
+
+/// Mean ln p(v) over the rows of `data` (binary vectors), in nats, given ln Z.
+pub fn mean_log_prob(rbm: &Rbm, data: ArrayView2<f32>, log_z: f64) -> Result<f64> {
+    rbm.check_visible(&data)?;
+    if data.nrows() == 0 {
+        return Err(EngineError::Shape("no examples".into()));
+    }
+    let mut total = 0.0f64;
+    for start in (0..data.nrows()).step_by(1000) {
+        let end = (start + 1000).min(data.nrows());
+        let f = rbm.free_energy(data.slice(s![start..end, ..]));
+        total += f.iter().map(|&f| -(f as f64)).sum::<f64>();
+    }
+    Ok(total / data.nrows() as f64 - log_z)
+}
+
+fn row_dots(v: ArrayView2<f32>, b: ArrayView1<f32>) -> Vec<f64> {
+    v.axis_iter(Axis(0))
+        .map(|row| row.iter().zip(b).map(|(&x, &y)| (x * y) as f64).sum())
+        .collect()
+}
+
+fn softplus64(x: f64) -> f64 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+fn sigmoid64(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_has_the_papers_shape() {
+        let c = AisConfig::paper();
+        assert_eq!(c.betas.len(), 14_501);
+        assert_eq!((c.betas[0], *c.betas.last().unwrap()), (0.0, 1.0));
+        assert!(c.betas.windows(2).all(|w| w[0] < w[1]));
+        let below = |x: f64| c.betas.iter().filter(|&&b| b < x).count();
+        assert_eq!((below(0.5), below(0.9)), (500, 4500));
+        assert!(c.validate().is_ok());
+        let bad = AisConfig {
+            runs: 10,
+            betas: vec![0.0, 0.7, 0.6, 1.0],
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn base_rates_are_finite_log_odds() {
+        let data = ndarray::array![[1.0f32, 0.0, 1.0], [1.0, 0.0, 0.0]];
+        let b = base_rate_biases(data.view());
+        assert!(b.iter().all(|x| x.is_finite()));
+        assert!(b[0] > 0.0 && b[1] < 0.0 && b[2].abs() < 1e-6, "{b}");
+    }
+}
