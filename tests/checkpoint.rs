@@ -44,6 +44,7 @@ fn spec() -> TrainingSpec {
         validation_examples: 100,
         seed: 21,
         finetune: None,
+        ais: None,
     }
 }
 

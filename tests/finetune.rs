@@ -30,6 +30,7 @@ fn spec(finetune: Option<BackpropConfig>) -> TrainingSpec {
         validation_examples: 500,
         seed: 4,
         finetune: finetune.map(Finetune::Backprop),
+        ais: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn spec(hidden: Vec<usize>, epochs: usize, examples: usize, seed: u64) -> Traini
         validation_examples: 0,
         seed,
         finetune: None,
+        ais: None,
     }
 }
 

@@ -9,9 +9,8 @@ use clap::{Args, ValueEnum};
 
 use super::{CliError, Context};
 use crate::engine::data::MnistSplit;
-use crate::engine::math::sample_bernoulli;
 use crate::engine::persist;
-use crate::engine::rbm::{base_rate_biases, estimate_log_z, mean_log_prob, AisConfig};
+use crate::engine::rbm::{log_prob_report, sample_binary, AisConfig};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Binarize {
@@ -58,27 +57,24 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
         )));
     }
     let mut rng = crate::engine::rng_from_seed(args.seed);
-    let binary = |images: &ndarray::Array2<f32>, rng: &mut crate::engine::EngineRng| {
-        let mut out = ndarray::Array2::zeros(images.dim());
-        match args.binarize {
-            Binarize::Sample => sample_bernoulli(rng, images.view(), out.view_mut()),
-            Binarize::Threshold => out.zip_mut_with(images, |o, &p| *o = (p >= 0.5) as u8 as f32),
-        }
-        out
-    };
+    let binary =
+        |images: &ndarray::Array2<f32>, rng: &mut crate::engine::EngineRng| match args.binarize {
+            Binarize::Sample => sample_binary(images.view(), rng),
+            Binarize::Threshold => images.mapv(|p| (p >= 0.5) as u8 as f32),
+        };
     let train_bin = binary(&train.images, &mut rng);
     let test_bin = binary(&test.images, &mut rng);
-    let base = base_rate_biases(train_bin.view());
     let started = Instant::now();
-    let est = estimate_log_z(
+    let report = log_prob_report(
         rbm,
-        base.view(),
+        train_bin.view(),
+        Some(test_bin.view()),
         &AisConfig::schedule(args.runs, args.steps),
         &mut rng,
     )?;
     let seconds = started.elapsed().as_secs_f64();
-    let test_lp = mean_log_prob(rbm, test_bin.view(), est.log_z)?;
-    let train_lp = mean_log_prob(rbm, train_bin.view(), est.log_z)?;
+    let est = &report.estimate;
+    let (train_lp, test_lp) = (report.train, report.test.unwrap_or(f64::NAN));
     // A larger ln Z lowers every log-probability: the interval's ends swap.
     let spread = |lp: f64| {
         (

@@ -8,7 +8,7 @@ use super::progress::ConsoleProgress;
 use super::{CliError, Context};
 use crate::engine::data::Dataset;
 use crate::engine::data::MnistSplit;
-use crate::engine::dbn::{test_metrics, train_model, Checkpoint, TrainOutcome};
+use crate::engine::dbn::{log_prob_metrics, test_metrics, train_model, Checkpoint, TrainOutcome};
 use crate::engine::persist::{self, ModelCard};
 use crate::engine::spec::{Limits, TrainingSpec};
 use crate::engine::EngineError;
@@ -131,11 +131,25 @@ pub(super) fn save_trained(
     if let Some(v) = outcome.validation_error {
         tracing::info!("validation error: {:.2}%", 100.0 * v);
     }
-    if test && (outcome.dbn.label_classes() > 0 || outcome.dbn.classifier().is_some()) {
-        let test = ctx.load_mnist(MnistSplit::Test)?;
-        let metrics = test_metrics(&outcome.dbn, &test)?;
+    let needs_test =
+        spec.ais.is_some() || outcome.dbn.label_classes() > 0 || outcome.dbn.classifier().is_some();
+    let test = if test && needs_test {
+        Some(ctx.load_mnist(MnistSplit::Test)?)
+    } else {
+        None
+    };
+    if let Some(test) = &test {
+        let metrics = test_metrics(&outcome.dbn, test)?;
         for (name, value) in &metrics {
             tracing::info!("{name} ({} images): {:.2}%", test.len(), 100.0 * value);
+        }
+        card.metrics.extend(metrics);
+    }
+    if let Some(ais) = &spec.ais {
+        let (used, _) = spec.split(train);
+        let metrics = log_prob_metrics(&outcome.dbn, ais, &used, test.as_ref(), spec.seed)?;
+        for (name, value) in &metrics {
+            tracing::info!("{name}: {value:.2}");
         }
         card.metrics.extend(metrics);
     }

@@ -65,6 +65,12 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
                "items": {"minimum": 1, "maximum": config.max_units}}),
     );
     add("TrainingSpec", "train_examples", json!({"minimum": 1}));
+    add("AisSpec", "runs", positive(10_000));
+    add(
+        "AisSpec",
+        "steps",
+        json!({"minimum": 10, "maximum": 1_000_000}),
+    );
     add(
         "PixelsRequest",
         "pixels",

@@ -35,6 +35,21 @@ pub struct TrainingSpecSchema {
     seed: Option<u64>,
     /// Fine-tuning after pretraining (default none).
     finetune: Option<FinetuneSchema>,
+    /// After training, measure the average log-probability of the binarised training and
+    /// test images under the first RBM, in nats, with its partition function estimated by
+    /// annealed importance sampling (default none). The model card gets `ais_log_z`,
+    /// `train_log_prob`, `test_log_prob` and their ±3 standard-error ranges.
+    ais: Option<AisSpecSchema>,
+}
+
+/// Settings of the log-probability measurement; every field has a default.
+#[derive(ToSchema)]
+#[schema(as = AisSpec)]
+pub struct AisSpecSchema {
+    /// Annealing runs (default 100).
+    runs: Option<usize>,
+    /// Intermediate distributions (default 14,500, the paper's schedule).
+    steps: Option<usize>,
 }
 
 /// How the pretrained stack is fine-tuned, chosen by `method`.
@@ -267,6 +282,10 @@ mod tests {
             momentum_final: Some(0.9),
         });
         spec.finetune = Some(Finetune::Backprop(BackpropConfig::default()));
+        spec.ais = Some(crate::engine::spec::AisSpec {
+            runs: 10,
+            steps: 100,
+        });
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(
             json_fields(json.clone()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::observer::JobObserver;
 use super::{JobEvent, Jobs};
 use crate::engine::data::MnistSplit;
-use crate::engine::dbn::{test_metrics, train_model, Checkpoint, TrainOutcome};
+use crate::engine::dbn::{log_prob_metrics, test_metrics, train_model, Checkpoint, TrainOutcome};
 use crate::engine::persist::{self, ModelCard};
 use crate::engine::EngineError;
 use crate::store::{now_millis, JobFailure, JobRecord, JobStatus, StoreError};
@@ -200,18 +200,24 @@ fn store_model(
         "train_seconds".into(),
         outcome.history.iter().map(|m| m.seconds).sum(),
     );
-    match jobs
+    let test = jobs
         .inner
         .datasets
         .load(&job.spec.dataset, MnistSplit::Test)
-    {
-        Ok(Some(test)) => {
-            let metrics =
-                test_metrics(&outcome.dbn, &test).map_err(|e| fail("evaluation_failed", &e))?;
-            card.metrics.extend(metrics);
+        .map_err(|e| fail("dataset_unavailable", &e))?;
+    if let Some(test) = &test {
+        let metrics =
+            test_metrics(&outcome.dbn, test).map_err(|e| fail("evaluation_failed", &e))?;
+        card.metrics.extend(metrics);
+    }
+    if let Some(ais) = &job.spec.ais {
+        if cancel.load(Ordering::SeqCst) {
+            return Ok(None);
         }
-        Ok(None) => {}
-        Err(e) => return Err(fail("dataset_unavailable", &e)),
+        let (train, _) = job.spec.split(data);
+        let metrics = log_prob_metrics(&outcome.dbn, ais, &train, test.as_ref(), job.spec.seed)
+            .map_err(|e| fail("evaluation_failed", &e))?;
+        card.metrics.extend(metrics);
     }
     let bytes =
         persist::to_bytes(&outcome.dbn, &card).map_err(|e| fail("model_write_failed", &e))?;

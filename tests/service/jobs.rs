@@ -416,3 +416,48 @@ async fn a_cancel_at_any_moment_leaves_job_and_model_in_agreement() {
         "{outcomes:?}"
     );
 }
+
+/// A job that asks for the log-probability measurement records it in the model card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_can_measure_the_log_probability_of_its_data() {
+    let app = spawn_app().await;
+    // A first RBM with labels cannot be measured: refused up front, naming the field.
+    let (status, body) = app
+        .post_json(
+            "/v1/jobs",
+            &json!({"architecture": {"hidden": [32]}, "ais": {"runs": 10}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("ais"),
+        "{body}"
+    );
+
+    let spec = json!({
+        "architecture": {"hidden": [32], "labels_in_top": false},
+        "pretrain": {"epochs": 3},
+        "ais": {"runs": 20, "steps": 300},
+        "seed": 4
+    });
+    let model = app.train(&spec).await;
+    let (_, card) = app.get_json(&format!("/v1/models/{model}")).await;
+    let m = &card["metrics"];
+    let get = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {m}"));
+    let (test, low, high) = (
+        get("test_log_prob"),
+        get("test_log_prob_low"),
+        get("test_log_prob_high"),
+    );
+    // 784 binary pixels: below 0 nats, above the uniform distribution's −784 ln 2.
+    let uniform = -784.0 * std::f64::consts::LN_2;
+    assert!(uniform < test && test < 0.0, "{m}");
+    assert!(low <= test && test <= high, "{m}");
+    assert!(get("ais_log_z_low") <= get("ais_log_z") && get("ais_log_z") <= get("ais_log_z_high"));
+    // Training images are likelier than test images, but not by much after 3 epochs.
+    assert!((get("train_log_prob") - test).abs() < 20.0, "{m}");
+    // The same spec gives the same measurement.
+    let again = app.train(&spec).await;
+    let (_, card2) = app.get_json(&format!("/v1/models/{again}")).await;
+    assert_eq!(card2["metrics"]["test_log_prob"], m["test_log_prob"]);
+}

@@ -13,7 +13,7 @@ pub use checkpoint::{run_fingerprint, Checkpoint, GreedyCheckpoint, CHECKPOINT_F
 pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
 pub use finetune_checkpoint::{FinetuneCheckpoint, FINETUNE_CHECKPOINT_FORMAT};
 pub use greedy::{resume_greedy, train_greedy, TrainOutcome};
-pub use pipeline::{finetune_model, test_metrics, train_model};
+pub use pipeline::{finetune_model, log_prob_metrics, test_metrics, train_model};
 
 use ndarray::{Array2, ArrayView2};
 

@@ -101,8 +101,10 @@ fn another_run() -> EngineError {
 
 /// The fingerprint of a fine-tuning run: the whole spec but its name, and the data.
 fn finetune_fingerprint(spec: &TrainingSpec, train: &Dataset, held_out: usize) -> Result<u64> {
+    // Neither the name nor the measurement after training changes what is learned.
     let unnamed = TrainingSpec {
         name: None,
+        ais: None,
         ..spec.clone()
     };
     let json =
@@ -184,6 +186,29 @@ fn run_finetune(
     outcome.validation_error = outcome.history.last().and_then(|m| m.validation_error);
     outcome.seconds += started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// The spec's log-probability measurement (`spec.ais`) of the first RBM, on the training
+/// images and, when given, the test images, binarised by sampling with `seed`.
+pub fn log_prob_metrics(
+    dbn: &Dbn,
+    ais: &crate::engine::spec::AisSpec,
+    train: &Dataset,
+    test: Option<&Dataset>,
+    seed: u64,
+) -> Result<BTreeMap<String, f64>> {
+    use crate::engine::rbm::{log_prob_report, sample_binary};
+    let mut rng = crate::engine::rng_from_seed(seed);
+    let train = sample_binary(train.images.view(), &mut rng);
+    let test = test.map(|t| sample_binary(t.images.view(), &mut rng));
+    let report = log_prob_report(
+        &dbn.layers()[0],
+        train.view(),
+        test.as_ref().map(|t| t.view()),
+        &ais.config(),
+        &mut rng,
+    )?;
+    Ok(report.metrics().into_iter().collect())
 }
 
 /// Test errors of `dbn` on `test`: `test_error_free_energy` (when it has labels),

@@ -213,6 +213,76 @@ pub fn estimate_log_z<R: Rng + ?Sized>(
     })
 }
 
+/// Binary images with each pixel on with its intensity as probability, drawn once (as the
+/// binarised MNIST of the literature). images: [n, pixels], values in [0, 1].
+pub fn sample_binary<R: Rng + ?Sized>(images: ArrayView2<f32>, rng: &mut R) -> Array2<f32> {
+    let mut out = Array2::zeros(images.dim());
+    let images = images.as_standard_layout();
+    math::sample_bernoulli(rng, images.view(), out.view_mut());
+    out
+}
+
+/// ln Z of an RBM and the average log-probability of its training and test data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogProbReport {
+    pub estimate: AisEstimate,
+    pub train: f64,
+    pub test: Option<f64>,
+}
+
+impl LogProbReport {
+    /// As named metrics for a model card. The log-probabilities' ranges follow from ln Z's
+    /// (a larger ln Z lowers them); an unbounded end is left out.
+    pub fn metrics(&self) -> Vec<(String, f64)> {
+        let e = &self.estimate;
+        let mut out = vec![
+            ("ais_log_z".to_string(), e.log_z),
+            ("ais_log_z_high".to_string(), e.log_z_high),
+            ("train_log_prob".to_string(), self.train),
+        ];
+        if e.log_z_low.is_finite() {
+            out.push(("ais_log_z_low".to_string(), e.log_z_low));
+        }
+        if let Some(t) = self.test {
+            out.push(("test_log_prob".to_string(), t));
+            out.push((
+                "test_log_prob_low".to_string(),
+                t - (e.log_z_high - e.log_z),
+            ));
+            if e.log_z_low.is_finite() {
+                out.push((
+                    "test_log_prob_high".to_string(),
+                    t - (e.log_z_low - e.log_z),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Estimates ln Z of `rbm` from the base rates of `train` and measures the average
+/// log-probability of `train` and `test` (binary rows).
+pub fn log_prob_report<R: Rng + ?Sized>(
+    rbm: &Rbm,
+    train: ArrayView2<f32>,
+    test: Option<ArrayView2<f32>>,
+    config: &AisConfig,
+    rng: &mut R,
+) -> Result<LogProbReport> {
+    rbm.check_visible(&train)?;
+    let base = base_rate_biases(train);
+    let estimate = estimate_log_z(rbm, base.view(), config, rng)?;
+    let train_lp = mean_log_prob(rbm, train, estimate.log_z)?;
+    let test = test
+        .map(|t| mean_log_prob(rbm, t, estimate.log_z))
+        .transpose()?;
+    Ok(LogProbReport {
+        estimate,
+        train: train_lp,
+        test,
+    })
+}
+
 /// Mean ln p(v) over the rows of `data` (binary vectors), in nats, given ln Z.
 pub fn mean_log_prob(rbm: &Rbm, data: ArrayView2<f32>, log_z: f64) -> Result<f64> {
     rbm.check_visible(&data)?;

@@ -9,7 +9,10 @@ mod model;
 mod state;
 mod train;
 
-pub use ais::{base_rate_biases, estimate_log_z, mean_log_prob, AisConfig, AisEstimate};
+pub use ais::{
+    base_rate_biases, estimate_log_z, log_prob_report, mean_log_prob, sample_binary, AisConfig,
+    AisEstimate, LogProbReport,
+};
 pub use config::{RbmTrainConfig, VisibleBiasInit, MAX_BATCH, MAX_CD_K, MAX_EPOCHS};
 pub use gibbs::{Clamp, GibbsState};
 pub use model::Rbm;
