@@ -159,3 +159,140 @@ fn label_units_and_bad_schedules_are_refused() {
     )
     .is_err());
 }
+
+mod dbn_bound {
+    use dbn_serve::engine::dbn::Dbn;
+    use dbn_serve::engine::rbm::Rbm;
+    use dbn_serve::engine::rng_from_seed;
+    use ndarray::{Array1, Array2};
+
+    const V: usize = 6;
+    const H1: usize = 4;
+    const H2: usize = 3;
+
+    fn states(n: usize) -> Array2<f32> {
+        Array2::from_shape_fn((1 << n, n), |(s, i)| ((s >> i) & 1) as f32)
+    }
+
+    fn logsumexp(t: impl Iterator<Item = f64>) -> f64 {
+        let t: Vec<f64> = t.collect();
+        let m = t.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        m + t.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    }
+
+    fn sigmoid(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    /// ln p(x | h) of RBM `r`'s visible layer given its hidden state, in f64.
+    fn ln_visible_given(r: &Rbm, x: &[f32], h: &[f32]) -> f64 {
+        (0..r.n_visible())
+            .map(|i| {
+                let a = r.visible_bias[i] as f64
+                    + (0..h.len())
+                        .map(|j| r.weights[[i, j]] as f64 * h[j] as f64)
+                        .sum::<f64>();
+                let p = sigmoid(a);
+                if x[i] > 0.5 {
+                    p.ln()
+                } else {
+                    (1.0 - p).ln()
+                }
+            })
+            .sum()
+    }
+
+    fn tiny_dbn(seed: u64) -> Dbn {
+        let mut rng = rng_from_seed(seed);
+        let mut a = Rbm::new(V, H1, 0, 1.0, &mut rng).unwrap();
+        a.visible_bias = Array1::from_shape_fn(V, |i| 0.4 * i as f32 - 1.0);
+        a.hidden_bias = Array1::from_shape_fn(H1, |j| 0.3 - 0.2 * j as f32);
+        let mut b = Rbm::new(H1, H2, 0, 1.0, &mut rng).unwrap();
+        b.visible_bias = Array1::from_shape_fn(H1, |i| 0.2 * i as f32 - 0.3);
+        Dbn::new(vec![a, b]).unwrap()
+    }
+
+    /// The bound is below the exact ln p(v), and the engine's sampled estimate of it matches
+    /// the bound computed by enumerating h1.
+    #[test]
+    fn the_dbn_bound_is_exact_by_enumeration_and_below_the_true_log_probability() {
+        let dbn = tiny_dbn(3);
+        let (low, top) = (&dbn.layers()[0], &dbn.layers()[1]);
+        let h1s = states(H1);
+        let f_top = top.free_energy(h1s.view());
+        let log_z = logsumexp(f_top.iter().map(|&f| -(f as f64)));
+        let data = states(V);
+        let q_all = low.hidden_probs(data.view());
+        let mut exact_total = 0.0;
+        let mut bound_total = 0.0;
+        for (r, v) in data.rows().into_iter().enumerate() {
+            let v = v.as_slice().unwrap();
+            let joint: Vec<f64> = (0..h1s.nrows())
+                .map(|s| {
+                    -(f_top[s] as f64) - log_z
+                        + ln_visible_given(low, v, h1s.row(s).as_slice().unwrap())
+                })
+                .collect();
+            let exact = logsumexp(joint.iter().copied());
+            let mut bound = 0.0;
+            for s in 0..h1s.nrows() {
+                let q: f64 = (0..H1)
+                    .map(|j| {
+                        let p = q_all[[r, j]] as f64;
+                        if h1s[[s, j]] > 0.5 {
+                            p
+                        } else {
+                            1.0 - p
+                        }
+                    })
+                    .product();
+                if q > 0.0 {
+                    bound += q * (joint[s] - q.ln());
+                }
+            }
+            assert!(
+                bound <= exact + 1e-9,
+                "state {r}: bound {bound} above {exact}"
+            );
+            exact_total += exact;
+            bound_total += bound;
+        }
+        let n = data.nrows() as f64;
+        // The exact probabilities sum to one.
+        let sum: f64 = data
+            .rows()
+            .into_iter()
+            .map(|v| {
+                let v = v.as_slice().unwrap();
+                (0..h1s.nrows())
+                    .map(|s| {
+                        (-(f_top[s] as f64) - log_z
+                            + ln_visible_given(low, v, h1s.row(s).as_slice().unwrap()))
+                        .exp()
+                    })
+                    .sum::<f64>()
+            })
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-6, "{sum}");
+        let sampled = dbn
+            .log_prob_lower_bound(data.view(), log_z, 4000, &mut rng_from_seed(9))
+            .unwrap();
+        assert!(
+            (sampled - bound_total / n).abs() < 0.02,
+            "sampled {sampled} against enumerated {}",
+            bound_total / n
+        );
+        assert!(bound_total / n < exact_total / n);
+    }
+
+    #[test]
+    fn a_top_rbm_with_labels_has_no_bound() {
+        let mut rng = rng_from_seed(1);
+        let a = Rbm::new(V, H1, 0, 0.1, &mut rng).unwrap();
+        let b = Rbm::new(H1 + 2, H2, 2, 0.1, &mut rng).unwrap();
+        let dbn = Dbn::new(vec![a, b]).unwrap();
+        assert!(dbn
+            .log_prob_lower_bound(states(V).view(), 0.0, 1, &mut rng)
+            .is_err());
+    }
+}

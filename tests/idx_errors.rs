@@ -171,3 +171,34 @@ fn missing_mnist_files_are_an_error() {
     let e = Dataset::load_mnist(dir.path(), dbn_serve::engine::data::MnistSplit::Test).unwrap_err();
     assert!(matches!(e, DataError::Io { .. }), "{e}");
 }
+
+#[test]
+fn a_prefix_load_keeps_the_first_examples_and_still_checks_counts() {
+    use dbn_serve::engine::data::MnistSplit;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |images: &IdxArray, labels: &IdxArray| {
+        std::fs::write(
+            dir.path().join("train-images-idx3-ubyte"),
+            encode_idx(images),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("train-labels-idx1-ubyte"),
+            encode_idx(labels),
+        )
+        .unwrap();
+    };
+    write(&images(5, 28, 28), &labels(&[3, 1, 4, 1, 5]));
+    let all = Dataset::load_mnist(dir.path(), MnistSplit::Train).unwrap();
+    let first = Dataset::load_mnist_first(dir.path(), MnistSplit::Train, Some(2)).unwrap();
+    assert_eq!(first.labels, [3, 1]);
+    assert_eq!(first.images, all.images.slice(ndarray::s![..2, ..]));
+    let more = Dataset::load_mnist_first(dir.path(), MnistSplit::Train, Some(99)).unwrap();
+    assert_eq!((more.labels, more.images), (all.labels, all.images));
+    // Files that disagree on their count are refused even when the prefix would fit both.
+    write(&images(5, 28, 28), &labels(&[3, 1, 4, 1]));
+    assert!(matches!(
+        Dataset::load_mnist_first(dir.path(), MnistSplit::Train, Some(2)),
+        Err(DataError::CountMismatch { .. })
+    ));
+}

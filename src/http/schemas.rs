@@ -38,7 +38,9 @@ pub struct TrainingSpecSchema {
     /// After training, measure the average log-probability of the binarised training and
     /// test images under the first RBM, in nats, with its partition function estimated by
     /// annealed importance sampling (default none). The model card gets `ais_log_z`,
-    /// `train_log_prob`, `test_log_prob` and their ±3 standard-error ranges.
+    /// `train_log_prob`, `test_log_prob` and their ±3 standard-error ranges; a net of two or
+    /// more layers without labels on top also gets `test_log_prob_dbn_bound`, the variational
+    /// lower bound of the whole DBN, and `dbn_top_log_z`.
     ais: Option<AisSpecSchema>,
 }
 

@@ -102,8 +102,14 @@ impl Datasets {
         self.names().iter().filter_map(|n| self.info(n)).collect()
     }
 
-    /// Loads one split; the test split of a dataset without one is `Ok(None)`.
-    pub fn load(&self, name: &str, split: MnistSplit) -> Result<Option<Dataset>, DataError> {
+    /// Loads one split, or its first `limit` examples; the test split of a dataset without
+    /// one is `Ok(None)`.
+    pub fn load(
+        &self,
+        name: &str,
+        split: MnistSplit,
+        limit: Option<usize>,
+    ) -> Result<Option<Dataset>, DataError> {
         let dir = self.dir(name).ok_or_else(|| DataError::Io {
             path: name.to_string(),
             message: "no such dataset".into(),
@@ -111,7 +117,7 @@ impl Datasets {
         if split == MnistSplit::Test && count(&dir, TEST_LABELS).is_none() {
             return Ok(None);
         }
-        Dataset::load_mnist(&dir, split).map(Some)
+        Dataset::load_mnist_first(&dir, split, limit).map(Some)
     }
 
     /// Checks an upload (IDX headers, 28×28 images, counts, labels 0–9) and stores it as

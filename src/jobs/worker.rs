@@ -115,7 +115,8 @@ fn failure(code: &str, message: impl Into<String>) -> Ending {
 fn train(jobs: &Jobs, job: &JobRecord, cancel: Arc<AtomicBool>) -> Ending {
     let spec = &job.spec;
     let datasets = &jobs.inner.datasets;
-    let data = match datasets.load(&spec.dataset, MnistSplit::Train) {
+    // Only the examples the spec uses are loaded (the split takes a prefix).
+    let data = match datasets.load(&spec.dataset, MnistSplit::Train, spec.train_examples) {
         Ok(Some(d)) => d,
         Ok(None) => return failure("dataset_unavailable", "the dataset has no training split"),
         Err(e) => return failure("dataset_unavailable", e.to_string()),
@@ -203,7 +204,7 @@ fn store_model(
     let test = jobs
         .inner
         .datasets
-        .load(&job.spec.dataset, MnistSplit::Test)
+        .load(&job.spec.dataset, MnistSplit::Test, None)
         .map_err(|e| fail("dataset_unavailable", &e))?;
     if let Some(test) = &test {
         let metrics =

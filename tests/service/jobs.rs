@@ -460,4 +460,24 @@ async fn a_job_can_measure_the_log_probability_of_its_data() {
     let again = app.train(&spec).await;
     let (_, card2) = app.get_json(&format!("/v1/models/{again}")).await;
     assert_eq!(card2["metrics"]["test_log_prob"], m["test_log_prob"]);
+
+    // Two layers without labels on top: the whole DBN's variational bound too.
+    let deep = json!({
+        "architecture": {"hidden": [32, 16], "labels_in_top": false},
+        "pretrain": {"epochs": 2},
+        "ais": {"runs": 20, "steps": 300},
+        "seed": 4
+    });
+    let model = app.train(&deep).await;
+    let (_, card) = app.get_json(&format!("/v1/models/{model}")).await;
+    let bound = card["metrics"]["test_log_prob_dbn_bound"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{card}"));
+    assert!(uniform < bound && bound < 0.0, "{card}");
+    assert!(
+        card["metrics"]["dbn_top_log_z"].as_f64().is_some(),
+        "{card}"
+    );
+    // A one-layer net has none.
+    assert!(m.get("test_log_prob_dbn_bound").is_none(), "{m}");
 }

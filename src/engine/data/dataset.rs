@@ -116,6 +116,16 @@ impl Dataset {
     /// Loads one split of MNIST from `dir`, accepting the standard file names with or
     /// without `.gz` (the content decides whether it is gzipped). Images must be 28×28.
     pub fn load_mnist(dir: &Path, split: MnistSplit) -> Result<Self, DataError> {
+        Self::load_mnist_first(dir, split, None)
+    }
+
+    /// Like [`Dataset::load_mnist`], keeping only the first `limit` examples (all when
+    /// `None`): a run on a prefix does not hold the rest as floats.
+    pub fn load_mnist_first(
+        dir: &Path,
+        split: MnistSplit,
+        limit: Option<usize>,
+    ) -> Result<Self, DataError> {
         let read = |kind: &str| -> Result<IdxArray, DataError> {
             let base = format!("{}-{kind}", split.prefix());
             let candidates = [dir.join(format!("{base}.gz")), dir.join(&base)];
@@ -132,8 +142,15 @@ impl Dataset {
             })?;
             parse_idx(&path.display().to_string(), &bytes, DEFAULT_MAX_BYTES)
         };
-        let images = read("images-idx3-ubyte")?;
-        let labels = read("labels-idx1-ubyte")?;
+        let mut images = read("images-idx3-ubyte")?;
+        let mut labels = read("labels-idx1-ubyte")?;
+        // Only files that agree on their count are cut, so a mismatch is still reported.
+        if let Some(n) = limit {
+            if images.dims.first() == labels.dims.first() {
+                images.truncate_rows(n);
+                labels.truncate_rows(n);
+            }
+        }
         Dataset::from_idx(&images, &labels, Some((28, 28)), 10)
     }
 

@@ -22,6 +22,19 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
+impl IdxArray {
+    /// Keeps the first `n` entries along the first dimension (all of them when there are no
+    /// more than `n`).
+    pub fn truncate_rows(&mut self, n: usize) {
+        if self.dims.is_empty() || n >= self.dims[0] {
+            return;
+        }
+        let per_row: usize = self.dims[1..].iter().product();
+        self.data.truncate(n * per_row);
+        self.dims[0] = n;
+    }
+}
+
 /// Parses IDX bytes (raw or gzipped) into an array, checking that the data length matches
 /// the header exactly. `name` labels errors; `max_bytes` bounds the decompressed size.
 pub fn parse_idx(name: &str, bytes: &[u8], max_bytes: u64) -> Result<IdxArray, DataError> {

@@ -7,6 +7,7 @@ mod classify;
 mod finetune_checkpoint;
 mod generate;
 mod greedy;
+mod lower_bound;
 mod pipeline;
 
 pub use checkpoint::{run_fingerprint, Checkpoint, GreedyCheckpoint, CHECKPOINT_FORMAT};

@@ -208,7 +208,17 @@ pub fn log_prob_metrics(
         &ais.config(),
         &mut rng,
     )?;
-    Ok(report.metrics().into_iter().collect())
+    let mut metrics: BTreeMap<String, f64> = report.metrics().into_iter().collect();
+    // A deeper net without labels on top also gets the variational bound of the whole DBN.
+    if let Some(test) = &test {
+        let bound =
+            dbn.log_prob_bound_with_ais(train.view(), test.view(), &ais.config(), 10, &mut rng)?;
+        if let Some((top, bound)) = bound {
+            metrics.insert("dbn_top_log_z".into(), top.log_z);
+            metrics.insert("test_log_prob_dbn_bound".into(), bound);
+        }
+    }
+    Ok(metrics)
 }
 
 /// Test errors of `dbn` on `test`: `test_error_free_energy` (when it has labels),

@@ -108,6 +108,15 @@ dispatch!(
     pub fn softplus_sum_shifted(base: &[f32], shift: &[f32]) -> f32 => softplus_sum_body
 );
 
+/// ln(1 + eˣ) in f64, without overflow.
+pub fn softplus64(x: f64) -> f64 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,7 +142,10 @@ pub fn estimate_log_z<R: Rng + ?Sized>(
     }
     let m = config.runs;
     let log_z_base = nh as f64 * std::f64::consts::LN_2
-        + base_bias.iter().map(|&b| softplus64(b as f64)).sum::<f64>();
+        + base_bias
+            .iter()
+            .map(|&b| math::softplus64(b as f64))
+            .sum::<f64>();
 
     // v_0 from the base-rate model.
     let mut v = Array2::<f32>::zeros((m, nv));
@@ -302,14 +305,6 @@ fn row_dots(v: ArrayView2<f32>, b: ArrayView1<f32>) -> Vec<f64> {
     v.axis_iter(Axis(0))
         .map(|row| row.iter().zip(b).map(|(&x, &y)| (x * y) as f64).sum())
         .collect()
-}
-
-fn softplus64(x: f64) -> f64 {
-    if x > 0.0 {
-        x + (-x).exp().ln_1p()
-    } else {
-        x.exp().ln_1p()
-    }
 }
 
 fn sigmoid64(x: f64) -> f64 {
