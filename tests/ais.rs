@@ -285,6 +285,31 @@ mod dbn_bound {
         assert!(bound_total / n < exact_total / n);
     }
 
+    /// With the first RBM turned upside down as the top RBM, the top's marginal over h1 is the
+    /// first RBM's own, so q(h1 | v) is the exact posterior and the bound is ln p(v) of the
+    /// first RBM exactly (Hinton, Osindero & Teh 2006).
+    #[test]
+    fn with_the_first_rbm_flipped_on_top_the_bound_is_the_rbms_log_probability() {
+        let mut rng = rng_from_seed(11);
+        let mut low = Rbm::new(V, H1, 0, 1.0, &mut rng).unwrap();
+        low.visible_bias = Array1::from_shape_fn(V, |i| 0.3 * i as f32 - 0.8);
+        low.hidden_bias = Array1::from_shape_fn(H1, |j| 0.5 - 0.3 * j as f32);
+        let mut top = Rbm::new(H1, V, 0, 0.1, &mut rng).unwrap();
+        top.weights = low.weights.t().to_owned();
+        top.visible_bias = low.hidden_bias.clone();
+        top.hidden_bias = low.visible_bias.clone();
+        let data = states(V);
+        let f_low = low.free_energy(data.view());
+        let log_z = logsumexp(f_low.iter().map(|&f| -(f as f64)));
+        let exact = f_low.iter().map(|&f| -(f as f64) - log_z).sum::<f64>() / data.nrows() as f64;
+        let dbn = Dbn::new(vec![low, top]).unwrap();
+        // The flipped RBM has the same partition function.
+        let bound = dbn
+            .log_prob_lower_bound(data.view(), log_z, 2000, &mut rng_from_seed(12))
+            .unwrap();
+        assert!((bound - exact).abs() < 0.01, "bound {bound} against ln p(v) {exact}");
+    }
+
     #[test]
     fn a_top_rbm_with_labels_has_no_bound() {
         let mut rng = rng_from_seed(1);
