@@ -307,7 +307,10 @@ mod dbn_bound {
         let bound = dbn
             .log_prob_lower_bound(data.view(), log_z, 2000, &mut rng_from_seed(12))
             .unwrap();
-        assert!((bound - exact).abs() < 0.01, "bound {bound} against ln p(v) {exact}");
+        assert!(
+            (bound - exact).abs() < 0.01,
+            "bound {bound} against ln p(v) {exact}"
+        );
     }
 
     #[test]
