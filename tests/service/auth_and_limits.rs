@@ -371,8 +371,7 @@ async fn the_api_key_never_reaches_the_logs() {
         statuses.push(r.status().as_u16());
     }
     assert_eq!(statuses, [202, 200, 401, 401, 401, 401, 401, 401]);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    crate::crash::kill(&mut server);
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         logs.contains("status=401"),

@@ -40,6 +40,27 @@ pub fn start_with(
     (child, base)
 }
 
+/// Submits a job and returns its id.
+async fn submit(client: &reqwest::Client, base: &str, spec: &Value) -> String {
+    let r = client
+        .post(format!("{base}/v1/jobs"))
+        .json(spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// SIGKILL, and reap the process.
+pub fn kill(server: &mut Child) {
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
 async fn job(client: &reqwest::Client, base: &str, id: &str) -> Value {
     client
         .get(format!("{base}/v1/jobs/{id}"))
@@ -75,33 +96,16 @@ async fn a_job_survives_kill_9_of_the_server() {
     let (mut server, base) = start(dir.path());
     let spec =
         json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 12}, "seed": 11});
-    let r = client
-        .post(format!("{base}/v1/jobs"))
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = submit(&client, &base, &spec).await;
     wait(&client, &base, &id, |j| {
         j["history"].as_array().is_some_and(|h| h.len() >= 3)
     })
     .await;
 
-    server.kill().unwrap();
-    server.wait().unwrap();
+    kill(&mut server);
     let (mut server, base) = start(dir.path());
 
-    let done = wait(&client, &base, &id, |j| {
-        matches!(
-            j["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-    })
-    .await;
+    let done = wait(&client, &base, &id, crate::app::is_terminal).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2);
     assert_eq!(done["history"].as_array().unwrap().len(), 24);
@@ -119,8 +123,7 @@ async fn a_job_survives_kill_9_of_the_server() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    kill(&mut server);
 }
 
 /// The first temporary file (an interrupted `write_atomic`) in `dir`, if any.
@@ -168,19 +171,14 @@ async fn kill_during_a_write(dir: &std::path::Path, sub: &str, job_id: &str) -> 
     let mut polls = 0u64;
     loop {
         if let Some(tmp) = temporary_in(&watched) {
-            server.kill().unwrap();
-            server.wait().unwrap();
+            kill(&mut server);
             break Some(tmp.exists());
         }
         polls += 1;
         if polls.is_multiple_of(2000) {
             let j = job(&client, &base, job_id).await;
-            if matches!(
-                j["status"].as_str(),
-                Some("succeeded" | "failed" | "cancelled")
-            ) {
-                server.kill().unwrap();
-                server.wait().unwrap();
+            if crate::app::is_terminal(&j) {
+                kill(&mut server);
                 break None;
             }
         }
@@ -197,19 +195,8 @@ async fn kill_9_during_checkpoint_and_model_writes_never_lists_a_half_model() {
     let spec =
         json!({"architecture": {"hidden": [2000, 2000]}, "pretrain": {"epochs": 2}, "seed": 5});
     let (mut server, base) = start(dir.path());
-    let r = client
-        .post(format!("{base}/v1/jobs"))
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    server.kill().unwrap();
-    server.wait().unwrap();
+    let id = submit(&client, &base, &spec).await;
+    kill(&mut server);
 
     // Killed while writing checkpoints, then while writing the model: after each kill the
     // next start lists only whole models and no temporary file is left.
@@ -227,24 +214,16 @@ async fn kill_9_during_checkpoint_and_model_writes_never_lists_a_half_model() {
             assert_eq!(temporary_in(&dir.path().join(d)), None, "{d} not swept");
         }
         listed_models_are_whole(&client, &base).await;
-        server.kill().unwrap();
-        server.wait().unwrap();
+        kill(&mut server);
     }
     assert!(cut[0] > 0, "no checkpoint write was cut short");
     assert!(cut[1] > 0, "no model write was cut short");
 
     // The job still finishes, with one whole model under its id.
     let (mut server, base) = start(dir.path());
-    let done = wait(&client, &base, &id, |j| {
-        matches!(
-            j["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-    })
-    .await;
+    let done = wait(&client, &base, &id, crate::app::is_terminal).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let ids = listed_models_are_whole(&client, &base).await;
     assert_eq!(ids, [done["model_id"].as_str().unwrap()]);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    kill(&mut server);
 }
