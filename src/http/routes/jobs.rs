@@ -51,7 +51,7 @@ pub fn streaming_router() -> Router<AppState> {
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid spec; the message names the field", body = ErrorBody),
         (status = 429, description = "The queue is full", body = ErrorBody),
-        (status = 503, description = "Shutting down", body = ErrorBody),
+        (status = 503, description = "Shutting down (`shutting_down`), or the job database is locked by another process (`store_busy`)", body = ErrorBody),
     ))]
 async fn submit(
     State(state): State<AppState>,
@@ -138,6 +138,7 @@ async fn show(
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The job already succeeded or failed", body = ErrorBody),
+        (status = 503, description = "The job database is locked by another process (`store_busy`)", body = ErrorBody),
     ))]
 async fn cancel(
     State(state): State<AppState>,
