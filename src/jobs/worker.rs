@@ -211,10 +211,13 @@ fn store_model(
             test_metrics(&outcome.dbn, test).map_err(|e| fail("evaluation_failed", &e))?;
         card.metrics.extend(metrics);
     }
-    if let Some(ais) = &job.spec.ais {
-        if cancel.load(Ordering::SeqCst) {
-            return Ok(None);
-        }
+    // The slow measurement is skipped once a cancel has come; the check below decides.
+    if let Some(ais) = job
+        .spec
+        .ais
+        .as_ref()
+        .filter(|_| !cancel.load(Ordering::SeqCst))
+    {
         let (train, _) = job.spec.split(data);
         let metrics = log_prob_metrics(&outcome.dbn, ais, &train, test.as_ref(), job.spec.seed)
             .map_err(|e| fail("evaluation_failed", &e))?;
