@@ -2,7 +2,7 @@
 //! sampling. The computation runs on the blocking pool under the inference limit.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::header;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use ndarray::{Array2, Axis};
 use crate::engine::dbn::argmax_rows;
 use crate::http::dto::{ClassifyQuery, ClassifyResponse, Method, PixelsRequest, Prediction};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{body_rejection, ApiJson, ApiQuery};
+use crate::http::extract::{body_rejection, ApiJson, ApiQuery, BufferedMultipart};
 use crate::http::state::AppState;
 use crate::imaging::{decode, to_mnist, MNIST_SIDE};
 use crate::store::ModelEntry;
@@ -69,9 +69,7 @@ async fn classify(
         q.seed = body.seed.or(q.seed);
         Inputs::Pixels(body.pixels)
     } else if content_type.starts_with("multipart/form-data") {
-        let mut form = Multipart::from_request(req, &state)
-            .await
-            .map_err(|r| body_rejection(r.status(), r.body_text()))?;
+        let BufferedMultipart(mut form) = BufferedMultipart::from_request(req, &state).await?;
         let mut images = Vec::new();
         while let Some(field) = form
             .next_field()

@@ -1,6 +1,6 @@
 //! Training data: the configured MNIST directory and uploaded IDX datasets.
 
-use axum::extract::{Multipart, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{body_rejection, ApiQuery};
+use crate::http::extract::{body_rejection, ApiQuery, BufferedMultipart};
 use crate::http::schemas::DatasetInfoSchema;
 use crate::http::state::AppState;
 use crate::jobs::{DatasetInfo, Upload};
@@ -67,9 +67,8 @@ pub struct DatasetUpload {
 async fn upload(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<UploadQuery>,
-    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    BufferedMultipart(mut form): BufferedMultipart,
 ) -> Result<Response, ApiError> {
-    let mut form = form.map_err(|r| body_rejection(r.status(), r.body_text()))?;
     let mut upload = Upload::default();
     while let Some(field) = form
         .next_field()
