@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::config::ServeConfig;
-use crate::engine::finetune::MAX_FINETUNE_EPOCHS;
+use crate::engine::finetune::{MAX_FINETUNE_BATCH, MAX_FINETUNE_EPOCHS};
 use crate::engine::rbm::{MAX_BATCH, MAX_CD_K, MAX_EPOCHS};
 
 use super::routes::{generation::MAX_CHAIN_FRAMES, jobs::MAX_PAGE};
@@ -41,7 +41,7 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
         json!({"minimum": 0, "maximum": config.max_layers.saturating_sub(1)}),
     );
     add("BackpropConfig", "epochs", positive(MAX_FINETUNE_EPOCHS));
-    add("BackpropConfig", "batch_size", positive(100_000));
+    add("BackpropConfig", "batch_size", positive(MAX_FINETUNE_BATCH));
     add("BackpropConfig", "learning_rate", closed(100.0));
     add("BackpropConfig", "learning_rate_decay", closed(1.0));
     add("BackpropConfig", "momentum_initial", closed(0.999));
@@ -51,7 +51,7 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
     add("BackpropConfig", "input_keep", keep.clone());
     add("BackpropConfig", "hidden_keep", keep);
     add("UpDownConfig", "epochs", positive(MAX_FINETUNE_EPOCHS));
-    add("UpDownConfig", "batch_size", positive(100_000));
+    add("UpDownConfig", "batch_size", positive(MAX_FINETUNE_BATCH));
     add("UpDownConfig", "learning_rate", step(10.0));
     add(
         "UpDownConfig",

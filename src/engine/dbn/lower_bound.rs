@@ -59,16 +59,25 @@ impl Dbn {
         let below = self.layers().len() - 1;
         let mut total = 0.0f64;
         for chunk in data.axis_chunks_iter(Axis(0), 1000) {
+            let chunk = chunk.to_owned();
+            // q(h_1 | v) and its entropy are the same for every sample of this chunk.
+            let first = self.posterior(0, chunk.view());
             for _ in 0..samples {
-                let mut x = chunk.to_owned();
+                let mut x = chunk.clone();
                 let mut sum = vec![0.0f64; chunk.nrows()];
                 for l in 0..below {
-                    let q = self.layers()[l].hidden_probs(x.view());
+                    let higher;
+                    let (q, entropies) = if l == 0 {
+                        (&first.0, &first.1)
+                    } else {
+                        higher = self.posterior(l, x.view());
+                        (&higher.0, &higher.1)
+                    };
                     let mut h = Array2::zeros(q.dim());
                     math::sample_bernoulli(rng, q.view(), h.view_mut());
                     let ll = self.log_likelihood_below(l, &h, &x);
-                    for ((s, q_row), ll) in sum.iter_mut().zip(q.rows()).zip(ll) {
-                        *s += ll + entropy(q_row.iter().copied());
+                    for ((s, ll), e) in sum.iter_mut().zip(ll).zip(entropies) {
+                        *s += ll + e;
                     }
                     x = h;
                 }
@@ -80,6 +89,17 @@ impl Dbn {
             }
         }
         Ok(total / (data.nrows() * samples) as f64)
+    }
+
+    /// q(h_l | x) of layer `l`'s recognition pass and its entropy, one value per row.
+    fn posterior(&self, l: usize, x: ArrayView2<f32>) -> (Array2<f32>, Vec<f64>) {
+        let q = self.layers()[l].hidden_probs(x);
+        let entropies = q
+            .rows()
+            .into_iter()
+            .map(|row| entropy(row.iter().copied()))
+            .collect();
+        (q, entropies)
     }
 
     /// ln p(x | h) of layer `l`'s generative (top-down) distribution, one value per row:

@@ -8,6 +8,8 @@ use crate::engine::error::{EngineError, Result};
 
 /// The most epochs a fine-tuning run may ask for.
 pub const MAX_FINETUNE_EPOCHS: usize = 10_000;
+/// Largest mini-batch of either fine-tuning method.
+pub const MAX_FINETUNE_BATCH: usize = 100_000;
 
 /// How to fine-tune the unrolled network. Every field has a default; unknown fields are
 /// rejected.
@@ -75,10 +77,13 @@ impl BackpropConfig {
         if self.top_only_epochs > self.epochs {
             return bad("top_only_epochs", "must not exceed epochs".into());
         }
-        if self.batch_size == 0 || self.batch_size > 100_000 {
+        if self.batch_size == 0 || self.batch_size > MAX_FINETUNE_BATCH {
             return bad(
                 "batch_size",
-                format!("must be in 1..=100000, got {}", self.batch_size),
+                format!(
+                    "must be in 1..={MAX_FINETUNE_BATCH}, got {}",
+                    self.batch_size
+                ),
             );
         }
         let finite_in = |v: f32, lo: f32, hi: f32| v.is_finite() && v >= lo && v <= hi;

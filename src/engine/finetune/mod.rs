@@ -9,7 +9,7 @@ mod run;
 mod updown;
 
 pub use backprop::{evaluate, train_backprop};
-pub use config::{BackpropConfig, MAX_FINETUNE_EPOCHS};
+pub use config::{BackpropConfig, MAX_FINETUNE_BATCH, MAX_FINETUNE_EPOCHS};
 pub use net::{Classifier, Dense};
 pub use run::{FinetuneRun, FinetuneState};
 pub use updown::{train_up_down, UpDownConfig};

@@ -56,8 +56,11 @@ impl UpDownConfig {
                 format!("must be in 1..={}", super::MAX_FINETUNE_EPOCHS),
             );
         }
-        if self.batch_size == 0 || self.batch_size > 100_000 {
-            return bad("batch_size", "must be in 1..=100000".into());
+        if self.batch_size == 0 || self.batch_size > super::MAX_FINETUNE_BATCH {
+            return bad(
+                "batch_size",
+                format!("must be in 1..={}", super::MAX_FINETUNE_BATCH),
+            );
         }
         if !(self.learning_rate.is_finite()
             && self.learning_rate > 0.0

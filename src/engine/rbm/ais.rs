@@ -234,8 +234,17 @@ pub struct LogProbReport {
 }
 
 impl LogProbReport {
-    /// As named metrics for a model card. The log-probabilities' ranges follow from ln Z's
-    /// (a larger ln Z lowers them); an unbounded end is left out.
+    /// The ±3 s.e. range of a log-probability measured with this ln Z. A larger ln Z lowers
+    /// it, so the ends swap; the upper end is +∞ when ln Z's lower end is unbounded.
+    pub fn range(&self, log_prob: f64) -> (f64, f64) {
+        let e = &self.estimate;
+        (
+            log_prob - (e.log_z_high - e.log_z),
+            log_prob - (e.log_z_low - e.log_z),
+        )
+    }
+
+    /// As named metrics for a model card; an unbounded end of a range is left out.
     pub fn metrics(&self) -> Vec<(String, f64)> {
         let e = &self.estimate;
         let mut out = vec![
@@ -247,16 +256,11 @@ impl LogProbReport {
             out.push(("ais_log_z_low".to_string(), e.log_z_low));
         }
         if let Some(t) = self.test {
+            let (low, high) = self.range(t);
             out.push(("test_log_prob".to_string(), t));
-            out.push((
-                "test_log_prob_low".to_string(),
-                t - (e.log_z_high - e.log_z),
-            ));
-            if e.log_z_low.is_finite() {
-                out.push((
-                    "test_log_prob_high".to_string(),
-                    t - (e.log_z_low - e.log_z),
-                ));
+            out.push(("test_log_prob_low".to_string(), low));
+            if high.is_finite() {
+                out.push(("test_log_prob_high".to_string(), high));
             }
         }
         out
