@@ -26,6 +26,7 @@ fn spec() -> TrainingSpec {
         architecture: Architecture {
             hidden: vec![40, 30],
             labels_in_top: true,
+            ..Architecture::default()
         },
         pretrain: RbmTrainConfig {
             epochs: 3,

@@ -20,6 +20,7 @@ fn spec(finetune: Option<BackpropConfig>) -> TrainingSpec {
         architecture: Architecture {
             hidden: vec![100, 200],
             labels_in_top: true,
+            ..Architecture::default()
         },
         pretrain: RbmTrainConfig {
             epochs: 3,

@@ -17,6 +17,7 @@ fn spec(hidden: Vec<usize>, epochs: usize, examples: usize, seed: u64) -> Traini
         architecture: Architecture {
             hidden,
             labels_in_top: true,
+            ..Architecture::default()
         },
         pretrain: RbmTrainConfig {
             epochs,

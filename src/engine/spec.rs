@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::{BackpropConfig, UpDownConfig};
-use crate::engine::rbm::RbmTrainConfig;
+use crate::engine::rbm::{RbmTrainConfig, Units};
 
 /// A complete description of a training run. Unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,10 +98,32 @@ pub struct Architecture {
     /// associative memory of features and labels (default true).
     #[serde(default = "yes")]
     pub labels_in_top: bool,
+    /// The first RBM's visible units: `binary` (default; inputs in [0, 1] read as
+    /// probabilities) or `gaussian` (real-valued: every input is standardised to zero mean and
+    /// unit variance over the training set, and modelled by unit-variance Gaussian units;
+    /// give that layer a learning rate of about 0.001–0.01).
+    #[serde(default, skip_serializing_if = "Units::is_binary_ref")]
+    pub visible_units: Units,
+    /// The top RBM's hidden units: `binary` (default) or `gaussian`, a real-valued code
+    /// (the linear code layer of a deep autoencoder; a small learning rate again).
+    #[serde(default, skip_serializing_if = "Units::is_binary_ref")]
+    pub top_units: Units,
 }
 
 fn yes() -> bool {
     true
+}
+
+impl Default for Architecture {
+    /// No layers yet, labels in the top RBM, binary units.
+    fn default() -> Self {
+        Architecture {
+            hidden: Vec::new(),
+            labels_in_top: true,
+            visible_units: Units::Binary,
+            top_units: Units::Binary,
+        }
+    }
 }
 
 /// Settings that differ for one layer (0-based; the top RBM is the last).
@@ -155,6 +177,8 @@ impl TrainingSpec {
             architecture: Architecture {
                 hidden: vec![500, 500, 2000],
                 labels_in_top: true,
+                visible_units: Units::Binary,
+                top_units: Units::Binary,
             },
             pretrain: RbmTrainConfig::default(),
             layer_overrides: Vec::new(),
@@ -210,6 +234,14 @@ impl TrainingSpec {
             self.layer_config(o.layer)
                 .validate(&format!("layer_overrides[{i}]"))?;
         }
+        let arch = &self.architecture;
+        if hidden.len() == 1 && !arch.visible_units.is_binary() && !arch.top_units.is_binary() {
+            return Err(EngineError::invalid(
+                "architecture",
+                "a single RBM cannot have Gaussian visible and Gaussian hidden units: add a layer",
+            ));
+        }
+        let gaussian = !arch.visible_units.is_binary() || !arch.top_units.is_binary();
         if self.train_examples == Some(0) {
             return Err(EngineError::invalid("train_examples", "must be at least 1"));
         }
@@ -219,6 +251,12 @@ impl TrainingSpec {
             }
             if !(10..=1_000_000).contains(&a.steps) {
                 return Err(EngineError::invalid("ais.steps", "must be in 10..=1000000"));
+            }
+            if gaussian {
+                return Err(EngineError::invalid(
+                    "ais",
+                    "annealed importance sampling is implemented for binary units only",
+                ));
             }
             if hidden.len() == 1 && self.architecture.labels_in_top {
                 return Err(EngineError::invalid(
@@ -231,6 +269,12 @@ impl TrainingSpec {
         match &self.finetune {
             Some(Finetune::Backprop(c)) => {
                 c.validate("finetune")?;
+                if !arch.top_units.is_binary() {
+                    return Err(EngineError::invalid(
+                        "finetune",
+                        "backpropagation into a classifier needs binary top units",
+                    ));
+                }
                 if classes < 2 {
                     return Err(EngineError::invalid(
                         "finetune",
@@ -240,6 +284,12 @@ impl TrainingSpec {
             }
             Some(Finetune::UpDown(c)) => {
                 c.validate("finetune")?;
+                if gaussian {
+                    return Err(EngineError::invalid(
+                        "finetune",
+                        "up-down is implemented for binary units only",
+                    ));
+                }
                 if !self.architecture.labels_in_top || hidden.len() < 2 || classes < 2 {
                     return Err(EngineError::invalid(
                         "finetune",
@@ -325,6 +375,22 @@ impl TrainingSpec {
             self.architecture.hidden[i - 1]
         };
         below + self.layer_labels(i, classes)
+    }
+
+    /// The (visible, hidden) unit kinds of layer `i`.
+    pub fn layer_units(&self, i: usize) -> (Units, Units) {
+        let arch = &self.architecture;
+        let visible = if i == 0 {
+            arch.visible_units
+        } else {
+            Units::Binary
+        };
+        let hidden = if i + 1 == arch.hidden.len() {
+            arch.top_units
+        } else {
+            Units::Binary
+        };
+        (visible, hidden)
     }
 
     /// Label units joined to layer `i` (only the top one, when asked).

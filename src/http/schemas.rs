@@ -117,6 +117,14 @@ pub struct ArchitectureSchema {
     hidden: Vec<usize>,
     /// Join 10 softmax label units to the top RBM's visible layer (default true).
     labels_in_top: Option<bool>,
+    /// The first RBM's visible units: `binary` (default) or `gaussian` (real-valued; each
+    /// input is standardised over the training set and the model keeps the statistics, so
+    /// callers still send raw inputs). Give that layer a learning rate near 0.001–0.01.
+    #[schema(pattern = "^(binary|gaussian)$")]
+    visible_units: Option<String>,
+    /// The top RBM's hidden units: `binary` (default) or `gaussian` (a real-valued code).
+    #[schema(pattern = "^(binary|gaussian)$")]
+    top_units: Option<String>,
 }
 
 /// How one RBM learns; every field has a default.
@@ -272,6 +280,8 @@ mod tests {
     #[test]
     fn the_twins_have_the_fields_the_engine_serialises() {
         let mut spec = TrainingSpec::digit_model();
+        spec.architecture.visible_units = crate::engine::rbm::Units::Gaussian;
+        spec.architecture.top_units = crate::engine::rbm::Units::Gaussian;
         spec.layer_overrides.push(LayerOverride {
             layer: 0,
             epochs: Some(1),

@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Dbn;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::math::{
-    self, matmul, sample_bernoulli, sample_categorical_rows, softmax_bias_rows,
-};
+use crate::engine::math::{self, matmul, sample_categorical_rows, softmax_bias_rows};
 
 /// Rows below which the per-label sums stay on one thread.
 const PAR_ROWS: usize = 16;
@@ -135,8 +133,8 @@ impl Dbn {
         for _ in 0..steps {
             hp.assign(&base);
             matmul(hp.view_mut(), true, labels.view(), w_l, 1.0);
-            math::sigmoid_bias_rows(hp.view_mut(), zero.view());
-            sample_bernoulli(rng, hp.view(), h.view_mut());
+            top.hidden_units.activate(hp.view_mut(), zero.view());
+            top.sample_hidden_into(rng, hp.view(), h.view_mut());
             matmul(lp.view_mut(), false, h.view(), w_l.t(), 1.0);
             softmax_bias_rows(lp.view_mut(), b_l);
             sample_categorical_rows(rng, lp.view(), labels.view_mut());

@@ -6,7 +6,7 @@ use rand::Rng;
 
 use super::Dbn;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::math::{sample_bernoulli, sample_categorical_rows, softmax_bias_rows};
+use crate::engine::math::{sample_categorical_rows, softmax_bias_rows};
 use crate::engine::rbm::Clamp;
 
 /// Largest number of images one call may generate.
@@ -66,12 +66,14 @@ impl Dbn {
                 ));
             }
         }
-        // Start from the top RBM's bias-only beliefs: features ~ σ(b_f), labels ~ softmax(b_l).
+        // Start from the top RBM's bias-only beliefs: features ~ σ(b_f) (or N(b_f, 1) for
+        // Gaussian units), labels ~ softmax(b_l).
         let mut start = Array2::zeros((count, top.n_visible()));
-        let feature_p = Array2::from_shape_fn((count, nf), |(_, i)| {
-            1.0 / (1.0 + (-top.visible_bias[i]).exp())
-        });
-        sample_bernoulli(rng, feature_p.view(), start.slice_mut(s![.., ..nf]));
+        let mut feature_p = Array2::zeros((count, nf));
+        top.visible_units
+            .activate(feature_p.view_mut(), top.visible_bias.slice(s![..nf]));
+        top.visible_units
+            .sample(rng, feature_p.view(), start.slice_mut(s![.., ..nf]));
         if k > 0 {
             let mut label_p = Array2::zeros((count, k));
             softmax_bias_rows(label_p.view_mut(), top.visible_bias.slice(s![nf..]));
@@ -99,12 +101,13 @@ impl Dbn {
     }
 
     /// Top-down pass from top-RBM features to pixels, each layer giving p(v | h) of the one
-    /// below (mean-field). [count, top.n_features()] → [count, n_inputs].
+    /// below (mean-field), restored to raw inputs at the bottom (see [`Dbn::to_inputs`]).
+    /// [count, top.n_features()] → [count, n_inputs].
     pub fn down_pass(&self, mut act: Array2<f32>) -> Array2<f32> {
         for l in (0..self.layers().len() - 1).rev() {
             act = self.generative_probs(l, act.view());
         }
-        act
+        self.to_inputs(act)
     }
 
     /// p(v | h) of layer `l` (below the top) through its top-down weights: the generative
@@ -116,7 +119,9 @@ impl Dbn {
         }
         let mut below = Array2::zeros((h.nrows(), layer.n_visible()));
         crate::engine::math::matmul(below.view_mut(), false, h, self.generative(l).t(), 1.0);
-        crate::engine::math::sigmoid_bias_rows(below.view_mut(), layer.visible_bias.view());
+        layer
+            .visible_units
+            .activate(below.view_mut(), layer.visible_bias.view());
         below
     }
 }

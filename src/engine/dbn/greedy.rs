@@ -7,7 +7,7 @@ use std::time::Instant;
 use ndarray::{concatenate, Array2, ArrayView2, Axis};
 
 use super::checkpoint::run_fingerprint;
-use super::{error_rate, Dbn, GreedyCheckpoint};
+use super::{error_rate, Dbn, GreedyCheckpoint, InputNorm};
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::{EpochMetrics, Observer, Phase};
@@ -109,9 +109,24 @@ fn run_greedy(
         }
         None => (Vec::with_capacity(n_layers), Vec::new(), 0, None),
     };
+    // Gaussian visible units see the data standardised by the training set's statistics.
+    let norm = if spec.architecture.visible_units.is_binary() {
+        None
+    } else {
+        Some(InputNorm::fit(train.images.view())?)
+    };
     // The inputs of the first layer to train: the data, passed up through finished layers.
-    let mut input: Array2<f32> = train.images.clone();
-    let mut valid_input: Array2<f32> = valid.images.clone();
+    let (mut input, mut valid_input) = match &norm {
+        Some(norm) => (
+            norm.apply(train.images.view()),
+            norm.apply(valid.images.view()),
+        ),
+        None => (train.images.clone(), valid.images.clone()),
+    };
+    // A greedy checkpoint does not record unit kinds: the spec decides them.
+    for (i, rbm) in layers.iter_mut().enumerate() {
+        (rbm.visible_units, rbm.hidden_units) = spec.layer_units(i);
+    }
     for (i, rbm) in layers.iter().enumerate() {
         let (visible, labels) = (
             spec.layer_visible(i, data.n_pixels(), data.classes),
@@ -132,18 +147,21 @@ fn run_greedy(
         let labels = spec.layer_labels(i, data.classes);
         let visible = input.ncols() + labels;
         let (mut rbm, resume) = match current.take() {
-            Some((rbm, state)) => {
+            Some((mut rbm, state)) => {
                 if rbm.weights.dim() != (visible, hidden) || rbm.label_units != labels {
                     return Err(EngineError::Model(format!(
                         "checkpoint: layer {i} does not match the spec"
                     )));
                 }
+                (rbm.visible_units, rbm.hidden_units) = spec.layer_units(i);
                 (rbm, Some(state))
             }
-            None => (
-                Rbm::new(visible, hidden, labels, config.init_std, rng)?,
-                None,
-            ),
+            None => {
+                let (v_units, h_units) = spec.layer_units(i);
+                let rbm = Rbm::new(visible, hidden, labels, config.init_std, rng)?
+                    .with_units(v_units, h_units)?;
+                (rbm, None)
+            }
         };
         // The top layer sees [features | labels]; the others see their input as it is.
         let joined = if labels > 0 {
@@ -181,7 +199,10 @@ fn run_greedy(
         }
         layers.push(rbm);
     }
-    let dbn = Dbn::new(layers)?;
+    let mut dbn = Dbn::new(layers)?;
+    if let Some(norm) = norm {
+        dbn = dbn.with_input_norm(norm)?;
+    }
     let validation_error = if !valid.is_empty() && dbn.label_classes() > 0 {
         Some(error_rate(
             dbn.classify_free_energy(valid.images.view())?.view(),

@@ -47,6 +47,16 @@ impl Dbn {
         rng: &mut R,
     ) -> Result<f64> {
         self.check_input(&data)?;
+        let binary = self
+            .layers()
+            .iter()
+            .all(|l| l.visible_units.is_binary() && l.hidden_units.is_binary());
+        if !binary {
+            return Err(EngineError::invalid(
+                "model",
+                "the bound is implemented for nets of binary units only",
+            ));
+        }
         if self.top().label_units > 0 {
             return Err(EngineError::invalid(
                 "model",

@@ -7,6 +7,7 @@ mod classify;
 mod finetune_checkpoint;
 mod generate;
 mod greedy;
+mod input_norm;
 mod lower_bound;
 mod pipeline;
 
@@ -14,9 +15,10 @@ pub use checkpoint::{run_fingerprint, Checkpoint, GreedyCheckpoint, CHECKPOINT_F
 pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
 pub use finetune_checkpoint::{FinetuneCheckpoint, FINETUNE_CHECKPOINT_FORMAT};
 pub use greedy::{resume_greedy, train_greedy, TrainOutcome};
+pub use input_norm::{InputNorm, MIN_SCALE};
 pub use pipeline::{finetune_model, log_prob_metrics, test_metrics, train_model};
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, CowArray, Ix2};
 
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::Classifier;
@@ -32,6 +34,8 @@ pub struct Dbn {
     /// Top-down weights of the layers below the top, once up-down fine-tuning has untied
     /// them from the (recognition) weights of the RBMs: generative[l] is [V_l, H_l].
     generative: Option<Vec<Array2<f32>>>,
+    /// Standardisation of the inputs, for a first RBM with Gaussian visible units.
+    input_norm: Option<InputNorm>,
 }
 
 impl Dbn {
@@ -59,7 +63,45 @@ impl Dbn {
             layers,
             classifier: None,
             generative: None,
+            input_norm: None,
         })
+    }
+
+    /// Attaches the input standardisation that the first RBM's Gaussian units were trained
+    /// on; inputs are standardised before the up-pass and outputs of the down-pass restored.
+    pub fn with_input_norm(mut self, norm: InputNorm) -> Result<Self> {
+        norm.check(self.n_inputs())?;
+        if self.layers[0].visible_units.is_binary() {
+            return Err(EngineError::Model(
+                "input statistics belong to a first layer with Gaussian visible units".into(),
+            ));
+        }
+        self.input_norm = Some(norm);
+        Ok(self)
+    }
+
+    /// The input standardisation, if the first RBM has Gaussian visible units.
+    pub fn input_norm(&self) -> Option<&InputNorm> {
+        self.input_norm.as_ref()
+    }
+
+    /// The first RBM's visible states for raw inputs: standardised when its units are
+    /// Gaussian, otherwise the inputs themselves.
+    pub fn to_visible<'a>(&self, x: ArrayView2<'a, f32>) -> CowArray<'a, f32, Ix2> {
+        match &self.input_norm {
+            Some(norm) => CowArray::from(norm.apply(x)),
+            None => CowArray::from(x),
+        }
+    }
+
+    /// Raw inputs from the first RBM's visible means (the end of a down-pass): restored from
+    /// standardised units and clipped to [0, 1] when the units are Gaussian.
+    pub fn to_inputs(&self, mut v: Array2<f32>) -> Array2<f32> {
+        if let Some(norm) = &self.input_norm {
+            norm.invert(&mut v);
+            v.mapv_inplace(|x| x.clamp(0.0, 1.0));
+        }
+        v
     }
 
     /// Attaches the network that discriminative fine-tuning made from this DBN.
@@ -197,11 +239,12 @@ impl Dbn {
     /// the top RBM's feature inputs. x: [batch, n_inputs] → [batch, top.n_features()].
     pub fn features(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
         self.check_input(&x)?;
+        let x = self.to_visible(x);
         let below = &self.layers[..self.layers.len() - 1];
         let Some((first, rest)) = below.split_first() else {
-            return Ok(x.to_owned());
+            return Ok(x.into_owned());
         };
-        let mut act = first.hidden_probs_all(x);
+        let mut act = first.hidden_probs_all(x.view());
         for layer in rest {
             act = layer.hidden_probs_all(act.view());
         }

@@ -49,7 +49,7 @@ impl Classifier {
     }
 
     /// The DBN unrolled: every RBM's recognition weights and hidden biases (the top RBM's
-    /// label rows dropped), then a new softmax layer of `classes` units with weights drawn
+    /// label rows dropped; the input standardisation folded into the first layer), then a new softmax layer of `classes` units with weights drawn
     /// from N(0, init_std²) and zero biases.
     pub fn from_dbn<R: Rng + ?Sized>(
         dbn: &Dbn,
@@ -63,6 +63,12 @@ impl Classifier {
                 "a classifier needs at least 2 classes",
             ));
         }
+        if !dbn.top().hidden_units.is_binary() {
+            return Err(EngineError::invalid(
+                "finetune",
+                "the classifier's hidden layers are logistic: the top RBM needs binary units",
+            ));
+        }
         let mut layers: Vec<Dense> = dbn
             .layers()
             .iter()
@@ -71,6 +77,19 @@ impl Classifier {
                 bias: rbm.hidden_bias.clone(),
             })
             .collect();
+        // Standardisation of the inputs is linear: fold it into the first layer, so the
+        // network takes raw inputs. W'_ij = W_ij / s_i, c'_j = c_j − Σ_i (m_i / s_i) W_ij.
+        if let (Some(norm), Some(first)) = (dbn.input_norm(), layers.first_mut()) {
+            for (mut row, (&m, &s)) in first
+                .weights
+                .rows_mut()
+                .into_iter()
+                .zip(norm.mean.iter().zip(&norm.scale))
+            {
+                row.mapv_inplace(|w| w / s);
+                first.bias.scaled_add(-m, &row);
+            }
+        }
         let top = layers.last().map_or(0, |l| l.weights.ncols());
         let mut w = Array2::zeros((top, classes));
         fill_normal(

@@ -191,6 +191,16 @@ pub fn train_up_down(
 ) -> Result<Vec<EpochMetrics>> {
     cfg.validate("finetune")?;
     let classes = dbn.label_classes();
+    let binary = dbn
+        .layers()
+        .iter()
+        .all(|l| l.visible_units.is_binary() && l.hidden_units.is_binary());
+    if !binary {
+        return Err(EngineError::invalid(
+            "finetune",
+            "up-down is implemented for nets of binary units only",
+        ));
+    }
     if classes == 0 || dbn.layers().len() < 2 {
         return Err(EngineError::invalid(
             "finetune",

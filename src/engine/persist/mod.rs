@@ -17,9 +17,10 @@ pub(crate) use tensors::{
     body_of, format_of, metadata_of, read_dense, read_f32, read_rbm, read_u32, Tensors,
 };
 
-use crate::engine::dbn::Dbn;
+use crate::engine::dbn::{Dbn, InputNorm};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::Classifier;
+use crate::engine::rbm::Units;
 
 /// The `format` metadata value of our model files.
 pub const FORMAT: &str = "dbn-serve.dbn";
@@ -45,12 +46,21 @@ pub(crate) struct DbnLayout {
     /// Layers with untied generative weights (0: tied; absent in files without them).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generative_layers: usize,
+    /// (visible, hidden) unit kinds of each RBM (absent when every unit is binary).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<(Units, Units)>,
+    /// Whether `input.mean` and `input.scale` hold the input standardisation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub input_norm: bool,
 }
 
 impl DbnLayout {
     /// How many tensors [`push_dbn`] writes for this layout.
     pub fn tensor_count(&self) -> usize {
-        3 * self.label_units.len() + 2 * self.classifier_layers + self.generative_layers
+        3 * self.label_units.len()
+            + 2 * self.classifier_layers
+            + self.generative_layers
+            + 2 * self.input_norm as usize
     }
 }
 
@@ -89,10 +99,23 @@ pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
     for (i, layer) in dbn.classifier().iter().flat_map(|c| c.layers()).enumerate() {
         tensors.push_dense(&format!("classifier.{i}"), layer);
     }
+    if let Some(norm) = dbn.input_norm() {
+        let n = norm.mean.len();
+        tensors.push_f32("input.mean", &[n], norm.mean.iter());
+        tensors.push_f32("input.scale", &[n], norm.scale.iter());
+    }
+    let units: Vec<(Units, Units)> = dbn
+        .layers()
+        .iter()
+        .map(|r| (r.visible_units, r.hidden_units))
+        .collect();
+    let all_binary = units.iter().all(|(v, h)| v.is_binary() && h.is_binary());
     DbnLayout {
         label_units: dbn.layers().iter().map(|r| r.label_units).collect(),
         classifier_layers,
         generative_layers,
+        units: if all_binary { Vec::new() } else { units },
+        input_norm: dbn.input_norm().is_some(),
     }
 }
 
@@ -119,9 +142,24 @@ pub(crate) fn read_dbn(
             }
             None => None,
         };
-        layers.push(read_rbm(st, &format!("layers.{i}"), shape, labels)?);
+        let rbm = read_rbm(st, &format!("layers.{i}"), shape, labels)?;
+        layers.push(match layout.units.get(i) {
+            Some(&(v, h)) => rbm.with_units(v, h)?,
+            None => rbm,
+        });
+    }
+    if !layout.units.is_empty() && layout.units.len() != layers.len() {
+        return Err(bad("unit kinds and layers disagree".into()));
     }
     let mut dbn = Dbn::new(layers)?;
+    if layout.input_norm {
+        let n = dbn.n_inputs();
+        let norm = InputNorm {
+            mean: read_f32(st, "input.mean", &[n])?.into(),
+            scale: read_f32(st, "input.scale", &[n])?.into(),
+        };
+        dbn = dbn.with_input_norm(norm)?;
+    }
     if layout.classifier_layers > 0 {
         dbn = dbn.with_classifier(read_classifier(st, layout.classifier_layers)?)?;
     }

@@ -193,6 +193,8 @@ pub(crate) fn read_rbm(
         visible_bias: Array1::from_vec(read_f32(st, &format!("{prefix}.visible_bias"), &[v])?),
         hidden_bias: Array1::from_vec(read_f32(st, &format!("{prefix}.hidden_bias"), &[h])?),
         label_units: labels,
+        visible_units: Default::default(),
+        hidden_units: Default::default(),
     };
     if labels > v || !rbm.is_finite() {
         return Err(EngineError::Model(format!(

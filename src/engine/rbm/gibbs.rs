@@ -5,7 +5,6 @@ use ndarray::{s, Array2, ArrayView2};
 use rand::Rng;
 
 use super::Rbm;
-use crate::engine::math::sample_bernoulli;
 
 /// Visible units held fixed during sampling: columns `start .. start + values.ncols()` are
 /// reset to `values` after every visible update.
@@ -67,7 +66,7 @@ impl Rbm {
         let mut hp = Array2::zeros((batch, self.n_hidden()));
         for step in 1..=steps {
             self.hidden_probs_into(state.visible.view(), hp.view_mut());
-            sample_bernoulli(rng, hp.view(), state.hidden.view_mut());
+            self.sample_hidden_into(rng, hp.view(), state.hidden.view_mut());
             self.visible_probs_into(state.hidden.view(), state.visible_probs.view_mut());
             self.sample_visible_into(rng, state.visible_probs.view(), state.visible.view_mut());
             apply(&mut state.visible);

@@ -1,6 +1,6 @@
-//! Restricted Boltzmann machines: binary (Bernoulli) hidden units, Bernoulli visible units and
-//! optionally one softmax group of visible units (the label units of the top-level RBM),
-//! learned by contrastive divergence (CD-k) or persistent CD.
+//! Restricted Boltzmann machines: binary (Bernoulli) or Gaussian units on either side (not
+//! both), optionally one softmax group of visible units (the label units of the top-level
+//! RBM), learned by contrastive divergence (CD-k) or persistent CD.
 
 mod ais;
 mod config;
@@ -8,6 +8,7 @@ mod gibbs;
 mod model;
 mod state;
 mod train;
+mod units;
 
 pub use ais::{
     base_rate_biases, estimate_log_z, log_prob_report, mean_log_prob, sample_binary, AisConfig,
@@ -19,3 +20,4 @@ pub use model::Rbm;
 pub use state::LayerState;
 pub(crate) use train::shuffle;
 pub use train::{train_rbm, LayerRun};
+pub use units::Units;

@@ -1,15 +1,19 @@
 //! The RBM itself: parameters, the two conditionals (seed Eqs. 2 and 3), free energy and
-//! mean-field reconstruction.
+//! mean-field reconstruction, for binary or Gaussian units on either side.
 
 use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rand::Rng;
 use rayon::prelude::*;
 
+use super::Units;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::math::{self, fill_normal, sample_bernoulli, sample_categorical_rows};
+use crate::engine::math::{self, fill_normal, sample_categorical_rows};
 
-/// An RBM with `n_visible` visible and `n_hidden` binary hidden units. The last `label_units`
-/// visible units (possibly none) form one softmax group: exactly one of them is on.
+/// An RBM with `n_visible` visible and `n_hidden` hidden units. The last `label_units`
+/// visible units (possibly none) form one softmax group: exactly one of them is on. The
+/// other visible units and the hidden units are binary unless `visible_units` or
+/// `hidden_units` says Gaussian (at most one side: two Gaussian sides have no proper
+/// distribution in general).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rbm {
     /// weights: [n_visible, n_hidden]
@@ -20,6 +24,10 @@ pub struct Rbm {
     pub hidden_bias: Array1<f32>,
     /// Size of the softmax group at the end of the visible layer (0 for none).
     pub label_units: usize,
+    /// The kind of the visible units before the softmax group (default binary).
+    pub visible_units: Units,
+    /// The kind of the hidden units (default binary).
+    pub hidden_units: Units,
 }
 
 /// Rows per chunk when a whole dataset goes through a conditional.
@@ -53,7 +61,22 @@ impl Rbm {
             visible_bias: Array1::zeros(n_visible),
             hidden_bias: Array1::zeros(n_hidden),
             label_units,
+            visible_units: Units::Binary,
+            hidden_units: Units::Binary,
         })
+    }
+
+    /// The same RBM with the given unit kinds; both Gaussian is refused.
+    pub fn with_units(mut self, visible: Units, hidden: Units) -> Result<Self> {
+        if !visible.is_binary() && !hidden.is_binary() {
+            return Err(EngineError::invalid(
+                "units",
+                "an RBM cannot have Gaussian units on both sides",
+            ));
+        }
+        self.visible_units = visible;
+        self.hidden_units = hidden;
+        Ok(self)
     }
 
     pub fn n_visible(&self) -> usize {
@@ -84,10 +107,27 @@ impl Rbm {
         Ok(())
     }
 
-    /// p(h_j = 1 | v) = σ(c_j + Σ_i v_i w_ij) (seed Eq. 2). v: [batch, V] → out: [batch, H].
+    /// p(h_j = 1 | v) = σ(c_j + Σ_i v_i w_ij) (seed Eq. 2), or for Gaussian hidden units
+    /// their mean c_j + Σ_i v_i w_ij. v: [batch, V] → out: [batch, H].
     pub fn hidden_probs_into(&self, v: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
         math::x_times_w(v, self.weights.view(), out.view_mut());
-        math::sigmoid_bias_rows(out, self.hidden_bias.view());
+        self.activate_hidden(out);
+    }
+
+    /// Adds the hidden biases to the total inputs a product left in `x` and applies the
+    /// hidden units' activation. x: [batch, H].
+    pub fn activate_hidden(&self, x: ArrayViewMut2<f32>) {
+        self.hidden_units.activate(x, self.hidden_bias.view());
+    }
+
+    /// Draws hidden states from their means (see [`Units::sample`]). [batch, H].
+    pub fn sample_hidden_into<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        means: ArrayView2<f32>,
+        out: ArrayViewMut2<f32>,
+    ) {
+        self.hidden_units.sample(rng, means, out);
     }
 
     /// p(h | v) for a batch, allocated. v: [batch, V] → [batch, H].
@@ -109,12 +149,13 @@ impl Rbm {
         out
     }
 
-    /// p(v | h) (seed Eq. 3): logistic for the Bernoulli units, softmax over the label group.
-    /// h: [batch, H] → out: [batch, V].
+    /// p(v | h) (seed Eq. 3): logistic for binary units, the mean b_i + Σ_j w_ij h_j for
+    /// Gaussian ones, softmax over the label group. h: [batch, H] → out: [batch, V].
     pub fn visible_probs_into(&self, h: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
         math::matmul(out.view_mut(), false, h, self.weights.t(), 1.0);
         let f = self.n_features();
-        math::sigmoid_bias_rows(out.slice_mut(s![.., ..f]), self.visible_bias.slice(s![..f]));
+        self.visible_units
+            .activate(out.slice_mut(s![.., ..f]), self.visible_bias.slice(s![..f]));
         if self.label_units > 0 {
             math::softmax_bias_rows(out.slice_mut(s![.., f..]), self.visible_bias.slice(s![f..]));
         }
@@ -127,8 +168,8 @@ impl Rbm {
         out
     }
 
-    /// Samples visible states from their probabilities: independent Bernoulli draws, and one
-    /// one-hot draw for the softmax group.
+    /// Samples visible states from their means: independent Bernoulli draws (or Gaussian
+    /// draws of unit variance), and one one-hot draw for the softmax group.
     pub fn sample_visible_into<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
@@ -136,14 +177,18 @@ impl Rbm {
         mut out: ArrayViewMut2<f32>,
     ) {
         let f = self.n_features();
-        sample_bernoulli(rng, probs.slice(s![.., ..f]), out.slice_mut(s![.., ..f]));
+        self.visible_units
+            .sample(rng, probs.slice(s![.., ..f]), out.slice_mut(s![.., ..f]));
         if self.label_units > 0 {
             sample_categorical_rows(rng, probs.slice(s![.., f..]), out.slice_mut(s![.., f..]));
         }
     }
 
     /// Free energy F(v) = −Σ_i b_i v_i − Σ_j ln(1 + e^{c_j + Σ_i v_i w_ij}), so that
-    /// p(v) = e^{−F(v)} / Z. v: [batch, V] → [batch].
+    /// p(v) = e^{−F(v)} / Z. Gaussian visible units contribute Σ_i (v_i − b_i)²/2 instead of
+    /// −b_i v_i; Gaussian hidden units −x_j²/2 instead of −ln(1 + e^{x_j}), with
+    /// x_j = c_j + Σ_i v_i w_ij (dropping the constant ln √(2π) per unit).
+    /// v: [batch, V] → [batch].
     pub fn free_energy(&self, v: ArrayView2<f32>) -> Array1<f32> {
         let mut x = Array2::zeros((v.nrows(), self.n_hidden()));
         math::x_times_w(v, self.weights.view(), x.view_mut());
@@ -151,14 +196,35 @@ impl Rbm {
             .hidden_bias
             .as_slice()
             .expect("owned array is contiguous");
-        let mut out = v.dot(&self.visible_bias).mapv(|e| -e);
+        let f = self.n_features();
+        let mut out = match self.visible_units {
+            Units::Binary => v.dot(&self.visible_bias).mapv(|e| -e),
+            Units::Gaussian => {
+                let labels = v.slice(s![.., f..]).dot(&self.visible_bias.slice(s![f..]));
+                let b = self.visible_bias.slice(s![..f]);
+                Array1::from_iter(v.slice(s![.., ..f]).rows().into_iter().zip(&labels).map(
+                    |(row, &l)| {
+                        let sq: f32 = row.iter().zip(&b).map(|(&v, &b)| (v - b) * (v - b)).sum();
+                        0.5 * sq - l
+                    },
+                ))
+            }
+        };
+        let hidden = self.hidden_units;
         out.as_slice_mut()
             .expect("owned array is contiguous")
             .par_iter_mut()
             .zip(x.axis_iter(Axis(0)).into_par_iter())
             .for_each(|(f, row)| {
-                *f -=
-                    math::softplus_sum_shifted(row.as_slice().expect("row of an owned array"), hb);
+                let row = row.as_slice().expect("row of an owned array");
+                *f -= match hidden {
+                    Units::Binary => math::softplus_sum_shifted(row, hb),
+                    Units::Gaussian => row
+                        .iter()
+                        .zip(hb)
+                        .map(|(&x, &c)| 0.5 * (x + c) * (x + c))
+                        .sum(),
+                };
             });
         out
     }
@@ -182,15 +248,21 @@ impl Rbm {
     }
 
     /// Visible biases from the data: b_i = ln(p_i / (1 − p_i)) with p_i the mean of unit i
-    /// (clipped to [1e-3, 1 − 1e-3]); for the softmax group b_k = ln p_k.
+    /// (clipped to [1e-3, 1 − 1e-3]); b_i = the mean for Gaussian units; for the softmax group
+    /// b_k = ln p_k.
     pub fn init_visible_bias_from_data(&mut self, data: ArrayView2<f32>) {
         let Some(mean) = data.mean_axis(Axis(0)) else {
             return;
         };
         let f = self.n_features();
-        for (i, (&p, b)) in mean.iter().zip(self.visible_bias.iter_mut()).enumerate() {
-            let p = p.clamp(1e-3, 1.0 - 1e-3);
-            *b = if i < f { (p / (1.0 - p)).ln() } else { p.ln() };
+        let gaussian = !self.visible_units.is_binary();
+        for (i, (&m, b)) in mean.iter().zip(self.visible_bias.iter_mut()).enumerate() {
+            let p = m.clamp(1e-3, 1.0 - 1e-3);
+            *b = match (i < f, gaussian) {
+                (true, true) => m,
+                (true, false) => (p / (1.0 - p)).ln(),
+                (false, _) => p.ln(),
+            };
         }
     }
 

@@ -20,9 +20,7 @@ use super::{LayerState, Rbm, RbmTrainConfig, VisibleBiasInit};
 use crate::engine::dbn::{Checkpoint, GreedyCheckpoint};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::product::{looks_sparse, sparse_batches_pay_off};
-use crate::engine::math::{
-    sample_bernoulli, sigmoid_bias_rows, update, xt_times_p_add, SparseRows,
-};
+use crate::engine::math::{sample_bernoulli, update, xt_times_p_add, SparseRows};
 use crate::engine::observer::{
     examples_per_sec, job_fraction, Control, EpochMetrics, Observer, Phase, Progress,
 };
@@ -101,7 +99,11 @@ pub fn train_rbm(
             if let Some(chains) = cd.chains.as_mut() {
                 // Fantasy particles start at (binarised) training examples.
                 let rows = data.slice(s![..chains.nrows(), ..]);
-                sample_bernoulli(rng, rows, chains.view_mut());
+                if rbm.visible_units.is_binary() {
+                    sample_bernoulli(rng, rows, chains.view_mut());
+                } else {
+                    chains.assign(&rows);
+                }
             }
             update::prepare(
                 rbm.weights
@@ -223,7 +225,9 @@ fn progress_at(
 /// collapse that too large a step causes in wide layers, and that CD does not undo.
 fn all_hidden_off(rbm: &Rbm, data: ArrayView2<f32>) -> bool {
     let rows = data.slice(s![..data.nrows().min(MONITOR_ROWS), ..]);
-    rows.nrows() > 0 && rbm.hidden_probs(rows).iter().all(|&p| p < 0.05)
+    rbm.hidden_units.is_binary()
+        && rows.nrows() > 0
+        && rbm.hidden_probs(rows).iter().all(|&p| p < 0.05)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -354,7 +358,7 @@ impl CdState {
         if let Some(sparse) = &self.sparse_data {
             sparse.gather_rows_into(rows, &mut self.batch_rows);
             self.batch_rows.times_w(rbm.weights.view(), p0.view_mut());
-            sigmoid_bias_rows(p0.view_mut(), rbm.hidden_bias.view());
+            rbm.activate_hidden(p0.view_mut());
         } else {
             rbm.hidden_probs_into(v0, p0.view_mut());
         }
@@ -364,7 +368,7 @@ impl CdState {
                 let mut chain = chains.slice_mut(s![..b, ..]);
                 for _ in 0..cfg.cd_k {
                     rbm.hidden_probs_into(chain.view(), p1.view_mut());
-                    sample_bernoulli(rng, p1.view(), h.view_mut());
+                    rbm.sample_hidden_into(rng, p1.view(), h.view_mut());
                     rbm.visible_probs_into(h.view(), vs.view_mut());
                     rbm.sample_visible_into(rng, vs.view(), chain.view_mut());
                 }
@@ -373,13 +377,13 @@ impl CdState {
             }
             None => {
                 // CD-k: h0 ~ p(h | v0) drives the reconstruction.
-                sample_bernoulli(rng, p0.view(), h.view_mut());
+                rbm.sample_hidden_into(rng, p0.view(), h.view_mut());
                 for step in 1..=cfg.cd_k {
                     rbm.visible_probs_into(h.view(), vn.view_mut());
                     if step < cfg.cd_k {
                         rbm.sample_visible_into(rng, vn.view(), vs.view_mut());
                         rbm.hidden_probs_into(vs.view(), p1.view_mut());
-                        sample_bernoulli(rng, p1.view(), h.view_mut());
+                        rbm.sample_hidden_into(rng, p1.view(), h.view_mut());
                     }
                 }
                 squared_distance(v0, vn.view())
