@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::{BackpropConfig, UpDownConfig};
-use crate::engine::rbm::{RbmTrainConfig, Units};
+use crate::engine::rbm::{LayerMethod, RbmTrainConfig, Units};
 
 /// A complete description of a training run. Unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +147,8 @@ pub struct LayerOverride {
     pub batch_size: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub momentum_final: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<LayerMethod>,
 }
 
 /// Bounds that keep one spec from exhausting the machine.
@@ -234,6 +236,21 @@ impl TrainingSpec {
             self.layer_config(o.layer)
                 .validate(&format!("layer_overrides[{i}]"))?;
         }
+        for i in 0..hidden.len() {
+            if self.layer_config(i).method == LayerMethod::Autoencoder
+                && self.layer_labels(i, classes) > 0
+            {
+                return Err(EngineError::invalid(
+                    "pretrain.method",
+                    format!(
+                        "layer {i} joins the label units, which an autoencoder layer cannot \
+                         learn: set architecture.labels_in_top false (and fine-tune by \
+                         backprop to classify), or learn that layer with cd"
+                    ),
+                ));
+            }
+        }
+        let autoencoder_first = self.layer_config(0).method == LayerMethod::Autoencoder;
         let arch = &self.architecture;
         if hidden.len() == 1 && !arch.visible_units.is_binary() && !arch.top_units.is_binary() {
             return Err(EngineError::invalid(
@@ -252,10 +269,10 @@ impl TrainingSpec {
             if !(10..=1_000_000).contains(&a.steps) {
                 return Err(EngineError::invalid("ais.steps", "must be in 10..=1000000"));
             }
-            if gaussian {
+            if gaussian || autoencoder_first {
                 return Err(EngineError::invalid(
                     "ais",
-                    "annealed importance sampling is implemented for binary units only",
+                    "annealed importance sampling is implemented for RBMs of binary units only",
                 ));
             }
             if hidden.len() == 1 && self.architecture.labels_in_top {
@@ -414,6 +431,7 @@ impl TrainingSpec {
             c.persistent = o.persistent.unwrap_or(c.persistent);
             c.batch_size = o.batch_size.unwrap_or(c.batch_size);
             c.momentum_final = o.momentum_final.unwrap_or(c.momentum_final);
+            c.method = o.method.unwrap_or(c.method);
         }
         c
     }

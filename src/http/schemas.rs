@@ -156,6 +156,12 @@ pub struct RbmTrainConfigSchema {
     visible_bias_init: Option<String>,
     /// Standard deviation of the initial weights (default 0.01).
     init_std: Option<f32>,
+    /// `cd` (default: the layer is an RBM learned by contrastive divergence) or
+    /// `autoencoder` (a one-hidden-layer autoencoder with tied weights, learned by gradient
+    /// descent on its reconstruction error; needs `cd_k` 1, `persistent` false and no label
+    /// units on the layer).
+    #[schema(pattern = "^(cd|autoencoder)$")]
+    method: Option<String>,
 }
 
 /// Settings that differ for one layer (0-based).
@@ -171,6 +177,9 @@ pub struct LayerOverrideSchema {
     persistent: Option<bool>,
     batch_size: Option<usize>,
     momentum_final: Option<f32>,
+    /// `cd` or `autoencoder` for this layer.
+    #[schema(pattern = "^(cd|autoencoder)$")]
+    method: Option<String>,
 }
 
 /// Where a training run stands.
@@ -282,6 +291,7 @@ mod tests {
         let mut spec = TrainingSpec::digit_model();
         spec.architecture.visible_units = crate::engine::rbm::Units::Gaussian;
         spec.architecture.top_units = crate::engine::rbm::Units::Gaussian;
+        spec.pretrain.method = crate::engine::rbm::LayerMethod::Autoencoder;
         spec.layer_overrides.push(LayerOverride {
             layer: 0,
             epochs: Some(1),
@@ -292,6 +302,7 @@ mod tests {
             persistent: Some(false),
             batch_size: Some(10),
             momentum_final: Some(0.9),
+            method: Some(crate::engine::rbm::LayerMethod::Cd),
         });
         spec.finetune = Some(Finetune::Backprop(BackpropConfig::default()));
         spec.ais = Some(crate::engine::spec::AisSpec {

@@ -16,6 +16,26 @@ pub enum VisibleBiasInit {
     Zero,
 }
 
+/// The learning rule of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerMethod {
+    /// Contrastive divergence (persistent with `persistent`): the layer is an RBM.
+    #[default]
+    Cd,
+    /// An autoencoder with one hidden layer and tied weights, learned by gradient descent on
+    /// the reconstruction's cross-entropy (binary inputs) or squared error (Gaussian inputs):
+    /// the seed's alternative to RBMs for layer-by-layer learning (Bengio et al. 2007).
+    Autoencoder,
+}
+
+impl LayerMethod {
+    /// For serde's `skip_serializing_if`.
+    pub fn is_cd(method: &LayerMethod) -> bool {
+        *method == LayerMethod::Cd
+    }
+}
+
 /// How to learn one RBM. Every field has a default; the JSON form rejects unknown fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -44,6 +64,10 @@ pub struct RbmTrainConfig {
     pub visible_bias_init: VisibleBiasInit,
     /// Standard deviation of the initial weights (default 0.01).
     pub init_std: f32,
+    /// The learning rule: `cd` (default) or `autoencoder` (then `cd_k` must be 1 and
+    /// `persistent` false).
+    #[serde(skip_serializing_if = "LayerMethod::is_cd")]
+    pub method: LayerMethod,
 }
 
 impl Default for RbmTrainConfig {
@@ -61,6 +85,7 @@ impl Default for RbmTrainConfig {
             persistent: false,
             visible_bias_init: VisibleBiasInit::Data,
             init_std: 0.01,
+            method: LayerMethod::Cd,
         }
     }
 }
@@ -91,6 +116,13 @@ impl RbmTrainConfig {
             return bad(
                 "cd_k",
                 format!("must be in 1..={MAX_CD_K}, got {}", self.cd_k),
+            );
+        }
+        if self.method == LayerMethod::Autoencoder && (self.persistent || self.cd_k != 1) {
+            return bad(
+                "method",
+                "an autoencoder layer has no Gibbs chain: cd_k must be 1 and persistent false"
+                    .into(),
             );
         }
         for (field, value, max) in [

@@ -3,6 +3,7 @@
 //! RBM), learned by contrastive divergence (CD-k) or persistent CD.
 
 mod ais;
+mod autoencoder;
 mod config;
 mod gibbs;
 mod model;
@@ -14,7 +15,7 @@ pub use ais::{
     base_rate_biases, estimate_log_z, log_prob_report, mean_log_prob, sample_binary, AisConfig,
     AisEstimate, LogProbReport,
 };
-pub use config::{RbmTrainConfig, VisibleBiasInit, MAX_BATCH, MAX_CD_K, MAX_EPOCHS};
+pub use config::{LayerMethod, RbmTrainConfig, VisibleBiasInit, MAX_BATCH, MAX_CD_K, MAX_EPOCHS};
 pub use gibbs::{Clamp, GibbsState};
 pub use model::Rbm;
 pub use state::LayerState;

@@ -16,7 +16,7 @@ use ndarray::{s, Array1, Array2, ArrayView2, Axis, Zip};
 use rand::Rng;
 
 use super::model::squared_distance;
-use super::{LayerState, Rbm, RbmTrainConfig, VisibleBiasInit};
+use super::{LayerMethod, LayerState, Rbm, RbmTrainConfig, VisibleBiasInit};
 use crate::engine::dbn::{Checkpoint, GreedyCheckpoint};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::product::{looks_sparse, sparse_batches_pay_off};
@@ -75,8 +75,9 @@ pub fn train_rbm(
     let mut cd = CdState::new(rbm, config.batch_size.min(data.nrows()), config.persistent);
     // Mostly-zero data (MNIST pixels) is listed as sparse rows once, so that the two products
     // with v0 gather weights for its non-zeros only, where that is faster on this CPU.
-    cd.sparse_data = (looks_sparse(&data) && sparse_batches_pay_off())
-        .then(|| SparseRows::from_dense(data, 1.0));
+    cd.sparse_data =
+        (config.method == LayerMethod::Cd && looks_sparse(&data) && sparse_batches_pay_off())
+            .then(|| SparseRows::from_dense(data, 1.0));
     let n = data.nrows();
     let (mut order, first_epoch) = match resume {
         Some(state) => {
@@ -140,7 +141,7 @@ pub fn train_rbm(
             }
         }
         let seconds = started.elapsed().as_secs_f64();
-        if all_hidden_off(rbm, data) {
+        if config.method == LayerMethod::Cd && all_hidden_off(rbm, data) {
             return Err(EngineError::Diverged(format!(
                 "layer {} epoch {}: all {} hidden units have switched off for the training \
                  data, and contrastive divergence cannot bring them back; lower this layer's \
@@ -166,6 +167,7 @@ pub fn train_rbm(
             seconds,
             n,
             (!config.persistent).then_some(recon_sum / n as f64),
+            config.method == LayerMethod::Cd,
         );
         let progress = progress_at(run, epoch, config.epochs, batches, batches, n, n, started);
         let mut stop = run.observer.on_epoch(&progress, &metrics) == Control::Stop;
@@ -240,6 +242,7 @@ fn epoch_metrics(
     seconds: f64,
     n: usize,
     recon_error_train: Option<f64>,
+    energy_based: bool,
 ) -> EpochMetrics {
     let (recon_error_validation, free_energy_gap) = match run.validation {
         Some(valid) if valid.nrows() > 0 => {
@@ -250,7 +253,7 @@ fn epoch_metrics(
             };
             (
                 Some(rbm.reconstruction_error(valid)),
-                Some(mean_f(valid) - mean_f(train)),
+                energy_based.then(|| mean_f(valid) - mean_f(train)),
             )
         }
         _ => (None, None),
@@ -282,30 +285,30 @@ pub(crate) fn shuffle<T, R: Rng + ?Sized>(items: &mut [T], rng: &mut R) {
 }
 
 /// Buffers and momentum of one layer's CD learning.
-struct CdState {
-    batch: usize,
+pub(super) struct CdState {
+    pub(super) batch: usize,
     /// v0: [B, V] data; vn: [B, V] negative-phase visible; vs: [B, V] sampled visible.
-    v0: Array2<f32>,
-    vn: Array2<f32>,
-    vs: Array2<f32>,
+    pub(super) v0: Array2<f32>,
+    pub(super) vn: Array2<f32>,
+    pub(super) vs: Array2<f32>,
     /// p0, p1: [B, H] hidden probabilities; h: [B, H] sampled hidden states.
-    p0: Array2<f32>,
-    p1: Array2<f32>,
-    h: Array2<f32>,
+    pub(super) p0: Array2<f32>,
+    pub(super) p1: Array2<f32>,
+    pub(super) h: Array2<f32>,
     /// Momentum-smoothed increments (seed Eq. 4 plus momentum and decay).
-    w_inc: Array2<f32>,
-    vb_inc: Array1<f32>,
-    hb_inc: Array1<f32>,
+    pub(super) w_inc: Array2<f32>,
+    pub(super) vb_inc: Array1<f32>,
+    pub(super) hb_inc: Array1<f32>,
     /// Column sums of the statistics for the bias updates.
-    v_sum: Array1<f32>,
-    h_sum: Array1<f32>,
+    pub(super) v_sum: Array1<f32>,
+    pub(super) h_sum: Array1<f32>,
     /// PCD fantasy particles: [B, V].
-    chains: Option<Array2<f32>>,
+    pub(super) chains: Option<Array2<f32>>,
     /// The training data as sparse rows, when it is sparse; the batch's rows and their
     /// transpose (scaled for the weight update) are rebuilt in place every step.
-    sparse_data: Option<SparseRows>,
-    batch_rows: SparseRows,
-    batch_cols: SparseRows,
+    pub(super) sparse_data: Option<SparseRows>,
+    pub(super) batch_rows: SparseRows,
+    pub(super) batch_cols: SparseRows,
 }
 
 impl CdState {
@@ -331,9 +334,26 @@ impl CdState {
         }
     }
 
+    /// One mini-batch of the layer's learning rule on the examples `rows` of `data`.
+    /// Returns the summed squared reconstruction error of the batch (0 for PCD).
+    fn step<R: Rng + ?Sized>(
+        &mut self,
+        rbm: &mut Rbm,
+        data: ArrayView2<f32>,
+        rows: &[usize],
+        cfg: &RbmTrainConfig,
+        momenta: (f32, f32),
+        rng: &mut R,
+    ) -> f64 {
+        match cfg.method {
+            LayerMethod::Cd => self.cd_step(rbm, data, rows, cfg, momenta, rng),
+            LayerMethod::Autoencoder => self.autoencoder_step(rbm, data, rows, cfg, momenta),
+        }
+    }
+
     /// One mini-batch of CD-k / PCD-k on the examples `rows` of `data`. Returns the summed
     /// squared reconstruction error of the batch (0 for PCD).
-    fn step<R: Rng + ?Sized>(
+    fn cd_step<R: Rng + ?Sized>(
         &mut self,
         rbm: &mut Rbm,
         data: ArrayView2<f32>,
@@ -416,6 +436,15 @@ impl CdState {
         let bias_scale = cfg.bias_learning_rate / b as f32;
         column_difference(v0, vn.view(), &mut self.v_sum);
         column_difference(p0.view(), p1.view(), &mut self.h_sum);
+        self.move_biases(rbm, bias_scale, momentum);
+        recon
+    }
+}
+
+impl CdState {
+    /// Moves both bias vectors along `v_sum` and `h_sum` (the batch's summed statistics or
+    /// negative gradients), scaled by `bias_scale`, with momentum.
+    pub(super) fn move_biases(&mut self, rbm: &mut Rbm, bias_scale: f32, momentum: f32) {
         for (inc, bias, d) in [
             (&mut self.vb_inc, &mut rbm.visible_bias, &self.v_sum),
             (&mut self.hb_inc, &mut rbm.hidden_bias, &self.h_sum),
@@ -425,12 +454,11 @@ impl CdState {
                 *bias += *inc;
             });
         }
-        recon
     }
 }
 
 /// out[j] = Σ_r a[r, j] − Σ_r b[r, j].
-fn column_difference(a: ArrayView2<f32>, b: ArrayView2<f32>, out: &mut Array1<f32>) {
+pub(super) fn column_difference(a: ArrayView2<f32>, b: ArrayView2<f32>, out: &mut Array1<f32>) {
     out.fill(0.0);
     for (ra, rb) in a.rows().into_iter().zip(b.rows()) {
         Zip::from(&mut *out)
