@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::finetune::{BackpropConfig, UpDownConfig};
+use crate::engine::finetune::{AutoencoderConfig, BackpropConfig, UpDownConfig};
 use crate::engine::rbm::{LayerMethod, RbmTrainConfig, Units};
 
 /// A complete description of a training run. Unknown fields are rejected.
@@ -83,6 +83,10 @@ pub enum Finetune {
     /// Generatively: the up-down algorithm (contrastive wake-sleep; Hinton, Osindero & Teh
     /// 2006), which unties recognition and generative weights below the top RBM.
     UpDown(UpDownConfig),
+    /// As a deep autoencoder (Hinton & Salakhutdinov 2006): the stack unrolled into encoder
+    /// and decoder, trained by backpropagation to reconstruct its inputs. Needs a net without
+    /// label units on binary inputs; a Gaussian `top_units` gives the linear code layer.
+    Autoencoder(AutoencoderConfig),
 }
 
 fn default_dataset() -> String {
@@ -314,6 +318,15 @@ impl TrainingSpec {
                     ));
                 }
             }
+            Some(Finetune::Autoencoder(c)) => {
+                c.validate("finetune")?;
+                if arch.labels_in_top || !arch.visible_units.is_binary() {
+                    return Err(EngineError::invalid(
+                        "finetune",
+                        "a deep autoencoder needs labels_in_top false and binary visible units",
+                    ));
+                }
+            }
             None => {}
         }
         Ok(())
@@ -380,6 +393,8 @@ impl TrainingSpec {
                     * n as f64
                     * (6.0 * (forward - top.min(forward)) + (2.0 * k + 3.0) * top)
             }
+            // Encoder and decoder: twice the forward products, three each per example.
+            Some(Finetune::Autoencoder(c)) => 6.0 * c.epochs as f64 * n as f64 * forward,
         };
         finetune / (pretrain + finetune).max(1.0)
     }

@@ -4,6 +4,7 @@
 
 mod checkpoint;
 mod classify;
+mod codes;
 mod finetune_checkpoint;
 mod generate;
 mod greedy;
@@ -21,7 +22,7 @@ pub use pipeline::{finetune_model, log_prob_metrics, test_metrics, train_model};
 use ndarray::{Array2, ArrayView2, CowArray, Ix2};
 
 use crate::engine::error::{EngineError, Result};
-use crate::engine::finetune::Classifier;
+use crate::engine::finetune::{Classifier, DeepAutoencoder};
 use crate::engine::rbm::Rbm;
 
 /// A stack of RBMs. Layer 0 sees the data; layer i+1's Bernoulli visible units are layer i's
@@ -36,6 +37,8 @@ pub struct Dbn {
     generative: Option<Vec<Array2<f32>>>,
     /// Standardisation of the inputs, for a first RBM with Gaussian visible units.
     input_norm: Option<InputNorm>,
+    /// The deep autoencoder fine-tuned from this DBN, if there was one.
+    autoencoder: Option<DeepAutoencoder>,
 }
 
 impl Dbn {
@@ -64,7 +67,30 @@ impl Dbn {
             classifier: None,
             generative: None,
             input_norm: None,
+            autoencoder: None,
         })
+    }
+
+    /// Attaches the deep autoencoder fine-tuned from this DBN.
+    pub fn with_autoencoder(mut self, net: DeepAutoencoder) -> Result<Self> {
+        let rebuilt = DeepAutoencoder::new(&self, net.layers().to_vec())?;
+        if rebuilt != net {
+            return Err(EngineError::Model(
+                "the autoencoder's activations do not match the DBN's units".into(),
+            ));
+        }
+        self.autoencoder = Some(net);
+        Ok(self)
+    }
+
+    /// The fine-tuned deep autoencoder, if the model has one.
+    pub fn autoencoder(&self) -> Option<&DeepAutoencoder> {
+        self.autoencoder.as_ref()
+    }
+
+    /// Detaches the deep autoencoder, if the model has one.
+    pub(crate) fn take_autoencoder(&mut self) -> Option<DeepAutoencoder> {
+        self.autoencoder.take()
     }
 
     /// Attaches the input standardisation that the first RBM's Gaussian units were trained

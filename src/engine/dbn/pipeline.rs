@@ -8,7 +8,8 @@ use super::{error_rate, run_fingerprint, Checkpoint, Dbn, FinetuneCheckpoint};
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::{
-    evaluate, train_backprop, train_up_down, Classifier, FinetuneRun, FinetuneState,
+    evaluate, train_autoencoder, train_backprop, train_up_down, Classifier, DeepAutoencoder,
+    FinetuneRun, FinetuneState,
 };
 use crate::engine::observer::Observer;
 use crate::engine::spec::{Finetune, Limits, TrainingSpec};
@@ -170,6 +171,29 @@ fn run_finetune(
             outcome.dbn = outcome.dbn.with_classifier(net)?;
             history
         }
+        Finetune::Autoencoder(config) => {
+            let mut net = match outcome.dbn.take_autoencoder() {
+                Some(net) if resumed => net,
+                _ if resumed => {
+                    return Err(EngineError::Model(
+                        "checkpoint: no autoencoder to go on fine-tuning".into(),
+                    ))
+                }
+                _ => DeepAutoencoder::from_dbn(&outcome.dbn)?,
+            };
+            let held_out = (!valid.is_empty()).then(|| valid.images.view());
+            let history = train_autoencoder(
+                &mut net,
+                &outcome.dbn,
+                x,
+                held_out,
+                config,
+                &mut run,
+                &mut rng,
+            )?;
+            outcome.dbn = outcome.dbn.with_autoencoder(net)?;
+            history
+        }
         Finetune::UpDown(config) => {
             if resumed && !outcome.dbn.is_untied() {
                 return Err(EngineError::Model(
@@ -223,7 +247,8 @@ pub fn log_prob_metrics(
 
 /// Test errors of `dbn` on `test`: `test_error_free_energy` (when it has labels),
 /// `test_error_discriminative` (when it was fine-tuned by backpropagation), and `test_error`,
-/// the error of its default method (discriminative when there is a classifier).
+/// the error of its default method (discriminative when there is a classifier); and
+/// `test_reconstruction_error` (squared, per image) when it was fine-tuned as an autoencoder.
 pub fn test_metrics(dbn: &Dbn, test: &Dataset) -> Result<BTreeMap<String, f64>> {
     let mut metrics = BTreeMap::new();
     if dbn.label_classes() > 0 {
@@ -231,6 +256,10 @@ pub fn test_metrics(dbn: &Dbn, test: &Dataset) -> Result<BTreeMap<String, f64>> 
         let e = error_rate(probs.view(), &test.labels);
         metrics.insert("test_error_free_energy".to_string(), e);
         metrics.insert("test_error".to_string(), e);
+    }
+    if let Some(net) = dbn.autoencoder() {
+        let e = net.reconstruction_error(test.images.view());
+        metrics.insert("test_reconstruction_error".to_string(), e);
     }
     if let Some(net) = dbn.classifier() {
         let (e, _) = evaluate(net, test.images.view(), &test.labels)?;

@@ -1,13 +1,16 @@
 //! Fine-tuning of a greedily learned DBN: discriminatively, by backpropagation through the
 //! unrolled recognition weights with a softmax output layer; generatively, by the up-down
-//! algorithm.
+//! algorithm; as a deep autoencoder, by backpropagation of the reconstruction error through
+//! the unrolled encoder and decoder.
 
+mod autoencoder;
 mod backprop;
 mod config;
 mod net;
 mod run;
 mod updown;
 
+pub use autoencoder::{train_autoencoder, AutoencoderConfig, DeepAutoencoder};
 pub use backprop::{evaluate, train_backprop};
 pub use config::{BackpropConfig, MAX_FINETUNE_BATCH, MAX_FINETUNE_EPOCHS};
 pub use net::{Classifier, Dense};

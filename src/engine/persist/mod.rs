@@ -19,7 +19,7 @@ pub(crate) use tensors::{
 
 use crate::engine::dbn::{Dbn, InputNorm};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::finetune::Classifier;
+use crate::engine::finetune::{Classifier, DeepAutoencoder};
 use crate::engine::rbm::Units;
 
 /// The `format` metadata value of our model files.
@@ -49,6 +49,9 @@ pub(crate) struct DbnLayout {
     /// (visible, hidden) unit kinds of each RBM (absent when every unit is binary).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub units: Vec<(Units, Units)>,
+    /// Dense layers of the fine-tuned deep autoencoder (0: none; absent in files without).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub autoencoder_layers: usize,
     /// Whether `input.mean` and `input.scale` hold the input standardisation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub input_norm: bool,
@@ -61,6 +64,7 @@ impl DbnLayout {
             + 2 * self.classifier_layers
             + self.generative_layers
             + 2 * self.input_norm as usize
+            + 2 * self.autoencoder_layers
     }
 }
 
@@ -99,6 +103,15 @@ pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
     for (i, layer) in dbn.classifier().iter().flat_map(|c| c.layers()).enumerate() {
         tensors.push_dense(&format!("classifier.{i}"), layer);
     }
+    let autoencoder_layers = dbn.autoencoder().map_or(0, |a| a.layers().len());
+    for (i, layer) in dbn
+        .autoencoder()
+        .iter()
+        .flat_map(|a| a.layers())
+        .enumerate()
+    {
+        tensors.push_dense(&format!("autoencoder.{i}"), layer);
+    }
     if let Some(norm) = dbn.input_norm() {
         let n = norm.mean.len();
         tensors.push_f32("input.mean", &[n], norm.mean.iter());
@@ -115,6 +128,7 @@ pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
         classifier_layers,
         generative_layers,
         units: if all_binary { Vec::new() } else { units },
+        autoencoder_layers,
         input_norm: dbn.input_norm().is_some(),
     }
 }
@@ -159,6 +173,14 @@ pub(crate) fn read_dbn(
             scale: read_f32(st, "input.scale", &[n])?.into(),
         };
         dbn = dbn.with_input_norm(norm)?;
+    }
+    if layout.autoencoder_layers > 0 {
+        let dense = (0..layout.autoencoder_layers)
+            .map(|i| read_dense(st, &format!("autoencoder.{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        let net = DeepAutoencoder::new(&dbn, dense)
+            .map_err(|e| EngineError::Model(format!("autoencoder: {e}")))?;
+        dbn = dbn.with_autoencoder(net)?;
     }
     if layout.classifier_layers > 0 {
         dbn = dbn.with_classifier(read_classifier(st, layout.classifier_layers)?)?;
