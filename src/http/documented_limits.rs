@@ -33,7 +33,7 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
         add(schema, "momentum_final", unit_open.clone());
         add(schema, "weight_decay", unit_open.clone());
     }
-    add("RbmTrainConfig", "momentum_initial", unit_open);
+    add("RbmTrainConfig", "momentum_initial", unit_open.clone());
     add("RbmTrainConfig", "init_std", step(10.0));
     add(
         "LayerOverride",
@@ -71,12 +71,23 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
         "steps",
         json!({"minimum": 10, "maximum": 1_000_000}),
     );
+    for schema in ["PixelsRequest", "CodesRequest"] {
+        add(
+            schema,
+            "pixels",
+            json!({"minItems": 1, "maxItems": config.max_batch,
+                   "items": {"items": {"minimum": 0, "maximum": 1}}}),
+        );
+    }
+    add("AutoencoderConfig", "epochs", positive(MAX_FINETUNE_EPOCHS));
     add(
-        "PixelsRequest",
-        "pixels",
-        json!({"minItems": 1, "maxItems": config.max_batch,
-               "items": {"items": {"minimum": 0, "maximum": 1}}}),
+        "AutoencoderConfig",
+        "batch_size",
+        positive(MAX_FINETUNE_BATCH),
     );
+    add("AutoencoderConfig", "learning_rate", step(10.0));
+    add("AutoencoderConfig", "momentum", unit_open.clone());
+    add("AutoencoderConfig", "weight_decay", unit_open);
     for schema in ["SampleRequest", "ChainRequest"] {
         add(schema, "count", positive(config.max_samples));
         add(

@@ -201,6 +201,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::jobs::router())
         .merge(routes::models::router(config.max_model_bytes()))
         .merge(routes::classify::router())
+        .merge(routes::codes::router())
         .merge(routes::generation::router())
         .merge(routes::datasets::router())
         .merge(routes::oip::router())

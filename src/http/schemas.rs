@@ -63,6 +63,25 @@ pub enum FinetuneSchema {
     Backprop(BackpropSchema),
     /// The up-down algorithm (contrastive wake-sleep) with untied weights.
     UpDown(UpDownSchema),
+    /// A deep autoencoder: the stack unrolled into encoder and decoder, trained by
+    /// backpropagation to reconstruct its inputs (no label units, binary inputs).
+    Autoencoder(AutoencoderSchema),
+}
+
+/// Settings of deep-autoencoder fine-tuning; every field has a default.
+#[derive(ToSchema, serde::Deserialize)]
+#[schema(as = AutoencoderConfig)]
+pub struct AutoencoderSchema {
+    /// Passes over the data (default 50).
+    epochs: Option<usize>,
+    /// Examples per mini-batch (default 100).
+    batch_size: Option<usize>,
+    /// Step size (default 0.001; the loss sums the cross-entropy over the inputs).
+    learning_rate: Option<f32>,
+    /// Momentum (default 0.9).
+    momentum: Option<f32>,
+    /// L2 weight decay (default 0).
+    weight_decay: Option<f32>,
 }
 
 /// Settings of backpropagation; every field has a default.
@@ -321,6 +340,10 @@ mod tests {
         let mut up_down = json_fields(up_down);
         up_down.remove("method");
         assert_eq!(up_down, schema_fields::<UpDownSchema>());
+        let auto = Finetune::Autoencoder(crate::engine::finetune::AutoencoderConfig::default());
+        let mut auto = json_fields(serde_json::to_value(auto).unwrap());
+        auto.remove("method");
+        assert_eq!(auto, schema_fields::<AutoencoderSchema>());
         assert_eq!(
             json_fields(json["architecture"].clone()),
             schema_fields::<ArchitectureSchema>()

@@ -7,6 +7,7 @@ mod app;
 mod auth_and_limits;
 mod browser;
 mod classify;
+mod codes;
 mod crash;
 mod faults;
 mod jobs;

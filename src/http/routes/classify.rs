@@ -1,9 +1,7 @@
 //! Classification of images (PNG, JPEG, multipart or JSON pixels) by free energy or Gibbs
 //! sampling. The computation runs on the blocking pool under the inference limit.
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::header;
+use axum::extract::{Path, Request, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use ndarray::{Array2, Axis};
@@ -11,21 +9,15 @@ use ndarray::{Array2, Axis};
 use crate::engine::dbn::argmax_rows;
 use crate::http::dto::{ClassifyQuery, ClassifyResponse, Method, PixelsRequest, Prediction};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{body_rejection, ApiJson, ApiQuery, BufferedMultipart};
+use crate::http::extract::ApiQuery;
+use crate::http::routes::inputs::{read_body, Body, Inputs};
 use crate::http::state::AppState;
-use crate::imaging::{decode, to_mnist, MNIST_SIDE};
 use crate::store::ModelEntry;
 
 const DEFAULT_GIBBS_CLASSIFY_STEPS: usize = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/models/{id}/classify", post(classify))
-}
-
-/// The inputs of a classification before decoding.
-enum Inputs {
-    Pixels(Vec<Vec<f32>>),
-    Images(Vec<Bytes>),
 }
 
 /// Classify one or more images.
@@ -56,59 +48,16 @@ async fn classify(
     req: Request,
 ) -> Result<Json<ClassifyResponse>, ApiError> {
     let model = state.models.get(&id)?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let inputs = if content_type.starts_with("application/json") {
-        let ApiJson(body) = ApiJson::<PixelsRequest>::from_request(req, &state).await?;
-        q.method = body.method.or(q.method);
-        q.gibbs_steps = body.gibbs_steps.or(q.gibbs_steps);
-        q.seed = body.seed.or(q.seed);
-        Inputs::Pixels(body.pixels)
-    } else if content_type.starts_with("multipart/form-data") {
-        let BufferedMultipart(mut form) = BufferedMultipart::from_request(req, &state).await?;
-        let mut images = Vec::new();
-        while let Some(field) = form
-            .next_field()
-            .await
-            .map_err(|r| body_rejection(r.status(), r.body_text()))?
-        {
-            images.push(
-                field
-                    .bytes()
-                    .await
-                    .map_err(|r| body_rejection(r.status(), r.body_text()))?,
-            );
+    let inputs = match read_body::<PixelsRequest>(req, &state).await? {
+        Body::Json(body) => {
+            q.method = body.method.or(q.method);
+            q.gibbs_steps = body.gibbs_steps.or(q.gibbs_steps);
+            q.seed = body.seed.or(q.seed);
+            Inputs::Pixels(body.pixels)
         }
-        Inputs::Images(images)
-    } else if content_type.starts_with("image/") || content_type == "application/octet-stream" {
-        let bytes = Bytes::from_request(req, &state)
-            .await
-            .map_err(|r| body_rejection(r.status(), r.body_text()))?;
-        Inputs::Images(vec![bytes])
-    } else {
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send image/png, image/jpeg, multipart/form-data or application/json",
-        ));
+        Body::Images(images) => Inputs::Images(images),
     };
-    let count = match &inputs {
-        Inputs::Pixels(rows) => rows.len(),
-        Inputs::Images(images) => images.len(),
-    };
-    if count > state.config.max_batch {
-        return Err(ApiError::invalid(
-            "pixels",
-            format!(
-                "{count} images in one call; at most {} are taken",
-                state.config.max_batch
-            ),
-        ));
-    }
+    inputs.check_count(state.config.max_batch)?;
     let method = q.method.unwrap_or_default();
     let steps = q.gibbs_steps.unwrap_or(DEFAULT_GIBBS_CLASSIFY_STEPS);
     if method == Method::Gibbs && !(1..=state.config.max_gibbs_steps).contains(&steps) {
@@ -149,7 +98,7 @@ async fn classify(
     }))
 }
 
-/// The model's input matrix [n, n_inputs] from pixels or images.
+/// The model's input matrix, for a model that can classify.
 fn to_matrix(model: &ModelEntry, inputs: Inputs, max_pixels: u64) -> Result<Array2<f32>, ApiError> {
     if model.dbn.label_classes() == 0 && model.dbn.classifier().is_none() {
         return Err(ApiError::invalid(
@@ -157,42 +106,5 @@ fn to_matrix(model: &ModelEntry, inputs: Inputs, max_pixels: u64) -> Result<Arra
             "has no label units and cannot classify",
         ));
     }
-    let n_inputs = model.dbn.n_inputs();
-    let rows: Vec<Vec<f32>> = match inputs {
-        Inputs::Pixels(rows) => {
-            for (i, row) in rows.iter().enumerate() {
-                if row.len() != n_inputs {
-                    return Err(ApiError::invalid(
-                        &format!("pixels[{i}]"),
-                        format!("has {} values; the model takes {n_inputs}", row.len()),
-                    ));
-                }
-                if let Some(v) = row.iter().find(|v| !(0.0..=1.0).contains(*v)) {
-                    return Err(ApiError::invalid(
-                        &format!("pixels[{i}]"),
-                        format!("value {v} is outside [0, 1]"),
-                    ));
-                }
-            }
-            rows
-        }
-        Inputs::Images(images) => {
-            if n_inputs != MNIST_SIDE * MNIST_SIDE {
-                return Err(ApiError::invalid(
-                    "model",
-                    format!("takes {n_inputs} inputs, not 28x28 images; send JSON pixels"),
-                ));
-            }
-            images
-                .iter()
-                .map(|b| decode(b, max_pixels).map(|g| to_mnist(&g)))
-                .collect::<Result<_, _>>()?
-        }
-    };
-    if rows.is_empty() {
-        return Err(ApiError::invalid("pixels", "no images given"));
-    }
-    let flat: Vec<f32> = rows.concat();
-    Array2::from_shape_vec((flat.len() / n_inputs, n_inputs), flat)
-        .map_err(|e| ApiError::internal("input matrix", e))
+    inputs.into_matrix(model.dbn.n_inputs(), max_pixels)
 }

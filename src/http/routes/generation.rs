@@ -74,11 +74,11 @@ fn check_generation(
 }
 
 /// An array's rows as JSON-ready vectors.
-fn rows(a: &Array2<f32>) -> Vec<Vec<f32>> {
+pub(super) fn rows(a: &Array2<f32>) -> Vec<Vec<f32>> {
     a.outer_iter().map(|r| r.to_vec()).collect()
 }
 
-fn image_shape(model: &ModelEntry) -> [usize; 2] {
+pub(super) fn image_shape(model: &ModelEntry) -> [usize; 2] {
     model.card.image_shape.unwrap_or([1, model.dbn.n_inputs()])
 }
 
@@ -119,7 +119,7 @@ impl Generated {
     }
 }
 
-fn png_response(bytes: Vec<u8>) -> Response {
+pub(super) fn png_response(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
 }
 
