@@ -1,4 +1,5 @@
-//! `dbn-serve eval --model FILE`: test error on MNIST's test set and the confusion matrix.
+//! `dbn-serve eval --model FILE`: test error on MNIST's test set and the confusion matrix, or
+//! for a model without labels the test reconstruction error.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -41,6 +42,29 @@ pub struct EvalArgs {
 pub fn run(ctx: &Context, args: EvalArgs) -> Result<(), CliError> {
     let (dbn, card) = persist::load(&args.model)?;
     let test = ctx.load_mnist(MnistSplit::Test)?;
+    if dbn.label_classes() == 0 && dbn.classifier().is_none() {
+        // A model that cannot classify is measured by how well it rebuilds the images.
+        let started = Instant::now();
+        let metrics = crate::engine::dbn::test_metrics(&dbn, &test)?;
+        let error = metrics["test_reconstruction_error"];
+        let seconds = started.elapsed().as_secs_f64();
+        if args.json {
+            let out = serde_json::json!({
+                "model": card.name, "images": test.len(),
+                "test_reconstruction_error": error, "seconds": seconds,
+            });
+            println!("{out}");
+        } else {
+            println!(
+                "model {} ({:?}): test reconstruction error {error:.3} (mean over {} images \
+                 of the summed squared pixel error), {seconds:.2}s",
+                card.name,
+                card.sizes,
+                test.len()
+            );
+        }
+        return Ok(());
+    }
     if dbn.label_classes() != test.classes || dbn.n_inputs() != test.n_pixels() {
         return Err(CliError::Usage(format!(
             "the model takes {} inputs and {} labels; MNIST has {} pixels and {} classes",

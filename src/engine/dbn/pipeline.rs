@@ -248,7 +248,8 @@ pub fn log_prob_metrics(
 /// Test errors of `dbn` on `test`: `test_error_free_energy` (when it has labels),
 /// `test_error_discriminative` (when it was fine-tuned by backpropagation), and `test_error`,
 /// the error of its default method (discriminative when there is a classifier); and
-/// `test_reconstruction_error` (squared, per image) when it was fine-tuned as an autoencoder.
+/// `test_reconstruction_error` (summed squared pixel error, mean per image) for a model
+/// without labels (its deep autoencoder's, when it has one).
 pub fn test_metrics(dbn: &Dbn, test: &Dataset) -> Result<BTreeMap<String, f64>> {
     let mut metrics = BTreeMap::new();
     if dbn.label_classes() > 0 {
@@ -257,8 +258,9 @@ pub fn test_metrics(dbn: &Dbn, test: &Dataset) -> Result<BTreeMap<String, f64>> 
         metrics.insert("test_error_free_energy".to_string(), e);
         metrics.insert("test_error".to_string(), e);
     }
-    if let Some(net) = dbn.autoencoder() {
-        let e = net.reconstruction_error(test.images.view());
+    if dbn.label_classes() == 0 && dbn.n_inputs() == test.n_pixels() {
+        let x = test.images.view();
+        let e = crate::engine::finetune::mean_squared_distance(x, dbn.reconstruct(x)?.view());
         metrics.insert("test_reconstruction_error".to_string(), e);
     }
     if let Some(net) = dbn.classifier() {

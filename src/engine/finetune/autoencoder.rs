@@ -201,7 +201,7 @@ impl DeepAutoencoder {
 }
 
 /// Mean over rows of Σ (a − b)².
-pub(crate) fn mean_squared_distance(a: ArrayView2<f32>, b: ArrayView2<f32>) -> f64 {
+pub fn mean_squared_distance(a: ArrayView2<f32>, b: ArrayView2<f32>) -> f64 {
     let total: f64 = a
         .iter()
         .zip(b.iter())

@@ -10,7 +10,9 @@ mod net;
 mod run;
 mod updown;
 
-pub use autoencoder::{train_autoencoder, AutoencoderConfig, DeepAutoencoder};
+pub use autoencoder::{
+    mean_squared_distance, train_autoencoder, AutoencoderConfig, DeepAutoencoder,
+};
 pub use backprop::{evaluate, train_backprop};
 pub use config::{BackpropConfig, MAX_FINETUNE_BATCH, MAX_FINETUNE_EPOCHS};
 pub use net::{Classifier, Dense};
