@@ -60,6 +60,10 @@ pub struct EpochMetrics {
     /// Mean cross-entropy on held-out data (fine-tuning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_cross_entropy: Option<f64>,
+    /// Variational lower bound on the mean log-probability of held-out data, in nats
+    /// (wake-sleep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_prob_bound: Option<f64>,
     pub momentum: f32,
     pub seconds: f64,
     pub examples_per_sec: f64,

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::finetune::{AutoencoderConfig, BackpropConfig, UpDownConfig};
+use crate::engine::finetune::{
+    AutoencoderConfig, BackpropConfig, UpDownConfig, WakeSleepConfig, WakeSleepInit,
+};
 use crate::engine::rbm::{LayerMethod, RbmTrainConfig, Units};
 
 /// A complete description of a training run. Unknown fields are rejected.
@@ -87,6 +89,11 @@ pub enum Finetune {
     /// and decoder, trained by backpropagation to reconstruct its inputs. Needs a net without
     /// label units on binary inputs; a Gaussian `top_units` gives the linear code layer.
     Autoencoder(AutoencoderConfig),
+    /// By the wake-sleep algorithm (the seed's Box 1): a logistic belief net with separate
+    /// recognition and generative weights, started from the pretrained stack or (with
+    /// `init: random`) from random weights without pretraining. Needs a net without label
+    /// units on binary units.
+    WakeSleep(WakeSleepConfig),
 }
 
 fn default_dataset() -> String {
@@ -327,6 +334,15 @@ impl TrainingSpec {
                     ));
                 }
             }
+            Some(Finetune::WakeSleep(c)) => {
+                c.validate("finetune")?;
+                if arch.labels_in_top || gaussian {
+                    return Err(EngineError::invalid(
+                        "finetune",
+                        "wake-sleep needs labels_in_top false and binary units",
+                    ));
+                }
+            }
             None => {}
         }
         Ok(())
@@ -395,6 +411,10 @@ impl TrainingSpec {
             }
             // Encoder and decoder: twice the forward products, three each per example.
             Some(Finetune::Autoencoder(c)) => 6.0 * c.epochs as f64 * n as f64 * forward,
+            // Without pretraining all the work is wake-sleep's.
+            Some(Finetune::WakeSleep(c)) if c.init == WakeSleepInit::Random => return 1.0,
+            // Wake: up, down and an update per layer; sleep the same.
+            Some(Finetune::WakeSleep(c)) => 6.0 * c.epochs as f64 * n as f64 * forward,
         };
         finetune / (pretrain + finetune).max(1.0)
     }

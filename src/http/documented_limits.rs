@@ -79,6 +79,13 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
                    "items": {"items": {"minimum": 0, "maximum": 1}}}),
         );
     }
+    add("WakeSleepConfig", "epochs", positive(MAX_FINETUNE_EPOCHS));
+    add(
+        "WakeSleepConfig",
+        "batch_size",
+        positive(MAX_FINETUNE_BATCH),
+    );
+    add("WakeSleepConfig", "learning_rate", step(10.0));
     add("AutoencoderConfig", "epochs", positive(MAX_FINETUNE_EPOCHS));
     add(
         "AutoencoderConfig",

@@ -66,6 +66,25 @@ pub enum FinetuneSchema {
     /// A deep autoencoder: the stack unrolled into encoder and decoder, trained by
     /// backpropagation to reconstruct its inputs (no label units, binary inputs).
     Autoencoder(AutoencoderSchema),
+    /// The wake-sleep algorithm: a logistic belief net with separate recognition and
+    /// generative weights (no label units, binary units).
+    WakeSleep(WakeSleepSchema),
+}
+
+/// Settings of wake-sleep; every field has a default.
+#[derive(ToSchema, serde::Deserialize)]
+#[schema(as = WakeSleepConfig)]
+pub struct WakeSleepSchema {
+    /// Passes over the data (default 10).
+    epochs: Option<usize>,
+    /// Examples (and dreams) per mini-batch (default 100).
+    batch_size: Option<usize>,
+    /// Step size (default 0.01).
+    learning_rate: Option<f32>,
+    /// `pretrained` (default: start from the greedily learned stack) or `random` (start from
+    /// random weights, with no pretraining).
+    #[schema(pattern = "^(pretrained|random)$")]
+    init: Option<String>,
 }
 
 /// Settings of deep-autoencoder fine-tuning; every field has a default.
@@ -244,6 +263,9 @@ pub struct EpochMetricsSchema {
     cross_entropy: Option<f64>,
     /// Mean cross-entropy on held-out data (fine-tuning).
     validation_cross_entropy: Option<f64>,
+    /// Variational lower bound on the mean log-probability of held-out data, in nats
+    /// (wake-sleep).
+    log_prob_bound: Option<f64>,
     momentum: f32,
     seconds: f64,
     examples_per_sec: f64,
@@ -344,6 +366,10 @@ mod tests {
         let mut auto = json_fields(serde_json::to_value(auto).unwrap());
         auto.remove("method");
         assert_eq!(auto, schema_fields::<AutoencoderSchema>());
+        let ws = Finetune::WakeSleep(crate::engine::finetune::WakeSleepConfig::default());
+        let mut ws = json_fields(serde_json::to_value(ws).unwrap());
+        ws.remove("method");
+        assert_eq!(ws, schema_fields::<WakeSleepSchema>());
         assert_eq!(
             json_fields(json["architecture"].clone()),
             schema_fields::<ArchitectureSchema>()
@@ -385,6 +411,7 @@ mod tests {
             train_error: Some(0.1),
             cross_entropy: Some(0.3),
             validation_cross_entropy: Some(0.3),
+            log_prob_bound: Some(-100.0),
             momentum: 0.5,
             seconds: 1.0,
             examples_per_sec: 1.0,

@@ -1,6 +1,7 @@
 //! Codes and reconstructions: a model's deterministic representation of an input at its top,
 //! and the input rebuilt from it. A fine-tuned deep autoencoder answers with its own encoder
-//! and decoder; any other DBN with its mean-field up-pass, its top RBM and its top-down pass.
+//! and decoder, a wake-sleep belief net with its recognition and generative weights (mean
+//! field), any other DBN with its mean-field up-pass, its top RBM and its top-down pass.
 
 use ndarray::{concatenate, s, Array2, ArrayView2, Axis};
 
@@ -10,6 +11,9 @@ use crate::engine::error::{EngineError, Result};
 impl Dbn {
     /// Width of the codes [`Dbn::encode`] returns.
     pub fn code_size(&self) -> usize {
+        if let Some(net) = self.belief_net() {
+            return net.code_size();
+        }
         match &self.autoencoder() {
             Some(net) => net.code_size(),
             None if self.label_classes() > 0 => self.top().n_features(),
@@ -24,6 +28,9 @@ impl Dbn {
         self.check_input(&x)?;
         if let Some(net) = self.autoencoder() {
             return Ok(net.encode(x));
+        }
+        if let Some(net) = self.belief_net() {
+            return Ok(net.up_probs(x).pop().expect("at least one layer"));
         }
         let features = self.features(x)?;
         if self.label_classes() > 0 {
@@ -40,6 +47,10 @@ impl Dbn {
         self.check_input(&x)?;
         if let Some(net) = self.autoencoder() {
             return Ok(net.reconstruct(x));
+        }
+        if let Some(net) = self.belief_net() {
+            let top = net.up_probs(x).pop().expect("at least one layer");
+            return Ok(net.down_probs(top.view()));
         }
         let top = self.top();
         let features = self.features(x)?;

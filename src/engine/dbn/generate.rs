@@ -43,6 +43,22 @@ impl Dbn {
     ) -> Result<Vec<(usize, Array2<f32>)>> {
         let top = self.top();
         let (nf, k) = (top.n_features(), top.label_units);
+        if let Some(net) = self.belief_net() {
+            // A belief net samples ancestrally in one pass: there is no chain to run.
+            if label.is_some() {
+                return Err(EngineError::invalid(
+                    "label",
+                    "this model has no label units",
+                ));
+            }
+            if count == 0 || count > MAX_SAMPLES {
+                return Err(EngineError::invalid(
+                    "count",
+                    format!("must be in 1..={MAX_SAMPLES}"),
+                ));
+            }
+            return Ok(vec![(steps, net.sample(count, rng))]);
+        }
         if count == 0 || count > MAX_SAMPLES {
             return Err(EngineError::invalid(
                 "count",

@@ -22,7 +22,7 @@ pub use pipeline::{finetune_model, log_prob_metrics, test_metrics, train_model};
 use ndarray::{Array2, ArrayView2, CowArray, Ix2};
 
 use crate::engine::error::{EngineError, Result};
-use crate::engine::finetune::{Classifier, DeepAutoencoder};
+use crate::engine::finetune::{BeliefNet, Classifier, DeepAutoencoder};
 use crate::engine::rbm::Rbm;
 
 /// A stack of RBMs. Layer 0 sees the data; layer i+1's Bernoulli visible units are layer i's
@@ -39,6 +39,8 @@ pub struct Dbn {
     input_norm: Option<InputNorm>,
     /// The deep autoencoder fine-tuned from this DBN, if there was one.
     autoencoder: Option<DeepAutoencoder>,
+    /// The belief net learned by wake-sleep from this DBN (or from random weights).
+    belief_net: Option<BeliefNet>,
 }
 
 impl Dbn {
@@ -68,7 +70,32 @@ impl Dbn {
             generative: None,
             input_norm: None,
             autoencoder: None,
+            belief_net: None,
         })
+    }
+
+    /// Attaches the belief net that wake-sleep learned for this DBN's layer sizes.
+    pub fn with_belief_net(mut self, net: BeliefNet) -> Result<Self> {
+        let sizes: Vec<usize> = std::iter::once(net.n_inputs())
+            .chain(net.recognition.iter().map(|r| r.weights.ncols()))
+            .collect();
+        if sizes != self.sizes() || self.label_classes() > 0 {
+            return Err(EngineError::Model(
+                "the belief net does not match the DBN's layers".into(),
+            ));
+        }
+        self.belief_net = Some(net);
+        Ok(self)
+    }
+
+    /// The belief net learned by wake-sleep, if the model has one.
+    pub fn belief_net(&self) -> Option<&BeliefNet> {
+        self.belief_net.as_ref()
+    }
+
+    /// Detaches the belief net, if the model has one.
+    pub(crate) fn take_belief_net(&mut self) -> Option<BeliefNet> {
+        self.belief_net.take()
     }
 
     /// Attaches the deep autoencoder fine-tuned from this DBN.

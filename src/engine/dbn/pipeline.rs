@@ -8,10 +8,11 @@ use super::{error_rate, run_fingerprint, Checkpoint, Dbn, FinetuneCheckpoint};
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::{
-    evaluate, train_autoencoder, train_backprop, train_up_down, Classifier, DeepAutoencoder,
-    FinetuneRun, FinetuneState,
+    evaluate, train_autoencoder, train_backprop, train_up_down, train_wake_sleep, BeliefNet,
+    Classifier, DeepAutoencoder, FinetuneRun, FinetuneState, WakeSleepInit, BOUND_SAMPLES,
 };
 use crate::engine::observer::Observer;
+use crate::engine::rbm::Rbm;
 use crate::engine::spec::{Finetune, Limits, TrainingSpec};
 use crate::engine::EngineRng;
 
@@ -37,6 +38,10 @@ pub fn train_model(
             let greedy = resume_greedy(spec, data, limits, observer, cp)?;
             finetune_model(spec, greedy, data, observer)?
         }
+        None if starts_at_random(spec) => {
+            let stack = random_stack(spec, data, limits, rng)?;
+            finetune_model(spec, stack, data, observer)?
+        }
         None => {
             let greedy = train_greedy(spec, data, limits, observer, rng)?;
             finetune_model(spec, greedy, data, observer)?
@@ -45,6 +50,52 @@ pub fn train_model(
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
 }
+
+/// Whether the spec skips pretraining: wake-sleep from random weights.
+fn starts_at_random(spec: &TrainingSpec) -> bool {
+    matches!(&spec.finetune, Some(Finetune::WakeSleep(c)) if c.init == WakeSleepInit::Random)
+}
+
+/// The stack of untrained RBMs the spec describes: weights from N(0, init_std²) of each
+/// layer's settings, zero biases.
+fn random_stack(
+    spec: &TrainingSpec,
+    data: &Dataset,
+    limits: &Limits,
+    rng: &mut EngineRng,
+) -> Result<TrainOutcome> {
+    spec.validate(data.n_pixels(), data.classes, limits)?;
+    let (train, valid) = spec.split(data);
+    if train.is_empty() {
+        return Err(EngineError::invalid(
+            "validation_examples",
+            "must leave training examples",
+        ));
+    }
+    let mut layers = Vec::with_capacity(spec.architecture.hidden.len());
+    for (i, &hidden) in spec.architecture.hidden.iter().enumerate() {
+        let visible = spec.layer_visible(i, data.n_pixels(), data.classes);
+        layers.push(Rbm::new(
+            visible,
+            hidden,
+            0,
+            spec.layer_config(i).init_std,
+            rng,
+        )?);
+    }
+    Ok(TrainOutcome {
+        dbn: Dbn::new(layers)?,
+        history: Vec::new(),
+        train_examples: train.len(),
+        validation_examples: valid.len(),
+        validation_error: None,
+        seconds: 0.0,
+    })
+}
+
+/// Mixed into the seed for the binarisation of wake-sleep's monitoring images, so that it
+/// draws nothing from the run's own generator (which checkpoints carry).
+const MONITOR_STREAM: u64 = 0x6d6f_6e69_746f_7273;
 
 /// Applies the spec's fine-tuning (if any) to a greedily trained model. The model must come
 /// from pretraining as `spec` describes it on `data` (the caller checks); fine-tuning uses
@@ -194,6 +245,37 @@ fn run_finetune(
             outcome.dbn = outcome.dbn.with_autoencoder(net)?;
             history
         }
+        Finetune::WakeSleep(config) => {
+            let mut net = match outcome.dbn.take_belief_net() {
+                Some(net) if resumed => net,
+                _ if resumed => {
+                    return Err(EngineError::Model(
+                        "checkpoint: no belief net to go on learning".into(),
+                    ))
+                }
+                _ => BeliefNet::from_dbn(&outcome.dbn, x)?,
+            };
+            // Progress is measured on held-out images, or else on the first training ones.
+            let monitor = if valid.is_empty() {
+                x
+            } else {
+                valid.images.view()
+            };
+            let monitor = monitor.slice(ndarray::s![..monitor.nrows().min(1000), ..]);
+            let mut binarise = crate::engine::rng_from_seed(spec.seed ^ MONITOR_STREAM);
+            let monitor = crate::engine::rbm::sample_binary(monitor, &mut binarise);
+            let history = train_wake_sleep(
+                &mut net,
+                &outcome.dbn,
+                x,
+                monitor.view(),
+                config,
+                &mut run,
+                &mut rng,
+            )?;
+            outcome.dbn = outcome.dbn.with_belief_net(net)?;
+            history
+        }
         Finetune::UpDown(config) => {
             if resumed && !outcome.dbn.is_untied() {
                 return Err(EngineError::Model(
@@ -257,6 +339,12 @@ pub fn test_metrics(dbn: &Dbn, test: &Dataset) -> Result<BTreeMap<String, f64>> 
         let e = error_rate(probs.view(), &test.labels);
         metrics.insert("test_error_free_energy".to_string(), e);
         metrics.insert("test_error".to_string(), e);
+    }
+    if let Some(net) = dbn.belief_net() {
+        let mut rng = crate::engine::rng_from_seed(0);
+        let binary = crate::engine::rbm::sample_binary(test.images.view(), &mut rng);
+        let bound = net.log_prob_bound(binary.view(), BOUND_SAMPLES, &mut rng)?;
+        metrics.insert("test_log_prob_bound".to_string(), bound);
     }
     if dbn.label_classes() == 0 && dbn.n_inputs() == test.n_pixels() {
         let x = test.images.view();

@@ -401,6 +401,7 @@ pub fn train_autoencoder(
             train_error: None,
             cross_entropy: None,
             validation_cross_entropy: None,
+            log_prob_bound: None,
             momentum: cfg.momentum,
             seconds,
             examples_per_sec: seen / seconds.max(1e-9),

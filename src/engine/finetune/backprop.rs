@@ -275,6 +275,7 @@ pub fn train_backprop(
             train_error: Some(errors as f64 / seen),
             cross_entropy: Some(cross_entropy),
             validation_cross_entropy,
+            log_prob_bound: None,
             momentum,
             seconds,
             examples_per_sec: seen / seconds.max(1e-9),

@@ -275,6 +275,7 @@ pub fn train_up_down(
             train_error: None,
             cross_entropy: None,
             validation_cross_entropy: None,
+            log_prob_bound: None,
             momentum: 0.0,
             seconds,
             examples_per_sec: (batches * batch) as f64 / seconds.max(1e-9),

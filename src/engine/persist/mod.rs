@@ -19,7 +19,7 @@ pub(crate) use tensors::{
 
 use crate::engine::dbn::{Dbn, InputNorm};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::finetune::{Classifier, DeepAutoencoder};
+use crate::engine::finetune::{BeliefNet, Classifier, DeepAutoencoder};
 use crate::engine::rbm::Units;
 
 /// The `format` metadata value of our model files.
@@ -52,6 +52,9 @@ pub(crate) struct DbnLayout {
     /// Dense layers of the fine-tuned deep autoencoder (0: none; absent in files without).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub autoencoder_layers: usize,
+    /// Layers of the wake-sleep belief net (0: none; absent in files without one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub belief_layers: usize,
     /// Whether `input.mean` and `input.scale` hold the input standardisation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub input_norm: bool,
@@ -65,6 +68,7 @@ impl DbnLayout {
             + self.generative_layers
             + 2 * self.input_norm as usize
             + 2 * self.autoencoder_layers
+            + (4 * self.belief_layers + 1) * (self.belief_layers > 0) as usize
     }
 }
 
@@ -112,6 +116,15 @@ pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
     {
         tensors.push_dense(&format!("autoencoder.{i}"), layer);
     }
+    let belief_layers = dbn.belief_net().map_or(0, |b| b.recognition.len());
+    if let Some(net) = dbn.belief_net() {
+        for (l, (r, g)) in net.recognition.iter().zip(&net.generative).enumerate() {
+            tensors.push_dense(&format!("wake_sleep.recognition.{l}"), r);
+            tensors.push_dense(&format!("wake_sleep.generative.{l}"), g);
+        }
+        let top = &net.top_bias;
+        tensors.push_f32("wake_sleep.top_bias", &[top.len()], top.iter());
+    }
     if let Some(norm) = dbn.input_norm() {
         let n = norm.mean.len();
         tensors.push_f32("input.mean", &[n], norm.mean.iter());
@@ -129,6 +142,7 @@ pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
         generative_layers,
         units: if all_binary { Vec::new() } else { units },
         autoencoder_layers,
+        belief_layers,
         input_norm: dbn.input_norm().is_some(),
     }
 }
@@ -173,6 +187,20 @@ pub(crate) fn read_dbn(
             scale: read_f32(st, "input.scale", &[n])?.into(),
         };
         dbn = dbn.with_input_norm(norm)?;
+    }
+    if layout.belief_layers > 0 {
+        let read = |kind: &str| {
+            (0..layout.belief_layers)
+                .map(|l| read_dense(st, &format!("wake_sleep.{kind}.{l}")))
+                .collect::<Result<Vec<_>>>()
+        };
+        let top = dbn.top().n_hidden();
+        let net = BeliefNet::new(
+            read("recognition")?,
+            read("generative")?,
+            read_f32(st, "wake_sleep.top_bias", &[top])?.into(),
+        )?;
+        dbn = dbn.with_belief_net(net)?;
     }
     if layout.autoencoder_layers > 0 {
         let dense = (0..layout.autoencoder_layers)

@@ -269,6 +269,7 @@ fn epoch_metrics(
         train_error: None,
         cross_entropy: None,
         validation_cross_entropy: None,
+        log_prob_bound: None,
         momentum,
         seconds,
         examples_per_sec: n as f64 / seconds.max(1e-9),
