@@ -390,3 +390,22 @@ fn write_fuzz_seeds() {
         &persist::to_bytes(&out.dbn, &card).unwrap(),
     );
 }
+
+#[test]
+fn a_semi_restricted_first_layer_resumes_bit_for_bit() {
+    // The lateral weights and their momentum increments must survive the checkpoint too.
+    let mut spec = spec();
+    spec.architecture.lateral = true;
+    spec.architecture.labels_in_top = true;
+    let straight = run(&spec, &mut Silent).unwrap();
+    assert!(straight.dbn.layers()[0].lateral.is_some());
+    for stop_after in [1, 2, 4] {
+        let mut stopper = StopAtCheckpoint::new(stop_after);
+        assert!(matches!(
+            run(&spec, &mut stopper),
+            Err(EngineError::Cancelled)
+        ));
+        let resumed = resume(&spec, &mut Silent, stopper.last()).unwrap();
+        assert_same(&straight, &resumed);
+    }
+}

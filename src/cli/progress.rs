@@ -78,14 +78,16 @@ impl Observer for ConsoleProgress {
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
         if m.phase == crate::engine::observer::Phase::Finetune {
             tracing::info!(
-                "fine-tuning epoch {}/{}: train_error={} cross_entropy={} recon_train={} valid_error={} valid_ce={} {:.2}s {:.0} ex/s ({:.1}% done)",
+                "fine-tuning epoch {}/{}: train_error={} cross_entropy={} recon_train={} recon_valid={} valid_error={} valid_ce={} log_prob_bound={} {:.2}s {:.0} ex/s ({:.1}% done)",
                 m.epoch,
                 p.epochs,
                 opt(m.train_error),
                 opt(m.cross_entropy),
                 opt(m.recon_error_train),
+                opt(m.recon_error_validation),
                 opt(m.validation_error),
                 opt(m.validation_cross_entropy),
+                opt(m.log_prob_bound),
                 m.seconds,
                 m.examples_per_sec,
                 100.0 * p.fraction

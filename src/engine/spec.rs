@@ -119,6 +119,12 @@ pub struct Architecture {
     /// (the linear code layer of a deep autoencoder; a small learning rate again).
     #[serde(default, skip_serializing_if = "Units::is_binary_ref")]
     pub top_units: Units,
+    /// Lateral connections between the first RBM's visible units, making it a
+    /// semi-restricted Boltzmann machine (default false): reconstructions settle by damped
+    /// mean field and samples come from sequential Gibbs sweeps. Needs binary visible units,
+    /// no labels on that layer, and CD (not persistent, not autoencoder) for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lateral: bool,
 }
 
 fn yes() -> bool {
@@ -133,6 +139,7 @@ impl Default for Architecture {
             labels_in_top: true,
             visible_units: Units::Binary,
             top_units: Units::Binary,
+            lateral: false,
         }
     }
 }
@@ -190,8 +197,7 @@ impl TrainingSpec {
             architecture: Architecture {
                 hidden: vec![500, 500, 2000],
                 labels_in_top: true,
-                visible_units: Units::Binary,
-                top_units: Units::Binary,
+                ..Architecture::default()
             },
             pretrain: RbmTrainConfig::default(),
             layer_overrides: Vec::new(),
@@ -270,6 +276,31 @@ impl TrainingSpec {
             ));
         }
         let gaussian = !arch.visible_units.is_binary() || !arch.top_units.is_binary();
+        if arch.lateral {
+            let first = self.layer_config(0);
+            if !arch.visible_units.is_binary()
+                || self.layer_labels(0, classes) > 0
+                || first.persistent
+                || first.method != LayerMethod::Cd
+            {
+                return Err(EngineError::invalid(
+                    "architecture.lateral",
+                    "lateral connections need binary visible units, no label units on the first \
+                     layer, and CD (not persistent, not autoencoder) for it",
+                ));
+            }
+            let generative = matches!(
+                self.finetune,
+                Some(Finetune::UpDown(_) | Finetune::Autoencoder(_) | Finetune::WakeSleep(_))
+            );
+            if self.ais.is_some() || generative {
+                return Err(EngineError::invalid(
+                    "architecture.lateral",
+                    "AIS, up-down, deep-autoencoder and wake-sleep fine-tuning are for \
+                     restricted layers; backprop works",
+                ));
+            }
+        }
         if self.train_examples == Some(0) {
             return Err(EngineError::invalid("train_examples", "must be at least 1"));
         }

@@ -163,6 +163,9 @@ pub struct ArchitectureSchema {
     /// The top RBM's hidden units: `binary` (default) or `gaussian` (a real-valued code).
     #[schema(pattern = "^(binary|gaussian)$")]
     top_units: Option<String>,
+    /// Lateral connections between the first RBM's visible units: a semi-restricted
+    /// Boltzmann machine (default false; binary inputs, no labels or PCD on that layer).
+    lateral: Option<bool>,
 }
 
 /// How one RBM learns; every field has a default.
@@ -332,6 +335,7 @@ mod tests {
         let mut spec = TrainingSpec::digit_model();
         spec.architecture.visible_units = crate::engine::rbm::Units::Gaussian;
         spec.architecture.top_units = crate::engine::rbm::Units::Gaussian;
+        spec.architecture.lateral = true;
         spec.pretrain.method = crate::engine::rbm::LayerMethod::Autoencoder;
         spec.layer_overrides.push(LayerOverride {
             layer: 0,

@@ -144,6 +144,9 @@ impl GreedyCheckpoint {
             tensors.push_f32("state.chains", c.shape(), c.iter());
         }
         tensors.push_u32("state.order", &s.order);
+        if let Some(l) = &s.l_inc {
+            tensors.push_f32("state.l_inc", l.shape(), l.iter());
+        }
         let meta = Meta {
             layer: self.layer,
             next_epoch: s.next_epoch,
@@ -203,6 +206,17 @@ impl GreedyCheckpoint {
             hb_inc: Array1::from_vec(read_f32(&st, "state.hb_inc", &[h])?),
             chains,
             order,
+            l_inc: match &rbm.lateral {
+                Some(l) => {
+                    let dim = l.dim();
+                    let values = read_f32(&st, "state.l_inc", &[dim.0, dim.1])?;
+                    if !finite(&values) {
+                        return Err(bad("the learning state holds non-finite values".into()));
+                    }
+                    Some(Array2::from_shape_vec(dim, values).map_err(|e| bad(e.to_string()))?)
+                }
+                None => None,
+            },
         };
         let increments_finite = state
             .w_inc

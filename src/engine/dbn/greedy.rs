@@ -158,8 +158,11 @@ fn run_greedy(
             }
             None => {
                 let (v_units, h_units) = spec.layer_units(i);
-                let rbm = Rbm::new(visible, hidden, labels, config.init_std, rng)?
+                let mut rbm = Rbm::new(visible, hidden, labels, config.init_std, rng)?
                     .with_units(v_units, h_units)?;
+                if i == 0 && spec.architecture.lateral {
+                    rbm = rbm.with_lateral()?;
+                }
                 (rbm, None)
             }
         };

@@ -52,6 +52,9 @@ pub(crate) struct DbnLayout {
     /// Dense layers of the fine-tuned deep autoencoder (0: none; absent in files without).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub autoencoder_layers: usize,
+    /// RBMs with lateral connections (0: none; absent in files without them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lateral_layers: usize,
     /// Layers of the wake-sleep belief net (0: none; absent in files without one).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub belief_layers: usize,
@@ -68,6 +71,7 @@ impl DbnLayout {
             + self.generative_layers
             + 2 * self.input_norm as usize
             + 2 * self.autoencoder_layers
+            + self.lateral_layers
             + (4 * self.belief_layers + 1) * (self.belief_layers > 0) as usize
     }
 }
@@ -143,6 +147,7 @@ pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
         units: if all_binary { Vec::new() } else { units },
         autoencoder_layers,
         belief_layers,
+        lateral_layers: dbn.layers().iter().filter(|r| r.lateral.is_some()).count(),
         input_norm: dbn.input_norm().is_some(),
     }
 }

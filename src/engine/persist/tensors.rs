@@ -116,6 +116,9 @@ impl Tensors {
             &[h],
             rbm.hidden_bias.iter(),
         );
+        if let Some(l) = &rbm.lateral {
+            self.push_f32(&format!("{prefix}.lateral"), l.shape(), l.iter());
+        }
     }
 
     /// `PREFIX.weight` [in, out], `PREFIX.bias` [out].
@@ -195,7 +198,20 @@ pub(crate) fn read_rbm(
         label_units: labels,
         visible_units: Default::default(),
         hidden_units: Default::default(),
+        lateral: None,
     };
+    let mut rbm = rbm;
+    let lateral = format!("{prefix}.lateral");
+    if st.tensor(&lateral).is_ok() {
+        let f = v
+            .checked_sub(labels)
+            .ok_or_else(|| EngineError::Model(format!("{prefix} has more labels than units")))?;
+        rbm.lateral = Some(
+            Array2::from_shape_vec((f, f), read_f32(st, &lateral, &[f, f])?)
+                .map_err(|e| EngineError::Model(e.to_string()))?,
+        );
+        rbm.check_lateral()?;
+    }
     if labels > v || !rbm.is_finite() {
         return Err(EngineError::Model(format!(
             "{prefix} has more labels than units or non-finite values"

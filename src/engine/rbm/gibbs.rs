@@ -68,7 +68,20 @@ impl Rbm {
             self.hidden_probs_into(state.visible.view(), hp.view_mut());
             self.sample_hidden_into(rng, hp.view(), state.hidden.view_mut());
             self.visible_probs_into(state.hidden.view(), state.visible_probs.view_mut());
-            self.sample_visible_into(rng, state.visible_probs.view(), state.visible.view_mut());
+            if self.lateral.is_some() {
+                // The visible units interact: a sequential sweep from the current states
+                // (the softmax group, if any, is drawn as usual).
+                let visible = state.visible.clone();
+                self.sample_visible_into(rng, state.visible_probs.view(), state.visible.view_mut());
+                let f = self.n_features();
+                state
+                    .visible
+                    .slice_mut(s![.., ..f])
+                    .assign(&visible.slice(s![.., ..f]));
+                self.visible_sweep(rng, state.hidden.view(), state.visible.view_mut());
+            } else {
+                self.sample_visible_into(rng, state.visible_probs.view(), state.visible.view_mut());
+            }
             apply(&mut state.visible);
             apply(&mut state.visible_probs);
             on_step(step, &state);

@@ -6,6 +6,7 @@ mod ais;
 mod autoencoder;
 mod config;
 mod gibbs;
+mod lateral;
 mod model;
 mod state;
 mod train;
@@ -17,6 +18,7 @@ pub use ais::{
 };
 pub use config::{LayerMethod, RbmTrainConfig, VisibleBiasInit, MAX_BATCH, MAX_CD_K, MAX_EPOCHS};
 pub use gibbs::{Clamp, GibbsState};
+pub use lateral::{DAMPING, LATERAL_RATE, SETTLE_STEPS};
 pub use model::Rbm;
 pub use state::LayerState;
 pub(crate) use train::shuffle;

@@ -28,6 +28,9 @@ pub struct Rbm {
     pub visible_units: Units,
     /// The kind of the hidden units (default binary).
     pub hidden_units: Units,
+    /// Lateral connections between the binary feature units ([F, F], symmetric, zero
+    /// diagonal): a semi-restricted Boltzmann machine (see `lateral.rs`).
+    pub lateral: Option<Array2<f32>>,
 }
 
 /// Rows per chunk when a whole dataset goes through a conditional.
@@ -63,6 +66,7 @@ impl Rbm {
             label_units,
             visible_units: Units::Binary,
             hidden_units: Units::Binary,
+            lateral: None,
         })
     }
 
@@ -154,8 +158,14 @@ impl Rbm {
     pub fn visible_probs_into(&self, h: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
         math::matmul(out.view_mut(), false, h, self.weights.t(), 1.0);
         let f = self.n_features();
-        self.visible_units
-            .activate(out.slice_mut(s![.., ..f]), self.visible_bias.slice(s![..f]));
+        if self.lateral.is_some() {
+            let mut x = out.slice_mut(s![.., ..f]);
+            x += &self.visible_bias.slice(s![..f]);
+            self.settle(x);
+        } else {
+            self.visible_units
+                .activate(out.slice_mut(s![.., ..f]), self.visible_bias.slice(s![..f]));
+        }
         if self.label_units > 0 {
             math::softmax_bias_rows(out.slice_mut(s![.., f..]), self.visible_bias.slice(s![f..]));
         }
@@ -210,6 +220,9 @@ impl Rbm {
                 ))
             }
         };
+        for (f, e) in out.iter_mut().zip(self.lateral_energy(v)) {
+            *f += e;
+        }
         let hidden = self.hidden_units;
         out.as_slice_mut()
             .expect("owned array is contiguous")
@@ -272,6 +285,7 @@ impl Rbm {
             .iter()
             .chain(&self.visible_bias)
             .chain(&self.hidden_bias)
+            .chain(self.lateral.iter().flatten())
             .all(|x| x.is_finite())
     }
 }

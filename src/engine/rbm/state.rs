@@ -20,6 +20,8 @@ pub struct LayerState {
     pub chains: Option<Array2<f32>>,
     /// The order of the training examples after the last shuffle (each epoch shuffles it).
     pub order: Vec<u32>,
+    /// Increments of the lateral weights, for a semi-restricted layer: [F, F].
+    pub l_inc: Option<Array2<f32>>,
 }
 
 impl LayerState {
@@ -31,6 +33,11 @@ impl LayerState {
             || self.hb_inc.len() != rbm.n_hidden()
         {
             return bad("increments do not fit the layer".into());
+        }
+        match (&self.l_inc, &rbm.lateral) {
+            (Some(a), Some(b)) if a.dim() == b.dim() => {}
+            (None, None) => {}
+            _ => return bad("lateral increments do not fit the layer".into()),
         }
         match (&self.chains, persistent) {
             (Some(c), true) if c.dim() == (batch, rbm.n_visible()) => {}

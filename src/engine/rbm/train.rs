@@ -93,6 +93,7 @@ pub fn train_rbm(
             cd.vb_inc = state.vb_inc;
             cd.hb_inc = state.hb_inc;
             cd.chains = state.chains.map(|c| c.as_standard_layout().into_owned());
+            cd.l_inc = state.l_inc;
             let order = state.order.iter().map(|&i| i as usize).collect();
             (order, state.next_epoch)
         }
@@ -184,6 +185,7 @@ pub fn train_rbm(
                     hb_inc: cd.hb_inc.clone(),
                     chains: cd.chains.clone(),
                     order: order.iter().map(|&i| i as u32).collect(),
+                    l_inc: cd.l_inc.clone(),
                 },
                 history: run.history.iter().chain(&history).cloned().collect(),
                 rng: rng.clone(),
@@ -305,6 +307,8 @@ pub(super) struct CdState {
     pub(super) h_sum: Array1<f32>,
     /// PCD fantasy particles: [B, V].
     pub(super) chains: Option<Array2<f32>>,
+    /// Increments of the lateral weights of a semi-restricted layer: [F, F].
+    pub(super) l_inc: Option<Array2<f32>>,
     /// The training data as sparse rows, when it is sparse; the batch's rows and their
     /// transpose (scaled for the weight update) are rebuilt in place every step.
     pub(super) sparse_data: Option<SparseRows>,
@@ -329,6 +333,7 @@ impl CdState {
             v_sum: Array1::zeros(v),
             h_sum: Array1::zeros(h),
             chains: persistent.then(|| Array2::zeros((batch, v))),
+            l_inc: rbm.lateral.as_ref().map(|l| Array2::zeros(l.dim())),
             sparse_data: None,
             batch_rows: SparseRows::default(),
             batch_cols: SparseRows::default(),
@@ -407,7 +412,16 @@ impl CdState {
                         rbm.sample_hidden_into(rng, p1.view(), h.view_mut());
                     }
                 }
-                squared_distance(v0, vn.view())
+                let error = squared_distance(v0, vn.view());
+                if rbm.lateral.is_some() {
+                    // A semi-restricted layer's negative phase is a sampled reconstruction:
+                    // one sequential Gibbs sweep from v0 given h (see lateral.rs for why not
+                    // the mean field, which still gives the reported error).
+                    vs.assign(&v0);
+                    rbm.visible_sweep(rng, h.view(), vs.view_mut());
+                    vn.assign(&vs);
+                }
+                error
             }
         };
         // Negative statistics use p(h | v_neg).
@@ -434,6 +448,26 @@ impl CdState {
             cfg.learning_rate * cfg.weight_decay,
         );
 
+        if let (Some(l), Some(inc)) = (rbm.lateral.as_mut(), self.l_inc.as_mut()) {
+            // ΔL = ε(<v vᵀ>_data − <v vᵀ>_recon) − ελL, with momentum; kept symmetric with a
+            // zero diagonal.
+            let f = l.nrows();
+            let rate = cfg.learning_rate * super::LATERAL_RATE;
+            inc.mapv_inplace(|x| x * momentum);
+            inc.scaled_add(-rate * cfg.weight_decay, l);
+            let (d, r) = (v0.slice(s![.., ..f]), vn.slice(s![.., ..f]));
+            xt_times_p_add(d, d, rate / b as f32, inc.view_mut());
+            xt_times_p_add(r, r, -rate / b as f32, inc.view_mut());
+            for i in 0..f {
+                inc[[i, i]] = 0.0;
+                for k in 0..i {
+                    let mean = 0.5 * (inc[[i, k]] + inc[[k, i]]);
+                    inc[[i, k]] = mean;
+                    inc[[k, i]] = mean;
+                }
+            }
+            *l += &*inc;
+        }
         let bias_scale = cfg.bias_learning_rate / b as f32;
         column_difference(v0, vn.view(), &mut self.v_sum);
         column_difference(p0.view(), p1.view(), &mut self.h_sum);
