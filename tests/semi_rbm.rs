@@ -231,6 +231,7 @@ fn a_semi_restricted_first_layer_learns_real_digits_and_survives_a_save_and_load
         "lateral weights did not learn"
     );
     let recon = rbm.reconstruction_error(test.images.view());
+    eprintln!("test reconstruction error {recon}");
     // A blank image is about 100 squared units from a digit.
     assert!(recon < 50.0, "test reconstruction error {recon}");
     // Ink is locally smooth: horizontal neighbours couple more strongly than pixels half an

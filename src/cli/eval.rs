@@ -47,11 +47,13 @@ pub fn run(ctx: &Context, args: EvalArgs) -> Result<(), CliError> {
         let started = Instant::now();
         let metrics = crate::engine::dbn::test_metrics(&dbn, &test)?;
         let error = metrics["test_reconstruction_error"];
+        let bound = metrics.get("test_log_prob_bound").copied();
         let seconds = started.elapsed().as_secs_f64();
         if args.json {
             let out = serde_json::json!({
                 "model": card.name, "images": test.len(),
-                "test_reconstruction_error": error, "seconds": seconds,
+                "test_reconstruction_error": error, "test_log_prob_bound": bound,
+                "seconds": seconds,
             });
             println!("{out}");
         } else {
@@ -62,6 +64,12 @@ pub fn run(ctx: &Context, args: EvalArgs) -> Result<(), CliError> {
                 card.sizes,
                 test.len()
             );
+            if let Some(bound) = bound {
+                println!(
+                    "variational lower bound on ln p(v) of the binarised test images: \
+                     {bound:.2} nats"
+                );
+            }
         }
         return Ok(());
     }

@@ -14,7 +14,8 @@ pub struct SampleArgs {
     /// The model file (.safetensors).
     #[arg(long)]
     model: PathBuf,
-    /// Label to clamp; without it, one row of `count` samples for every label.
+    /// Label to clamp; without it, one row of `count` samples for every label (one row of free
+    /// samples for a model without labels).
     #[arg(long)]
     label: Option<usize>,
     /// Samples per label.
@@ -36,18 +37,15 @@ pub fn run(_ctx: &Context, args: SampleArgs) -> Result<(), CliError> {
         .image_shape
         .ok_or_else(|| CliError::Usage("the model does not say its image shape".into()))?;
     let mut rng = crate::engine::rng_from_seed(args.seed);
-    let labels: Vec<usize> = match args.label {
-        Some(l) => vec![l],
-        None => (0..dbn.label_classes()).collect(),
+    // One row per label, or one row of free samples for a model without labels.
+    let labels: Vec<Option<usize>> = match args.label {
+        Some(l) => vec![Some(l)],
+        None if dbn.label_classes() == 0 => vec![None],
+        None => (0..dbn.label_classes()).map(Some).collect(),
     };
-    if labels.is_empty() {
-        return Err(CliError::Usage(
-            "the model has no labels; pass --label".into(),
-        ));
-    }
     let rows = labels
         .iter()
-        .map(|&l| dbn.generate(Some(l), args.count, args.steps, &mut rng))
+        .map(|&l| dbn.generate(l, args.count, args.steps, &mut rng))
         .collect::<Result<Vec<_>, _>>()?;
     let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
     let images = concatenate(Axis(0), &views).map_err(|e| CliError::Usage(e.to_string()))?;

@@ -131,9 +131,9 @@ pub(super) fn save_trained(
     if let Some(v) = outcome.validation_error {
         tracing::info!("validation error: {:.2}%", 100.0 * v);
     }
-    let needs_test =
-        spec.ais.is_some() || outcome.dbn.label_classes() > 0 || outcome.dbn.classifier().is_some();
-    let test = if test && needs_test {
+    // Every model has test metrics: errors for those that classify, reconstruction error
+    // (and a wake-sleep net's bound) for the others.
+    let test = if test {
         Some(ctx.load_mnist(MnistSplit::Test)?)
     } else {
         None
@@ -141,7 +141,11 @@ pub(super) fn save_trained(
     if let Some(test) = &test {
         let metrics = test_metrics(&outcome.dbn, test)?;
         for (name, value) in &metrics {
-            tracing::info!("{name} ({} images): {:.2}%", test.len(), 100.0 * value);
+            if name.starts_with("test_error") {
+                tracing::info!("{name} ({} images): {:.2}%", test.len(), 100.0 * value);
+            } else {
+                tracing::info!("{name} ({} images): {value:.3}", test.len());
+            }
         }
         card.metrics.extend(metrics);
     }

@@ -415,9 +415,10 @@ impl CdState {
                 let error = squared_distance(v0, vn.view());
                 if rbm.lateral.is_some() {
                     // A semi-restricted layer's negative phase is a sampled reconstruction:
-                    // one sequential Gibbs sweep from v0 given h (see lateral.rs for why not
-                    // the mean field, which still gives the reported error).
-                    vs.assign(&v0);
+                    // a draw from the settled mean field, then one sequential Gibbs sweep
+                    // given h (see lateral.rs for why not the mean field alone, which still
+                    // gives the reported error).
+                    sample_bernoulli(rng, vn.view(), vs.view_mut());
                     rbm.visible_sweep(rng, h.view(), vs.view_mut());
                     vn.assign(&vs);
                 }
