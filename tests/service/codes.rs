@@ -137,3 +137,77 @@ async fn a_labelled_dbn_encodes_to_the_features_of_its_associative_memory() {
     assert_eq!(status, 200, "{recon}");
     assert_eq!(recon["reconstructions"][0].as_array().unwrap().len(), 784);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaussian_semi_restricted_and_wake_sleep_models_train_as_jobs_and_serve() {
+    let app = spawn_app().await;
+    let pixels = test_pixels(4);
+    // Gaussian visible units with labels on top: classifies raw pixels.
+    let gaussian = app
+        .train(&json!({
+            "architecture": {"hidden": [64, 64], "visible_units": "gaussian"},
+            "pretrain": {"epochs": 3},
+            "layer_overrides": [{"layer": 0, "learning_rate": 0.005, "bias_learning_rate": 0.005}],
+            "seed": 1
+        }))
+        .await;
+    let (status, r) = app
+        .post_json(&format!("/v1/models/{gaussian}/classify"), &pixels)
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["predictions"].as_array().unwrap().len(), 4);
+    // A semi-restricted first layer: samples come back as pixels.
+    let semi = app
+        .train(&json!({
+            "architecture": {"hidden": [32, 32], "lateral": true},
+            "pretrain": {"epochs": 2},
+            "seed": 2
+        }))
+        .await;
+    let (status, r) = app
+        .post_json(
+            &format!("/v1/models/{semi}/samples"),
+            &json!({"label": 1, "count": 2, "gibbs_steps": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    // Wake-sleep from random weights: no pretraining, a bound in the card, free samples.
+    let ws = app
+        .train(&json!({
+            "architecture": {"hidden": [32, 16], "labels_in_top": false},
+            "finetune": {"method": "wake_sleep", "epochs": 2, "init": "random"},
+            "seed": 3
+        }))
+        .await;
+    let (_, card) = app.get_json(&format!("/v1/models/{ws}")).await;
+    let bound = card["metrics"]["test_log_prob_bound"].as_f64().unwrap();
+    assert!(bound < 0.0 && bound > -800.0, "bound {bound}");
+    let (status, r) = app
+        .post_json(&format!("/v1/models/{ws}/samples"), &json!({"count": 3}))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["images"].as_array().unwrap().len(), 3);
+    // Asking a label of a model without labels, or a bad combination, is a clear 422.
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/models/{ws}/samples"),
+            &json!({"label": 2, "count": 3}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = app
+        .post_json(
+            "/v1/jobs",
+            &json!({"architecture": {"hidden": [32], "lateral": true, "labels_in_top": false},
+                    "pretrain": {"persistent": true}}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (422, "invalid_request"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lateral"),
+        "{body}"
+    );
+}
