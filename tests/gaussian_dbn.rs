@@ -134,6 +134,16 @@ fn specs_that_mix_gaussian_units_with_what_needs_binary_ones_are_refused() {
     spec.architecture.top_units = Units::Gaussian;
     let err = spec.validate(784, 10, &limits).unwrap_err().to_string();
     assert!(err.contains("Gaussian"), "{err}");
+    // Free-energy classification sums out binary hidden units: labels cannot join a
+    // Gaussian top.
+    let mut spec = gaussian_spec(100);
+    spec.architecture.visible_units = Units::Binary;
+    spec.architecture.top_units = Units::Gaussian;
+    let err = spec.validate(784, 10, &limits).unwrap_err().to_string();
+    assert!(err.contains("top_units"), "{err}");
+    let mut rng = rng_from_seed(1);
+    let labelled = dbn_serve::engine::rbm::Rbm::new(20, 5, 10, 0.1, &mut rng).unwrap();
+    assert!(labelled.with_units(Units::Binary, Units::Gaussian).is_err());
     let spec = gaussian_spec(100);
     assert!(spec.validate(784, 10, &limits).is_ok());
 }

@@ -121,6 +121,21 @@ fn sequential_gibbs_sweeps_reach_the_exact_visible_marginals() {
 }
 
 #[test]
+fn measurements_for_restricted_machines_refuse_a_semi_restricted_one() {
+    // AIS and the DBN bound assume independent visible units given h.
+    let (rbm, mut rng) = semi(3, 5, 0.5);
+    let base = Array1::zeros(V);
+    let config = dbn_serve::engine::rbm::AisConfig::schedule(4, 100);
+    assert!(dbn_serve::engine::rbm::estimate_log_z(&rbm, base.view(), &config, &mut rng).is_err());
+    let top = Rbm::new(3, 2, 0, 0.1, &mut rng).unwrap();
+    let dbn = Dbn::new(vec![rbm, top]).unwrap();
+    let v = Array2::zeros((2, V));
+    assert!(dbn
+        .log_prob_lower_bound(v.view(), 0.0, 2, &mut rng)
+        .is_err());
+}
+
+#[test]
 fn mean_field_reconstruction_settles_near_its_fixed_point() {
     // m = σ(b + W h + L m) at the fixed point; ten damped steps with weak couplings get close.
     let (rbm, _) = semi(3, 3, 0.3);

@@ -215,6 +215,18 @@ fn digit_spec(init: WakeSleepInit) -> TrainingSpec {
 }
 
 #[test]
+fn a_random_start_has_no_rbms_for_ais_to_measure() {
+    let mut spec = digit_spec(WakeSleepInit::Random);
+    assert!(spec.validate(784, 10, &Limits::default()).is_ok());
+    spec.ais = Some(serde_json::from_str("{}").unwrap());
+    let err = spec
+        .validate(784, 10, &Limits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("random"), "{err}");
+}
+
+#[test]
 fn pretraining_gives_wake_sleep_a_better_start_than_random_weights_on_real_digits() {
     let data = common::fixture(MnistSplit::Train);
     let test = common::fixture(MnistSplit::Test);

@@ -46,7 +46,16 @@ pub fn run(ctx: &Context, args: EvalArgs) -> Result<(), CliError> {
         // A model that cannot classify is measured by how well it rebuilds the images.
         let started = Instant::now();
         let metrics = crate::engine::dbn::test_metrics(&dbn, &test)?;
-        let error = metrics["test_reconstruction_error"];
+        let error = metrics
+            .get("test_reconstruction_error")
+            .copied()
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "the model takes {} inputs; MNIST has {} pixels",
+                    dbn.n_inputs(),
+                    test.n_pixels()
+                ))
+            })?;
         let bound = metrics.get("test_log_prob_bound").copied();
         let seconds = started.elapsed().as_secs_f64();
         if args.json {

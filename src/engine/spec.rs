@@ -269,6 +269,12 @@ impl TrainingSpec {
         }
         let autoencoder_first = self.layer_config(0).method == LayerMethod::Autoencoder;
         let arch = &self.architecture;
+        if !arch.top_units.is_binary() && arch.labels_in_top {
+            return Err(EngineError::invalid(
+                "architecture.top_units",
+                "Gaussian top units cannot join label units: set labels_in_top false",
+            ));
+        }
         if hidden.len() == 1 && !arch.visible_units.is_binary() && !arch.top_units.is_binary() {
             return Err(EngineError::invalid(
                 "architecture",
@@ -310,6 +316,17 @@ impl TrainingSpec {
             }
             if !(10..=1_000_000).contains(&a.steps) {
                 return Err(EngineError::invalid("ais.steps", "must be in 10..=1000000"));
+            }
+            let random_start = matches!(
+                &self.finetune,
+                Some(Finetune::WakeSleep(c)) if c.init == WakeSleepInit::Random
+            );
+            if random_start {
+                return Err(EngineError::invalid(
+                    "ais",
+                    "wake-sleep from random weights trains no RBMs to measure; its card gets \
+                     test_log_prob_bound instead",
+                ));
             }
             if gaussian || autoencoder_first {
                 return Err(EngineError::invalid(

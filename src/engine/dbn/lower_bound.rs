@@ -47,10 +47,9 @@ impl Dbn {
         rng: &mut R,
     ) -> Result<f64> {
         self.check_input(&data)?;
-        let binary = self
-            .layers()
-            .iter()
-            .all(|l| l.visible_units.is_binary() && l.hidden_units.is_binary());
+        let binary = self.layers().iter().all(|l| {
+            l.visible_units.is_binary() && l.hidden_units.is_binary() && l.lateral.is_none()
+        });
         if !binary {
             return Err(EngineError::invalid(
                 "model",

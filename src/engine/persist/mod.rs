@@ -176,10 +176,13 @@ pub(crate) fn read_dbn(
             None => None,
         };
         let rbm = read_rbm(st, &format!("layers.{i}"), shape, labels)?;
-        layers.push(match layout.units.get(i) {
+        let rbm = match layout.units.get(i) {
             Some(&(v, h)) => rbm.with_units(v, h)?,
             None => rbm,
-        });
+        };
+        // Lateral weights were checked before the unit kinds were known: check again.
+        rbm.check_lateral()?;
+        layers.push(rbm);
     }
     if !layout.units.is_empty() && layout.units.len() != layers.len() {
         return Err(bad("unit kinds and layers disagree".into()));

@@ -126,10 +126,14 @@ pub fn estimate_log_z<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<AisEstimate> {
     config.validate()?;
-    if rbm.label_units > 0 || !rbm.visible_units.is_binary() || !rbm.hidden_units.is_binary() {
+    if rbm.label_units > 0
+        || !rbm.visible_units.is_binary()
+        || !rbm.hidden_units.is_binary()
+        || rbm.lateral.is_some()
+    {
         return Err(EngineError::invalid(
             "model",
-            "AIS here is for RBMs of binary units; this one has label or Gaussian units",
+            "AIS here is for RBMs of binary units; this one has label, Gaussian or lateral units",
         ));
     }
     let (nv, nh) = rbm.weights.dim();

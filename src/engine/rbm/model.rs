@@ -78,6 +78,13 @@ impl Rbm {
                 "an RBM cannot have Gaussian units on both sides",
             ));
         }
+        if !hidden.is_binary() && self.label_units > 0 {
+            return Err(EngineError::invalid(
+                "units",
+                "label units need binary hidden units (free-energy classification sums them \
+                 out as binary)",
+            ));
+        }
         self.visible_units = visible;
         self.hidden_units = hidden;
         Ok(self)
