@@ -100,12 +100,7 @@ impl Dbn {
 
     /// Attaches the deep autoencoder fine-tuned from this DBN.
     pub fn with_autoencoder(mut self, net: DeepAutoencoder) -> Result<Self> {
-        let rebuilt = DeepAutoencoder::new(&self, net.layers().to_vec())?;
-        if rebuilt != net {
-            return Err(EngineError::Model(
-                "the autoencoder's activations do not match the DBN's units".into(),
-            ));
-        }
+        net.check_fits(&self)?;
         self.autoencoder = Some(net);
         Ok(self)
     }

@@ -52,25 +52,8 @@ impl Default for AutoencoderConfig {
 
 impl AutoencoderConfig {
     pub fn validate(&self, prefix: &str) -> Result<()> {
+        super::config::check_run(prefix, self.epochs, self.batch_size, self.learning_rate)?;
         let bad = |f: &str, m: String| Err(EngineError::invalid(format!("{prefix}.{f}"), m));
-        if !(1..=super::MAX_FINETUNE_EPOCHS).contains(&self.epochs) {
-            return bad(
-                "epochs",
-                format!("must be in 1..={}", super::MAX_FINETUNE_EPOCHS),
-            );
-        }
-        if !(1..=super::MAX_FINETUNE_BATCH).contains(&self.batch_size) {
-            return bad(
-                "batch_size",
-                format!("must be in 1..={}", super::MAX_FINETUNE_BATCH),
-            );
-        }
-        if !(self.learning_rate.is_finite()
-            && self.learning_rate > 0.0
-            && self.learning_rate <= 10.0)
-        {
-            return bad("learning_rate", "must be in (0, 10]".into());
-        }
         if !(0.0..1.0).contains(&self.momentum) {
             return bad("momentum", "must be in [0, 1)".into());
         }
@@ -101,6 +84,18 @@ impl DeepAutoencoder {
     /// Checks that `layers` chain and mirror `dbn`'s sizes (2 per RBM) and attaches the
     /// activations of the unrolled `dbn`.
     pub fn new(dbn: &Dbn, layers: Vec<Dense>) -> Result<Self> {
+        let net = DeepAutoencoder {
+            layers,
+            units: Self::units_of(dbn),
+        };
+        net.check_fits(dbn)?;
+        Ok(net)
+    }
+
+    /// Checks that this network is the unrolled form of `dbn`: mirrored sizes and the
+    /// activations of its units, with no label units.
+    pub(crate) fn check_fits(&self, dbn: &Dbn) -> Result<()> {
+        let layers = &self.layers;
         let sizes = dbn.sizes();
         let mirrored: Vec<usize> = sizes
             .iter()
@@ -121,10 +116,12 @@ impl DeepAutoencoder {
                 "a deep autoencoder is built from a DBN without label units".into(),
             ));
         }
-        Ok(DeepAutoencoder {
-            layers,
-            units: Self::units_of(dbn),
-        })
+        if self.units != Self::units_of(dbn) {
+            return Err(EngineError::Model(
+                "the autoencoder's activations do not match the DBN's units".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The unrolled DBN: encoder (W_l, c_l) going up, decoder (W_lᵀ, b_l) coming down.
@@ -350,17 +347,13 @@ pub fn train_autoencoder(
             squared += ws.forward_backward(net);
             // inc = momentum·inc − ε(∇ + λW); W += inc.
             for ((layer, step), grad) in net.layers.iter_mut().zip(&mut inc).zip(&ws.grads) {
-                Zip::from(&mut step.weights)
-                    .and(&grad.weights)
-                    .and(&layer.weights)
-                    .for_each(|inc, &g, &w| {
-                        *inc = cfg.momentum * *inc - cfg.learning_rate * (g + cfg.weight_decay * w);
-                    });
-                Zip::from(&mut step.bias)
-                    .and(&grad.bias)
-                    .for_each(|inc, &g| *inc = cfg.momentum * *inc - cfg.learning_rate * g);
-                layer.weights += &step.weights;
-                layer.bias += &step.bias;
+                layer.momentum_step(
+                    step,
+                    (&grad.weights, &grad.bias),
+                    cfg.learning_rate,
+                    cfg.momentum,
+                    cfg.weight_decay,
+                );
             }
             let progress = run.progress(
                 epoch,

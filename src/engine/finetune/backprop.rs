@@ -229,18 +229,13 @@ pub fn train_backprop(
             errors += e;
             // inc = momentum·inc − ε(∇ + λW); W += inc.
             for (i, layer) in net.layers_mut().iter_mut().enumerate().skip(first) {
-                let step = &mut inc[i];
-                Zip::from(&mut step.weights)
-                    .and(&ws.grad_w[i])
-                    .and(&layer.weights)
-                    .for_each(|inc, &g, &w| {
-                        *inc = momentum * *inc - lr * (g + cfg.weight_decay * w);
-                    });
-                Zip::from(&mut step.bias)
-                    .and(&ws.grad_b[i])
-                    .for_each(|inc, &g| *inc = momentum * *inc - lr * g);
-                layer.weights += &step.weights;
-                layer.bias += &step.bias;
+                layer.momentum_step(
+                    &mut inc[i],
+                    (&ws.grad_w[i], &ws.grad_b[i]),
+                    lr,
+                    momentum,
+                    cfg.weight_decay,
+                );
             }
             let done = (b + 1) * batch;
             let progress = run.progress(epoch, cfg.epochs, b + 1, batches, done, n, started);

@@ -125,3 +125,19 @@ impl BackpropConfig {
         self.learning_rate * self.learning_rate_decay.powi(epoch as i32)
     }
 }
+
+/// Checks the settings every fine-tuning run shares: epochs and batch size within the
+/// fine-tuning bounds, and a step size in (0, 10].
+pub(crate) fn check_run(prefix: &str, epochs: usize, batch_size: usize, lr: f32) -> Result<()> {
+    let bad = |f: &str, m: String| Err(EngineError::invalid(format!("{prefix}.{f}"), m));
+    if !(1..=MAX_FINETUNE_EPOCHS).contains(&epochs) {
+        return bad("epochs", format!("must be in 1..={MAX_FINETUNE_EPOCHS}"));
+    }
+    if !(1..=MAX_FINETUNE_BATCH).contains(&batch_size) {
+        return bad("batch_size", format!("must be in 1..={MAX_FINETUNE_BATCH}"));
+    }
+    if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
+        return bad("learning_rate", "must be in (0, 10]".into());
+    }
+    Ok(())
+}

@@ -20,6 +20,29 @@ pub struct Dense {
     pub bias: Array1<f32>,
 }
 
+impl Dense {
+    /// One step of gradient descent with momentum and L2 decay of the weights:
+    /// inc = momentum·inc − ε(∇ + λW), then W += inc (the biases alike, without decay).
+    pub(crate) fn momentum_step(
+        &mut self,
+        inc: &mut Dense,
+        (grad_w, grad_b): (&Array2<f32>, &Array1<f32>),
+        lr: f32,
+        momentum: f32,
+        decay: f32,
+    ) {
+        ndarray::Zip::from(&mut inc.weights)
+            .and(grad_w)
+            .and(&self.weights)
+            .for_each(|inc, &g, &w| *inc = momentum * *inc - lr * (g + decay * w));
+        ndarray::Zip::from(&mut inc.bias)
+            .and(grad_b)
+            .for_each(|inc, &g| *inc = momentum * *inc - lr * g);
+        self.weights += &inc.weights;
+        self.bias += &inc.bias;
+    }
+}
+
 /// Sigmoid hidden layers and a softmax output layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classifier {

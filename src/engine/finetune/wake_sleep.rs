@@ -74,26 +74,7 @@ impl Default for WakeSleepConfig {
 
 impl WakeSleepConfig {
     pub fn validate(&self, prefix: &str) -> Result<()> {
-        let bad = |f: &str, m: String| Err(EngineError::invalid(format!("{prefix}.{f}"), m));
-        if !(1..=super::MAX_FINETUNE_EPOCHS).contains(&self.epochs) {
-            return bad(
-                "epochs",
-                format!("must be in 1..={}", super::MAX_FINETUNE_EPOCHS),
-            );
-        }
-        if !(1..=super::MAX_FINETUNE_BATCH).contains(&self.batch_size) {
-            return bad(
-                "batch_size",
-                format!("must be in 1..={}", super::MAX_FINETUNE_BATCH),
-            );
-        }
-        if !(self.learning_rate.is_finite()
-            && self.learning_rate > 0.0
-            && self.learning_rate <= 10.0)
-        {
-            return bad("learning_rate", "must be in (0, 10]".into());
-        }
-        Ok(())
+        super::config::check_run(prefix, self.epochs, self.batch_size, self.learning_rate)
     }
 }
 
