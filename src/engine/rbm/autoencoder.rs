@@ -10,7 +10,7 @@
 //!   δ_v = v̂ − v,  δ_h = (δ_v W) ⊙ f'(h),  ∂L/∂W = vᵀ δ_h + δ_vᵀ h,  ∂L/∂b = Σ δ_v,
 //!   ∂L/∂c = Σ δ_h.
 
-use ndarray::{s, ArrayView2, Axis, Zip};
+use ndarray::{s, Axis, Zip};
 
 use super::model::squared_distance;
 use super::train::{column_difference, CdState};
@@ -23,16 +23,10 @@ impl CdState {
     pub(super) fn autoencoder_step(
         &mut self,
         rbm: &mut Rbm,
-        data: ArrayView2<f32>,
-        rows: &[usize],
+        b: usize,
         cfg: &RbmTrainConfig,
         (momentum, next_momentum): (f32, f32),
     ) -> f64 {
-        let b = rows.len();
-        let mut v0 = self.v0.slice_mut(s![..b, ..]);
-        for (mut dst, &r) in v0.axis_iter_mut(Axis(0)).zip(rows) {
-            dst.assign(&data.row(r));
-        }
         let v0 = self.v0.slice(s![..b, ..]);
         let mut h = self.p0.slice_mut(s![..b, ..]);
         let mut recon = self.vn.slice_mut(s![..b, ..]);

@@ -351,28 +351,27 @@ impl CdState {
         momenta: (f32, f32),
         rng: &mut R,
     ) -> f64 {
+        let mut v0 = self.v0.slice_mut(s![..rows.len(), ..]);
+        for (mut dst, &r) in v0.axis_iter_mut(Axis(0)).zip(rows) {
+            dst.assign(&data.row(r));
+        }
         match cfg.method {
-            LayerMethod::Cd => self.cd_step(rbm, data, rows, cfg, momenta, rng),
-            LayerMethod::Autoencoder => self.autoencoder_step(rbm, data, rows, cfg, momenta),
+            LayerMethod::Cd => self.cd_step(rbm, rows, cfg, momenta, rng),
+            LayerMethod::Autoencoder => self.autoencoder_step(rbm, rows.len(), cfg, momenta),
         }
     }
 
-    /// One mini-batch of CD-k / PCD-k on the examples `rows` of `data`. Returns the summed
-    /// squared reconstruction error of the batch (0 for PCD).
+    /// One mini-batch of CD-k / PCD-k on the training examples `rows`, already copied into
+    /// `v0`. Returns the summed squared reconstruction error of the batch (0 for PCD).
     fn cd_step<R: Rng + ?Sized>(
         &mut self,
         rbm: &mut Rbm,
-        data: ArrayView2<f32>,
         rows: &[usize],
         cfg: &RbmTrainConfig,
         (momentum, next_momentum): (f32, f32),
         rng: &mut R,
     ) -> f64 {
         let b = rows.len();
-        let mut v0 = self.v0.slice_mut(s![..b, ..]);
-        for (mut dst, &r) in v0.axis_iter_mut(Axis(0)).zip(rows) {
-            dst.assign(&data.row(r));
-        }
         let v0 = self.v0.slice(s![..b, ..]);
         let mut p0 = self.p0.slice_mut(s![..b, ..]);
         let mut p1 = self.p1.slice_mut(s![..b, ..]);
