@@ -1,5 +1,5 @@
 //! Pictures of what a model holds: tiles of images (pixel probabilities, receptive fields) laid
-//! out as a grid and encoded as an 8-bit greyscale PNG.
+//! out as a grid and encoded as an 8-bit greyscale PNG, and sequences as animated PNGs.
 
 use ndarray::ArrayView2;
 
@@ -62,6 +62,40 @@ pub fn grid_png(
     Ok(out)
 }
 
+/// An animated PNG (APNG) of `frames` ([n, height·width], values in [0, 1]), each shown for
+/// `delay_ms`, scaled up `zoom` times (nearest neighbour) so small frames stay visible;
+/// it loops forever. Browsers show it in an `<img>`; viewers without APNG show frame one.
+pub fn animation_png(
+    frames: ArrayView2<f32>,
+    height: usize,
+    width: usize,
+    zoom: usize,
+    delay_ms: u16,
+) -> Result<Vec<u8>, RenderError> {
+    if height.checked_mul(width) != Some(frames.ncols()) || height == 0 || width == 0 {
+        return Err(RenderError::Shape(frames.ncols(), height, width));
+    }
+    let zoom = zoom.max(1);
+    let (gw, gh) = (width * zoom, height * zoom);
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, gw as u32, gh as u32);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_animated(frames.nrows().max(1) as u32, 0)?;
+    enc.set_frame_delay(delay_ms, 1000)?;
+    let mut writer = enc.write_header()?;
+    let mut pixels = vec![0u8; gw * gh];
+    for frame in frames.rows() {
+        for (i, p) in pixels.iter_mut().enumerate() {
+            let (y, x) = (i / gw / zoom, (i % gw) / zoom);
+            *p = (frame[y * width + x].clamp(0.0, 1.0) * 255.0).round() as u8;
+        }
+        writer.write_image_data(&pixels)?;
+    }
+    writer.finish()?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +121,29 @@ mod tests {
         assert_eq!(at(5, 1), 0);
         assert_eq!(at(7, 2), 255);
         assert_eq!(at(6, 1), 51);
+    }
+
+    #[test]
+    fn animation_decodes_to_its_frames() {
+        // Three 1x2 frames, zoomed twice: the decoder must see three 4x2 frames in order.
+        let frames = ndarray::array![[0.0f32, 1.0], [1.0, 0.0], [0.5, 0.5]];
+        let bytes = animation_png(frames.view(), 1, 2, 2, 100).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
+        let control = reader.info().animation_control.unwrap();
+        assert_eq!((control.num_frames, control.num_plays), (3, 0));
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let info = reader.next_frame(&mut buf).unwrap();
+            assert_eq!((info.width, info.height), (4, 2));
+            seen.push((buf[0], buf[1], buf[2], buf[7]));
+        }
+        assert_eq!(
+            seen,
+            vec![(0, 0, 255, 255), (255, 255, 0, 0), (128, 128, 128, 128)]
+        );
     }
 
     #[test]

@@ -42,10 +42,25 @@ pub struct EvalArgs {
 pub fn run(ctx: &Context, args: EvalArgs) -> Result<(), CliError> {
     let (dbn, card) = persist::load(&args.model)?;
     let test = ctx.load_mnist(MnistSplit::Test)?;
+    if dbn.temporal().is_some() {
+        // A sequence model continues the test sequences its spec makes.
+        let metrics = crate::engine::dbn::test_metrics(card.spec.as_ref(), &dbn, &test)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"model": card.name, "metrics": metrics})
+            );
+        } else {
+            for (name, value) in &metrics {
+                println!("{name}: {value:.3}");
+            }
+        }
+        return Ok(());
+    }
     if dbn.label_classes() == 0 && dbn.classifier().is_none() {
         // A model that cannot classify is measured by how well it rebuilds the images.
         let started = Instant::now();
-        let metrics = crate::engine::dbn::test_metrics(&dbn, &test)?;
+        let metrics = crate::engine::dbn::test_metrics(None, &dbn, &test)?;
         let error = metrics
             .get("test_reconstruction_error")
             .copied()

@@ -125,7 +125,7 @@ pub(super) fn save_trained(
     let mut card = ModelCard::for_training(
         spec,
         outcome,
-        Some([train.image_rows, train.image_cols]),
+        Some(spec.image_shape(train.image_rows, train.image_cols)),
         ctx.threads,
     );
     if let Some(v) = outcome.validation_error {
@@ -139,7 +139,7 @@ pub(super) fn save_trained(
         None
     };
     if let Some(test) = &test {
-        let metrics = test_metrics(&outcome.dbn, test)?;
+        let metrics = test_metrics(Some(spec), &outcome.dbn, test)?;
         for (name, value) in &metrics {
             if name.starts_with("test_error") {
                 tracing::info!("{name} ({} images): {:.2}%", test.len(), 100.0 * value);

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::crbm::SequenceSpec;
 use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::{
@@ -47,6 +48,12 @@ pub struct TrainingSpec {
     /// the whole DBN on the test images, with its top RBM's ln Z by AIS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ais: Option<AisSpec>,
+    /// Learn sequences instead of still images (default none): every layer becomes a
+    /// conditional RBM whose biases are set by the previous `order` frames (Taylor, Hinton &
+    /// Roweis 2006). Needs `labels_in_top: false`, no fine-tuning, no AIS and no held-out
+    /// examples; give Gaussian visible units a learning rate of about 0.001.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceSpec>,
 }
 
 /// Settings of the log-probability measurement (Salakhutdinov & Murray 2008).
@@ -206,6 +213,7 @@ impl TrainingSpec {
             seed: 0,
             finetune: None,
             ais: None,
+            sequence: None,
         }
     }
 
@@ -232,6 +240,11 @@ impl TrainingSpec {
             }
             let below = self.layer_visible(i, n_inputs, classes);
             params = params.saturating_add(below.saturating_mul(h));
+            if let Some(seq) = &self.sequence {
+                // The conditioning weights: A is [order·V, V] and B [order·V, H].
+                let past = seq.order.saturating_mul(below);
+                params = params.saturating_add(past.saturating_mul(below.saturating_add(h)));
+            }
         }
         if params > limits.max_parameters {
             return Err(EngineError::invalid(
@@ -306,6 +319,9 @@ impl TrainingSpec {
                      restricted layers; backprop works",
                 ));
             }
+        }
+        if let Some(seq) = &self.sequence {
+            self.validate_sequence(seq, n_inputs, classes)?;
         }
         if self.train_examples == Some(0) {
             return Err(EngineError::invalid("train_examples", "must be at least 1"));
@@ -396,6 +412,49 @@ impl TrainingSpec {
         Ok(())
     }
 
+    /// What a sequence model cannot combine with.
+    fn validate_sequence(&self, seq: &SequenceSpec, n_inputs: usize, classes: usize) -> Result<()> {
+        let arch = &self.architecture;
+        // Datasets hold square images (28 × 28); the frames check the exact shape again.
+        let side = (n_inputs as f64).sqrt().round() as usize;
+        seq.validate(arch.hidden.len(), side, side)?;
+        let refuse = |field: &str, message: &str| Err(EngineError::invalid(field, message));
+        if arch.labels_in_top && classes > 0 {
+            return refuse(
+                "architecture.labels_in_top",
+                "a sequence model has no label units: set labels_in_top false",
+            );
+        }
+        if !arch.top_units.is_binary() || arch.lateral {
+            return refuse(
+                "architecture",
+                "a sequence model has binary hidden units and no lateral connections",
+            );
+        }
+        if self.finetune.is_some() || self.ais.is_some() {
+            return refuse(
+                "sequence",
+                "a sequence model is learned greedily only: no finetune, no ais",
+            );
+        }
+        if self.validation_examples > 0 {
+            return refuse(
+                "validation_examples",
+                "a sequence model holds out no examples; its test sequences are scored instead",
+            );
+        }
+        for i in 0..arch.hidden.len() {
+            let c = self.layer_config(i);
+            if c.persistent || c.method != LayerMethod::Cd {
+                return refuse(
+                    "pretrain",
+                    "conditional RBMs learn by CD (not persistent, not autoencoder)",
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The parts of the spec that decide pretraining: without its name, fine-tuning and
     /// measurement, so a greedy model (or checkpoint) serves every fine-tuning of the same
     /// pretraining.
@@ -470,11 +529,31 @@ impl TrainingSpec {
     /// Visible units of layer `i`: the input, a hidden layer, or features plus labels on top.
     pub fn layer_visible(&self, i: usize, n_inputs: usize, classes: usize) -> usize {
         let below = if i == 0 {
-            n_inputs
+            self.model_inputs(n_inputs)
         } else {
             self.architecture.hidden[i - 1]
         };
         below + self.layer_labels(i, classes)
+    }
+
+    /// The model's inputs for data of `n_inputs` values per example: a moving sequence's
+    /// canvas, or the data's own.
+    pub fn model_inputs(&self, n_inputs: usize) -> usize {
+        match self.sequence.as_ref().and_then(|s| s.moving.as_ref()) {
+            Some(m) => m.canvas * m.canvas,
+            None => n_inputs,
+        }
+    }
+
+    /// The shape of the model's input images for data of `rows` × `cols`.
+    pub fn image_shape(&self, rows: usize, cols: usize) -> [usize; 2] {
+        match &self.sequence {
+            Some(seq) => {
+                let (r, c) = seq.frame_shape(rows, cols);
+                [r, c]
+            }
+            None => [rows, cols],
+        }
     }
 
     /// The (visible, hidden) unit kinds of layer `i`.

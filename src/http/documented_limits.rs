@@ -8,7 +8,9 @@ use crate::config::ServeConfig;
 use crate::engine::finetune::{MAX_FINETUNE_BATCH, MAX_FINETUNE_EPOCHS};
 use crate::engine::rbm::{MAX_BATCH, MAX_CD_K, MAX_EPOCHS};
 
-use super::routes::{generation::MAX_CHAIN_FRAMES, jobs::MAX_PAGE};
+use super::routes::{generation::MAX_CHAIN_FRAMES, jobs::MAX_PAGE, sequences::MAX_CONTINUE_STEPS};
+use crate::engine::crbm::{MAX_LENGTH, MAX_ORDER};
+use crate::engine::data::moving::MAX_CANVAS;
 
 /// Constraints for schema properties, by JSON pointer into the document.
 fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
@@ -104,6 +106,29 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
         );
     }
     add("ChainRequest", "frames", positive(MAX_CHAIN_FRAMES));
+    add("ContinueRequest", "steps", positive(MAX_CONTINUE_STEPS));
+    add(
+        "ContinueRequest",
+        "gibbs_steps",
+        positive(config.max_gibbs_steps),
+    );
+    add(
+        "ContinueRequest",
+        "frames",
+        json!({"minItems": 1, "maxItems": config.max_batch}),
+    );
+    add("SequenceSpec", "order", positive(MAX_ORDER));
+    add(
+        "SequenceSpec",
+        "length",
+        json!({"minimum": 2, "maximum": MAX_LENGTH}),
+    );
+    add(
+        "MovingImages",
+        "canvas",
+        json!({"minimum": 2, "maximum": MAX_CANVAS}),
+    );
+    add("MovingImages", "max_speed", json!({"minimum": 1}));
     out
 }
 

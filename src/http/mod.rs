@@ -203,6 +203,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::classify::router())
         .merge(routes::codes::router())
         .merge(routes::generation::router())
+        .merge(routes::sequences::router())
         .merge(routes::datasets::router())
         .merge(routes::oip::router())
         .merge(routes::ops::router())

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes::{classify, codes, datasets, generation, jobs, models, oip, ops};
+use super::routes::{classify, codes, datasets, generation, jobs, models, oip, ops, sequences};
 use crate::config::ServeConfig;
 
 #[derive(OpenApi)]
@@ -20,6 +20,7 @@ use crate::config::ServeConfig;
         jobs::submit, jobs::list, jobs::show, jobs::cancel, jobs::events,
         models::list, models::show, models::remove, models::weights, models::import,
         classify::classify, codes::encode, codes::reconstruct, generation::samples, generation::samples_png, generation::chain, generation::features_png,
+        sequences::continue_sequence,
         datasets::list, datasets::upload,
         oip::live, oip::ready, oip::metadata, oip::model_ready, oip::infer,
         ops::healthz, ops::readyz, ops::metrics,

@@ -42,6 +42,40 @@ pub struct TrainingSpecSchema {
     /// more layers without labels on top also gets `test_log_prob_dbn_bound`, the variational
     /// lower bound of the whole DBN, and `dbn_top_log_z`.
     ais: Option<AisSpecSchema>,
+    /// Learn sequences instead of still images (default none): every layer becomes a
+    /// conditional RBM whose visible and hidden biases are set by the previous `order` frames
+    /// (Taylor, Hinton & Roweis 2006). Needs `labels_in_top: false`, no `finetune`, no `ais`
+    /// and no `validation_examples`. The model card gets `test_prediction_error` (squared
+    /// error of the next frame, mean-field), `test_continuation_error` (averaged over the
+    /// next 8 frames) and both for the baseline that repeats the last frame (`…_copy_last`);
+    /// `POST /v1/models/{id}/continue` continues a sequence.
+    sequence: Option<SequenceSpecSchema>,
+}
+
+/// How the data become sequences, and the model's order.
+#[derive(ToSchema)]
+#[schema(as = SequenceSpec, example = json!({"order": 3, "length": 16, "moving": {"canvas": 36, "max_speed": 3}}))]
+pub struct SequenceSpecSchema {
+    /// Previous frames that set each frame's dynamic biases, in every layer (default 3).
+    order: Option<usize>,
+    /// Frames per sequence (default 16); at least order × layers + 1. Without `moving`, the
+    /// dataset's examples are the frames, in order, cut into sequences of this length.
+    length: Option<usize>,
+    /// Make one sequence per example by moving each image across a larger canvas.
+    moving: Option<MovingImagesSchema>,
+}
+
+/// Videos of images moving at constant velocity across a blank canvas, bouncing off its
+/// edges; deterministic for a seed.
+#[derive(ToSchema)]
+#[schema(as = MovingImages)]
+pub struct MovingImagesSchema {
+    /// Side of the square canvas (default 36); larger than the images.
+    canvas: Option<usize>,
+    /// Largest speed along each axis in pixels per frame (default 3).
+    max_speed: Option<usize>,
+    /// Seed of the start positions and velocities (default 0).
+    seed: Option<u64>,
 }
 
 /// Settings of the log-probability measurement; every field has a default.
@@ -354,10 +388,23 @@ mod tests {
             runs: 10,
             steps: 100,
         });
+        spec.sequence = Some(crate::engine::crbm::SequenceSpec {
+            order: 2,
+            length: 10,
+            moving: Some(crate::engine::data::MovingImages::default()),
+        });
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(
             json_fields(json.clone()),
             schema_fields::<TrainingSpecSchema>()
+        );
+        assert_eq!(
+            json_fields(json["sequence"].clone()),
+            schema_fields::<SequenceSpecSchema>()
+        );
+        assert_eq!(
+            json_fields(json["sequence"]["moving"].clone()),
+            schema_fields::<MovingImagesSchema>()
         );
         let mut backprop = json_fields(json["finetune"].clone());
         backprop.remove("method");

@@ -194,7 +194,7 @@ fn store_model(
     let mut card = ModelCard::for_training(
         &job.spec,
         &outcome,
-        Some([data.image_rows, data.image_cols]),
+        Some(job.spec.image_shape(data.image_rows, data.image_cols)),
         rayon::current_num_threads(),
     );
     card.metrics.insert(
@@ -207,8 +207,8 @@ fn store_model(
         .load(&job.spec.dataset, MnistSplit::Test, None)
         .map_err(|e| fail("dataset_unavailable", &e))?;
     if let Some(test) = &test {
-        let metrics =
-            test_metrics(&outcome.dbn, test).map_err(|e| fail("evaluation_failed", &e))?;
+        let metrics = test_metrics(Some(&job.spec), &outcome.dbn, test)
+            .map_err(|e| fail("evaluation_failed", &e))?;
         card.metrics.extend(metrics);
     }
     // The slow measurement is skipped once a cancel has come; the check below decides.

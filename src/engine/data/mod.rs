@@ -1,7 +1,10 @@
-//! Data: the IDX file format (MNIST), and labelled datasets of images scaled to [0, 1].
+//! Data: the IDX file format (MNIST), labelled datasets of images scaled to [0, 1], and
+//! sequences of moving images made from them.
 
 pub mod dataset;
 pub mod idx;
+pub mod moving;
 
 pub use dataset::{Dataset, MnistSplit};
 pub use idx::{parse_idx, read_idx_file, IdxArray};
+pub use moving::MovingImages;

@@ -26,6 +26,7 @@ impl Dbn {
     /// the features it joins to the labels. x: [batch, n_inputs] → [batch, code_size()].
     pub fn encode(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
         self.check_input(&x)?;
+        self.refuse_sequence_model("codes")?;
         if let Some(net) = self.autoencoder() {
             return Ok(net.encode(x));
         }
@@ -45,6 +46,7 @@ impl Dbn {
     /// x: [batch, n_inputs] → [batch, n_inputs].
     pub fn reconstruct(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
         self.check_input(&x)?;
+        self.refuse_sequence_model("reconstructions")?;
         if let Some(net) = self.autoencoder() {
             return Ok(net.reconstruct(x));
         }

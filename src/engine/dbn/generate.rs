@@ -41,6 +41,7 @@ impl Dbn {
         every: usize,
         rng: &mut R,
     ) -> Result<Vec<(usize, Array2<f32>)>> {
+        self.refuse_sequence_model("free samples")?;
         let top = self.top();
         let (nf, k) = (top.n_features(), top.label_units);
         if let Some(net) = self.belief_net() {

@@ -21,6 +21,7 @@ pub use pipeline::{finetune_model, log_prob_metrics, test_metrics, train_model};
 
 use ndarray::{Array2, ArrayView2, CowArray, Ix2};
 
+use crate::engine::crbm::Temporal;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::{BeliefNet, Classifier, DeepAutoencoder};
 use crate::engine::rbm::Rbm;
@@ -41,6 +42,8 @@ pub struct Dbn {
     autoencoder: Option<DeepAutoencoder>,
     /// The belief net learned by wake-sleep from this DBN (or from random weights).
     belief_net: Option<BeliefNet>,
+    /// The conditioning weights that make every layer a conditional RBM of a sequence model.
+    temporal: Option<Temporal>,
 }
 
 impl Dbn {
@@ -71,7 +74,41 @@ impl Dbn {
             input_norm: None,
             autoencoder: None,
             belief_net: None,
+            temporal: None,
         })
+    }
+
+    /// Attaches conditioning weights, making the stack a sequence model of conditional RBMs.
+    pub fn with_temporal(mut self, temporal: Temporal) -> Result<Self> {
+        temporal.check(&self.layers)?;
+        if self.classifier.is_some()
+            || self.generative.is_some()
+            || self.autoencoder.is_some()
+            || self.belief_net.is_some()
+        {
+            return Err(EngineError::Model(
+                "a sequence model has no fine-tuned parts".into(),
+            ));
+        }
+        self.temporal = Some(temporal);
+        Ok(self)
+    }
+
+    /// An error for uses that ignore a sequence model's past (its frames only make sense
+    /// given the frames before them): `what` names the use.
+    pub(crate) fn refuse_sequence_model(&self, what: &str) -> Result<()> {
+        match self.temporal {
+            Some(_) => Err(EngineError::invalid(
+                "model",
+                format!("a sequence model gives no {what} without a past: continue a sequence"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The conditional RBMs' conditioning weights, if this is a sequence model.
+    pub fn temporal(&self) -> Option<&Temporal> {
+        self.temporal.as_ref()
     }
 
     /// Attaches the belief net that wake-sleep learned for this DBN's layer sizes.

@@ -33,6 +33,10 @@ pub fn train_model(
 ) -> Result<TrainOutcome> {
     let started = std::time::Instant::now();
     let mut outcome = match checkpoint {
+        // Sequence models take no checkpoints: a resumed job starts them again.
+        _ if spec.sequence.is_some() => {
+            crate::engine::crbm::train_temporal(spec, data, limits, observer, rng)?
+        }
         Some(Checkpoint::Finetune(cp)) => resume_finetune(spec, data, limits, observer, cp)?,
         Some(Checkpoint::Greedy(cp)) => {
             let greedy = resume_greedy(spec, data, limits, observer, cp)?;
@@ -331,8 +335,19 @@ pub fn log_prob_metrics(
 /// `test_error_discriminative` (when it was fine-tuned by backpropagation), and `test_error`,
 /// the error of its default method (discriminative when there is a classifier); and
 /// `test_reconstruction_error` (summed squared pixel error, mean per image) for a model
-/// without labels (its deep autoencoder's, when it has one).
-pub fn test_metrics(dbn: &Dbn, test: &Dataset) -> Result<BTreeMap<String, f64>> {
+/// without labels (its deep autoencoder's, when it has one). A sequence model is scored on
+/// the test sequences that `spec`'s sequence section makes (see `crbm::sequence_metrics`).
+pub fn test_metrics(
+    spec: Option<&TrainingSpec>,
+    dbn: &Dbn,
+    test: &Dataset,
+) -> Result<BTreeMap<String, f64>> {
+    if dbn.temporal().is_some() {
+        let seq = spec.and_then(|s| s.sequence.as_ref()).ok_or_else(|| {
+            EngineError::invalid("spec", "a sequence model is scored by its sequence section")
+        })?;
+        return crate::engine::crbm::sequence_metrics(seq, dbn, test);
+    }
     let mut metrics = BTreeMap::new();
     if dbn.label_classes() > 0 {
         let probs = dbn.classify_free_energy(test.images.view())?;

@@ -17,6 +17,7 @@ pub(crate) use tensors::{
     body_of, format_of, metadata_of, read_dense, read_f32, read_rbm, read_u32, Tensors,
 };
 
+use crate::engine::crbm::{Conditioning, Temporal};
 use crate::engine::dbn::{Dbn, InputNorm};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::{BeliefNet, Classifier, DeepAutoencoder};
@@ -61,6 +62,10 @@ pub(crate) struct DbnLayout {
     /// Whether `input.mean` and `input.scale` hold the input standardisation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub input_norm: bool,
+    /// The order of a sequence model, whose layers are conditional RBMs with
+    /// `layers.{i}.past_visible` and `layers.{i}.past_hidden` (0: none; absent otherwise).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub temporal_order: usize,
 }
 
 impl DbnLayout {
@@ -73,6 +78,7 @@ impl DbnLayout {
             + 2 * self.autoencoder_layers
             + self.lateral_layers
             + (4 * self.belief_layers + 1) * (self.belief_layers > 0) as usize
+            + 2 * self.label_units.len() * (self.temporal_order > 0) as usize
     }
 }
 
@@ -134,6 +140,20 @@ pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
         tensors.push_f32("input.mean", &[n], norm.mean.iter());
         tensors.push_f32("input.scale", &[n], norm.scale.iter());
     }
+    if let Some(temporal) = dbn.temporal() {
+        for (i, cond) in temporal.layers.iter().enumerate() {
+            for (name, w) in [
+                ("past_visible", &cond.past_visible),
+                ("past_hidden", &cond.past_hidden),
+            ] {
+                tensors.push_f32(
+                    &format!("layers.{i}.{name}"),
+                    &[w.nrows(), w.ncols()],
+                    w.iter(),
+                );
+            }
+        }
+    }
     let units: Vec<(Units, Units)> = dbn
         .layers()
         .iter()
@@ -149,6 +169,7 @@ pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
         belief_layers,
         lateral_layers: dbn.layers().iter().filter(|r| r.lateral.is_some()).count(),
         input_norm: dbn.input_norm().is_some(),
+        temporal_order: dbn.temporal().map_or(0, |t| t.order),
     }
 }
 
@@ -195,6 +216,28 @@ pub(crate) fn read_dbn(
             scale: read_f32(st, "input.scale", &[n])?.into(),
         };
         dbn = dbn.with_input_norm(norm)?;
+    }
+    if layout.temporal_order > 0 {
+        let order = layout.temporal_order;
+        if order > crate::engine::crbm::MAX_ORDER {
+            return Err(bad(format!("temporal order {order} is too large")));
+        }
+        let mut conds = Vec::with_capacity(dbn.layers().len());
+        for (i, rbm) in dbn.layers().iter().enumerate() {
+            let (v, h) = (rbm.n_visible(), rbm.n_hidden());
+            let read = |name: &str, cols: usize| -> Result<Array2<f32>> {
+                let values = read_f32(st, &format!("layers.{i}.{name}"), &[order * v, cols])?;
+                Array2::from_shape_vec((order * v, cols), values).map_err(|e| bad(e.to_string()))
+            };
+            conds.push(Conditioning {
+                past_visible: read("past_visible", v)?,
+                past_hidden: read("past_hidden", h)?,
+            });
+        }
+        dbn = dbn.with_temporal(Temporal {
+            order,
+            layers: conds,
+        })?;
     }
     if layout.belief_layers > 0 {
         let read = |kind: &str| {

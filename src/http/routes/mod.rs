@@ -9,4 +9,5 @@ pub mod jobs;
 pub mod models;
 pub mod oip;
 pub mod ops;
+pub mod sequences;
 pub mod ui;

@@ -1,0 +1,358 @@
+//! Learning a stack of conditional RBMs by contrastive divergence, one layer at a time
+//! (Taylor, Hinton & Roweis 2006). For a frame v with past p and dynamic biases b̃, c̃:
+//! ΔW = ε(<v h>_data − <v h>_recon), Δb = ε(<v> − <v̂>), Δc = ε(<h> − <ĥ>), and for the
+//! conditioning weights ΔA = ε·pᵀ(v − v̂), ΔB = ε·pᵀ(h − ĥ): the past is clamped in both
+//! phases, so its statistics differ only through the frame's. The reconstruction is the mean
+//! (Gaussian visible units are reconstructed without noise, as in the paper's code). Layer
+//! l+1 learns from the hidden probabilities that layer l gives each frame, as sequences of
+//! their own that start `order` frames later.
+
+use std::time::Instant;
+
+use ndarray::{Array1, Array2, Axis, Zip};
+
+use super::model::{gather_past, gather_rows, Conditioning, Crbm, Temporal};
+use super::SequenceSpec;
+use crate::engine::data::Dataset;
+use crate::engine::dbn::{Dbn, InputNorm, TrainOutcome};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::math::{matmul, sample_bernoulli, update};
+use crate::engine::observer::{
+    examples_per_sec, job_fraction, Control, EpochMetrics, Observer, Phase, Progress,
+};
+use crate::engine::rbm::{shuffle, Rbm, RbmTrainConfig, Units, VisibleBiasInit};
+use crate::engine::spec::{Limits, TrainingSpec};
+use crate::engine::EngineRng;
+
+/// Frames of one layer's visible units, cut into sequences of equal length.
+pub struct Frames {
+    /// [sequences · length, V]: sequence s is rows s·length .. (s+1)·length.
+    pub x: Array2<f32>,
+    pub length: usize,
+}
+
+impl Frames {
+    /// Rows that have `order` frames of their own sequence before them: the training windows.
+    pub fn targets(&self, order: usize) -> Vec<usize> {
+        let sequences = self.x.nrows() / self.length.max(1);
+        (0..sequences)
+            .flat_map(|s| (order..self.length).map(move |t| s * self.length + t))
+            .collect()
+    }
+}
+
+/// Where one layer sits in the run, and who watches.
+pub struct LayerProgress<'a> {
+    pub layer: usize,
+    pub layers: usize,
+    pub fraction: (f64, f64),
+    pub observer: &'a mut dyn Observer,
+}
+
+/// The parameters of one layer and their increments (momentum buffers).
+struct Increments {
+    w: Array2<f32>,
+    a: Array2<f32>,
+    b: Array2<f32>,
+    vb: Array1<f32>,
+    hb: Array1<f32>,
+}
+
+/// Trains one conditional RBM on `frames` as `config` says; returns each epoch's metrics
+/// (the training reconstruction error: squared error per frame of the CD reconstruction).
+pub fn train_crbm(
+    rbm: &mut Rbm,
+    cond: &mut Conditioning,
+    order: usize,
+    frames: &Frames,
+    config: &RbmTrainConfig,
+    run: &mut LayerProgress,
+    rng: &mut EngineRng,
+) -> Result<Vec<EpochMetrics>> {
+    let mut targets = frames.targets(order);
+    if targets.is_empty() {
+        return Err(EngineError::invalid(
+            "sequence.length",
+            "no frame has a full past to learn from",
+        ));
+    }
+    let n = targets.len();
+    let batch = config.batch_size.min(n);
+    let batches = n.div_ceil(batch);
+    let mut inc = Increments {
+        w: Array2::zeros(rbm.weights.dim()),
+        a: Array2::zeros(cond.past_visible.dim()),
+        b: Array2::zeros(cond.past_hidden.dim()),
+        vb: Array1::zeros(rbm.n_visible()),
+        hb: Array1::zeros(rbm.n_hidden()),
+    };
+    let mut history = Vec::with_capacity(config.epochs);
+    for epoch in 0..config.epochs {
+        let started = Instant::now();
+        let momentum = config.momentum(epoch);
+        shuffle(&mut targets, rng);
+        let mut error = 0.0f64;
+        for (b, chunk) in targets.chunks(batch).enumerate() {
+            error += cd_step(
+                rbm, cond, order, frames, chunk, config, momentum, &mut inc, rng,
+            );
+            let progress = Progress {
+                phase: Phase::Pretrain,
+                layer: run.layer,
+                layers: run.layers,
+                epoch: epoch + 1,
+                epochs: config.epochs,
+                batch: b + 1,
+                batches,
+                fraction: job_fraction(run.fraction, epoch, config.epochs, (b + 1) * batch, n),
+                examples_per_sec: examples_per_sec(((b + 1) * batch).min(n), started),
+            };
+            if run.observer.on_batch(&progress) == Control::Stop {
+                return Err(EngineError::Cancelled);
+            }
+        }
+        let finite = rbm.is_finite()
+            && cond
+                .past_visible
+                .iter()
+                .chain(&cond.past_hidden)
+                .all(|x| x.is_finite());
+        if !finite || !error.is_finite() {
+            return Err(EngineError::Diverged(format!(
+                "conditional layer {} at epoch {}: lower the learning rate",
+                run.layer,
+                epoch + 1
+            )));
+        }
+        let metrics = EpochMetrics {
+            phase: Phase::Pretrain,
+            layer: run.layer,
+            epoch: epoch + 1,
+            recon_error_train: Some(error / n as f64),
+            recon_error_validation: None,
+            free_energy_gap: None,
+            validation_error: None,
+            train_error: None,
+            cross_entropy: None,
+            validation_cross_entropy: None,
+            log_prob_bound: None,
+            momentum,
+            seconds: started.elapsed().as_secs_f64(),
+            examples_per_sec: examples_per_sec(n, started),
+        };
+        let progress = Progress {
+            phase: Phase::Pretrain,
+            layer: run.layer,
+            layers: run.layers,
+            epoch: epoch + 1,
+            epochs: config.epochs,
+            batch: batches,
+            batches,
+            fraction: job_fraction(run.fraction, epoch + 1, config.epochs, 0, n),
+            examples_per_sec: metrics.examples_per_sec,
+        };
+        let control = run.observer.on_epoch(&progress, &metrics);
+        history.push(metrics);
+        if control == Control::Stop {
+            return Err(EngineError::Cancelled);
+        }
+    }
+    Ok(history)
+}
+
+/// One CD-k step on the frames at `targets`; returns the summed squared reconstruction error.
+#[allow(clippy::too_many_arguments)]
+fn cd_step(
+    rbm: &mut Rbm,
+    cond: &mut Conditioning,
+    order: usize,
+    frames: &Frames,
+    targets: &[usize],
+    config: &RbmTrainConfig,
+    momentum: f32,
+    inc: &mut Increments,
+    rng: &mut EngineRng,
+) -> f64 {
+    let x = frames.x.view();
+    let v0 = gather_rows(x, targets);
+    let past = gather_past(x, targets, order);
+    let crbm = Crbm { rbm, cond };
+    let biases = crbm.biases(past.view());
+    let h0 = crbm.hidden_means(v0.view(), &biases);
+    let mut h = Array2::zeros(h0.dim());
+    sample_bernoulli(rng, h0.view(), h.view_mut());
+    let mut v1 = crbm.visible_means(h.view(), &biases);
+    let mut h1 = crbm.hidden_means(v1.view(), &biases);
+    for _ in 1..config.cd_k {
+        sample_bernoulli(rng, h1.view(), h.view_mut());
+        v1 = crbm.visible_means(h.view(), &biases);
+        h1 = crbm.hidden_means(v1.view(), &biases);
+    }
+    let dv = &v0 - &v1;
+    let dh = &h0 - &h1;
+    let error: f64 = dv.iter().map(|&d| (d as f64) * (d as f64)).sum();
+
+    let rate = config.learning_rate / targets.len() as f32;
+    let decay = config.learning_rate * config.weight_decay;
+    update::prepare(slice(&rbm.weights), slice_mut(&mut inc.w), momentum, decay);
+    matmul(inc.w.view_mut(), true, v0.t(), h0.view(), rate);
+    matmul(inc.w.view_mut(), true, v1.t(), h1.view(), -rate);
+    update::prepare(
+        slice(&cond.past_visible),
+        slice_mut(&mut inc.a),
+        momentum,
+        decay,
+    );
+    matmul(inc.a.view_mut(), true, past.t(), dv.view(), rate);
+    update::prepare(
+        slice(&cond.past_hidden),
+        slice_mut(&mut inc.b),
+        momentum,
+        decay,
+    );
+    matmul(inc.b.view_mut(), true, past.t(), dh.view(), rate);
+    let bias_rate = config.bias_learning_rate / targets.len() as f32;
+    let step_bias = |inc: &mut Array1<f32>, d: &Array2<f32>| {
+        let sum = d.sum_axis(Axis(0));
+        Zip::from(inc)
+            .and(&sum)
+            .for_each(|i, &s| *i = momentum * *i + bias_rate * s);
+    };
+    step_bias(&mut inc.vb, &dv);
+    step_bias(&mut inc.hb, &dh);
+    rbm.weights += &inc.w;
+    cond.past_visible += &inc.a;
+    cond.past_hidden += &inc.b;
+    rbm.visible_bias += &inc.vb;
+    rbm.hidden_bias += &inc.hb;
+    error
+}
+
+fn slice(a: &Array2<f32>) -> &[f32] {
+    a.as_slice().expect("parameters are in standard layout")
+}
+
+fn slice_mut(a: &mut Array2<f32>) -> &mut [f32] {
+    a.as_slice_mut().expect("increments are in standard layout")
+}
+
+/// The hidden probabilities of every frame of `frames` that has a full past, as the frames of
+/// the next layer: sequences `order` frames shorter.
+pub fn next_frames(crbm: Crbm, order: usize, frames: &Frames) -> Frames {
+    let targets = frames.targets(order);
+    let mut out = Array2::zeros((targets.len(), crbm.n_hidden()));
+    for (chunk, mut rows) in targets
+        .chunks(1000)
+        .zip(out.axis_chunks_iter_mut(Axis(0), 1000))
+    {
+        let x = frames.x.view();
+        let biases = crbm.biases(gather_past(x, chunk, order).view());
+        rows.assign(&crbm.hidden_means(gather_rows(x, chunk).view(), &biases));
+    }
+    Frames {
+        x: out,
+        length: frames.length - order,
+    }
+}
+
+/// Multiply-adds of one CD-k step on one window of a layer: 2k + 3 products with W and two
+/// each with A and B (the dynamic biases and their statistics).
+fn window_work(order: usize, v: usize, h: usize, k: usize) -> f64 {
+    ((2 * k + 3) * v * h + 2 * order * v * (v + h)) as f64
+}
+
+/// Learns the stack of conditional RBMs that `spec` (with its `sequence` section) describes
+/// from `data`: every layer greedily, on the layer below's hidden probabilities.
+pub fn train_temporal(
+    spec: &TrainingSpec,
+    data: &Dataset,
+    limits: &Limits,
+    observer: &mut dyn Observer,
+    rng: &mut EngineRng,
+) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    spec.validate(data.n_pixels(), data.classes, limits)?;
+    let seq: &SequenceSpec = spec.sequence.as_ref().ok_or_else(|| {
+        EngineError::invalid("sequence", "a conditional model needs the sequence section")
+    })?;
+    let (train, _) = spec.split(data);
+    let train = seq.frames(&train)?;
+    let order = seq.order;
+    let hidden = &spec.architecture.hidden;
+    let norm = match spec.architecture.visible_units {
+        Units::Gaussian => Some(InputNorm::fit(train.images.view())?),
+        Units::Binary => None,
+    };
+    let mut frames = Frames {
+        x: match &norm {
+            Some(norm) => norm.apply(train.images.view()),
+            None => train.images.clone(),
+        },
+        length: seq.length,
+    };
+    // Each layer's share of the run by its arithmetic.
+    let work: Vec<f64> = (0..hidden.len())
+        .map(|i| {
+            let c = spec.layer_config(i);
+            let v = if i == 0 {
+                frames.x.ncols()
+            } else {
+                hidden[i - 1]
+            };
+            let windows = (train.len() / seq.length) * (seq.length - (i + 1) * order);
+            c.epochs as f64 * windows as f64 * window_work(order, v, hidden[i], c.cd_k)
+        })
+        .collect();
+    let total: f64 = work.iter().sum::<f64>().max(1.0);
+    let mut done = 0.0;
+    let (mut layers, mut conds, mut history) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, &h) in hidden.iter().enumerate() {
+        let config = spec.layer_config(i);
+        let v = frames.x.ncols();
+        let (v_units, _) = spec.layer_units(i);
+        let mut rbm =
+            Rbm::new(v, h, 0, config.init_std, rng)?.with_units(v_units, Units::Binary)?;
+        if v_units.is_binary() && config.visible_bias_init == VisibleBiasInit::Data {
+            rbm.init_visible_bias_from_data(frames.x.view());
+        }
+        let mut cond = Conditioning::random(order, v, h, config.init_std, rng);
+        let mut run = LayerProgress {
+            layer: i,
+            layers: hidden.len(),
+            fraction: (done / total, (done + work[i]) / total),
+            observer: &mut *observer,
+        };
+        history.extend(train_crbm(
+            &mut rbm, &mut cond, order, &frames, &config, &mut run, rng,
+        )?);
+        done += work[i];
+        if i + 1 < hidden.len() {
+            frames = next_frames(
+                Crbm {
+                    rbm: &rbm,
+                    cond: &cond,
+                },
+                order,
+                &frames,
+            );
+        }
+        layers.push(rbm);
+        conds.push(cond);
+    }
+    let mut dbn = Dbn::new(layers)?;
+    if let Some(norm) = norm {
+        dbn = dbn.with_input_norm(norm)?;
+    }
+    let dbn = dbn.with_temporal(Temporal {
+        order,
+        layers: conds,
+    })?;
+    Ok(TrainOutcome {
+        dbn,
+        history,
+        train_examples: train.len(),
+        validation_examples: 0,
+        validation_error: None,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
