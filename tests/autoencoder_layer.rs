@@ -159,6 +159,7 @@ fn an_autoencoder_stack_reconstructs_real_digits_and_fine_tunes_into_a_classifie
             ..BackpropConfig::default()
         })),
         ais: None,
+        sequence: None,
     };
     let out = train_model(
         &spec,
@@ -187,7 +188,7 @@ fn an_autoencoder_stack_reconstructs_real_digits_and_fine_tunes_into_a_classifie
     let pixels = first.reconstruction_error(test.images.view());
     // A blank image is about 100 squared units away from a digit; the mean image about 50.
     assert!(pixels < 25.0, "test reconstruction error {pixels}");
-    let metrics = test_metrics(&out.dbn, &test).unwrap();
+    let metrics = test_metrics(None, &out.dbn, &test).unwrap();
     let e = metrics["test_error"];
     eprintln!("reconstruction {pixels}, test error {e}");
     assert!(e < 0.2, "test error {e}");

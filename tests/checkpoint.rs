@@ -46,6 +46,7 @@ fn spec() -> TrainingSpec {
         seed: 21,
         finetune: None,
         ais: None,
+        sequence: None,
     }
 }
 

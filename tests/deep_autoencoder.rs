@@ -160,6 +160,7 @@ fn digit_spec(finetune_epochs: usize) -> TrainingSpec {
             ..AutoencoderConfig::default()
         })),
         ais: None,
+        sequence: None,
     }
 }
 
@@ -195,7 +196,7 @@ fn fine_tuning_lowers_the_reconstruction_error_of_real_digits() {
     )
     .unwrap()
     .dbn;
-    let after = test_metrics(&tuned, &test).unwrap()["test_reconstruction_error"];
+    let after = test_metrics(None, &tuned, &test).unwrap()["test_reconstruction_error"];
     eprintln!("test reconstruction error: pretrained {before:.2}, fine-tuned {after:.2}");
     assert!(
         after < 0.8 * before,

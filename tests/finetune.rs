@@ -32,6 +32,7 @@ fn spec(finetune: Option<BackpropConfig>) -> TrainingSpec {
         seed: 4,
         finetune: finetune.map(Finetune::Backprop),
         ais: None,
+        sequence: None,
     }
 }
 
@@ -72,7 +73,7 @@ fn backprop_lowers_the_error_of_the_greedy_model() {
             .view(),
         &test.labels,
     );
-    let metrics = test_metrics(&tuned.dbn, &test).unwrap();
+    let metrics = test_metrics(None, &tuned.dbn, &test).unwrap();
     let tuned_error = metrics["test_error_discriminative"];
     assert_eq!(metrics["test_error_free_energy"], greedy_error);
     // On 500 test images, 8 epochs of backprop beat the greedy model's free energy clearly.
@@ -216,7 +217,7 @@ fn up_down_unties_the_weights_and_the_model_round_trips() {
     // 784-100-200 after 3 epochs per layer errs on about 55 % of the fixture's test images.
     assert!(ft[2].recon_error_train < ft[0].recon_error_train);
     let test = common::fixture(MnistSplit::Test);
-    let tuned_error = test_metrics(&tuned.dbn, &test).unwrap()["test_error_free_energy"];
+    let tuned_error = test_metrics(None, &tuned.dbn, &test).unwrap()["test_error_free_energy"];
     let mut rng = dbn_serve::engine::rng_from_seed(4);
     let greedy = train_model(
         &spec(None),
@@ -227,7 +228,7 @@ fn up_down_unties_the_weights_and_the_model_round_trips() {
         None,
     )
     .unwrap();
-    let greedy_error = test_metrics(&greedy.dbn, &test).unwrap()["test_error_free_energy"];
+    let greedy_error = test_metrics(None, &greedy.dbn, &test).unwrap()["test_error_free_energy"];
     assert!(
         tuned_error <= greedy_error + 0.01,
         "greedy {greedy_error}, up-down {tuned_error}"

@@ -38,6 +38,7 @@ fn gaussian_spec(examples: usize) -> TrainingSpec {
         seed: 3,
         finetune: None,
         ais: None,
+        sequence: None,
     }
 }
 

@@ -229,6 +229,7 @@ fn a_semi_restricted_first_layer_learns_real_digits_and_survives_a_save_and_load
         seed: 6,
         finetune: None,
         ais: None,
+        sequence: None,
     };
     let out = train_greedy(
         &spec,

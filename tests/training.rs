@@ -29,6 +29,7 @@ fn spec(hidden: Vec<usize>, epochs: usize, examples: usize, seed: u64) -> Traini
         seed,
         finetune: None,
         ais: None,
+        sequence: None,
     }
 }
 

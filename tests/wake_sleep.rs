@@ -211,6 +211,7 @@ fn digit_spec(init: WakeSleepInit) -> TrainingSpec {
             ..WakeSleepConfig::default()
         })),
         ais: None,
+        sequence: None,
     }
 }
 
@@ -244,7 +245,7 @@ fn pretraining_gives_wake_sleep_a_better_start_than_random_weights_on_real_digit
     };
     let pretrained = train(WakeSleepInit::Pretrained);
     let random = train(WakeSleepInit::Random);
-    let bound = |dbn: &Dbn| test_metrics(dbn, &test).unwrap()["test_log_prob_bound"];
+    let bound = |dbn: &Dbn| test_metrics(None, dbn, &test).unwrap()["test_log_prob_bound"];
     let (p, r) = (bound(&pretrained.dbn), bound(&random.dbn));
     eprintln!("test bound after 5 epochs: pretrained {p:.1}, random {r:.1}");
     assert!(p > r + 10.0, "pretrained {p}, random {r}");

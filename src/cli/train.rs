@@ -143,6 +143,8 @@ pub(super) fn save_trained(
         for (name, value) in &metrics {
             if name.starts_with("test_error") {
                 tracing::info!("{name} ({} images): {:.2}%", test.len(), 100.0 * value);
+            } else if spec.sequence.is_some() {
+                tracing::info!("{name} (test sequences): {value:.3}");
             } else {
                 tracing::info!("{name} ({} images): {value:.3}", test.len());
             }

@@ -334,5 +334,23 @@ fn memory_estimate(spec: &TrainingSpec, info: &DatasetInfo) -> u64 {
         .map(|i| (spec.layer_visible(i, info.n_inputs, info.classes) * hidden[i]) as u64)
         .max()
         .unwrap_or(0);
+    if let Some(seq) = &spec.sequence {
+        // The frames made from the data (twice: as made and standardised), the next
+        // layer's frames, and the largest layer's weights with the conditioning weights,
+        // their increments and statistics.
+        let frames = match seq.moving {
+            Some(_) => n * seq.length as u64,
+            None => n,
+        };
+        let inputs = spec.model_inputs(info.n_inputs) as u64;
+        let conditioning = (0..hidden.len())
+            .map(|i| {
+                let v = spec.layer_visible(i, info.n_inputs, info.classes) as u64;
+                seq.order as u64 * v * (v + hidden[i] as u64) + v * hidden[i] as u64
+            })
+            .max()
+            .unwrap_or(0);
+        return 4 * (data + 2 * frames * inputs + frames * widest + 3 * conditioning);
+    }
     4 * (data + activations + 4 * weights)
 }

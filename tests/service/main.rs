@@ -13,4 +13,5 @@ mod faults;
 mod jobs;
 mod models;
 mod openapi;
+mod sequences;
 mod webdriver;

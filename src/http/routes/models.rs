@@ -118,7 +118,13 @@ async fn import(
     let limits = state.config.limits();
     let entry = tokio::task::spawn_blocking(move || {
         let (dbn, card) = crate::engine::persist::from_bytes(&body)?;
-        let params: usize = dbn.layers().iter().map(|l| l.weights.len()).sum();
+        let conditioning: usize = dbn.temporal().map_or(0, |t| {
+            t.layers
+                .iter()
+                .map(|c| c.past_visible.len() + c.past_hidden.len())
+                .sum()
+        });
+        let params = conditioning + dbn.layers().iter().map(|l| l.weights.len()).sum::<usize>();
         if params > limits.max_parameters || dbn.layers().len() > limits.max_layers {
             return Err(ApiError::invalid(
                 "model",
