@@ -8,8 +8,9 @@ use dbn_serve::engine::crbm::{
     gather_past, train_temporal, Conditioning, ContinueConfig, Crbm, SequenceSpec, Temporal,
 };
 use dbn_serve::engine::data::{Dataset, MnistSplit, MovingImages};
+use dbn_serve::engine::dbn::Checkpoint;
 use dbn_serve::engine::dbn::{test_metrics, Dbn};
-use dbn_serve::engine::observer::Silent;
+use dbn_serve::engine::observer::{Control, EpochMetrics, Observer, Progress, Silent};
 use dbn_serve::engine::persist::{self, ModelCard};
 use dbn_serve::engine::rbm::{Rbm, RbmTrainConfig, Units};
 use dbn_serve::engine::spec::{Architecture, Limits, TrainingSpec};
@@ -236,6 +237,7 @@ fn learning_raises_the_exact_conditional_likelihood_of_a_sequence() {
         &Limits::default(),
         &mut Silent,
         &mut rng_from_seed(1),
+        None,
     )
     .unwrap();
     let after = train_temporal(
@@ -244,6 +246,7 @@ fn learning_raises_the_exact_conditional_likelihood_of_a_sequence() {
         &Limits::default(),
         &mut Silent,
         &mut rng_from_seed(1),
+        None,
     )
     .unwrap();
     let (lp_before, lp_after) = (
@@ -386,6 +389,7 @@ fn a_two_layer_model_of_moving_digits_continues_and_round_trips() {
         &Limits::default(),
         &mut Silent,
         &mut rng_from_seed(2),
+        None,
     )
     .unwrap();
     let dbn = &outcome.dbn;
@@ -483,4 +487,81 @@ fn sequence_specs_refuse_what_they_cannot_do() {
     let mut persistent = good;
     persistent.pretrain.persistent = true;
     assert_eq!(field(persistent), "pretrain");
+}
+
+/// Keeps every checkpoint a run offers, as bytes.
+#[derive(Default)]
+struct Keeper {
+    checkpoints: Vec<Vec<u8>>,
+}
+
+impl Observer for Keeper {
+    fn on_batch(&mut self, _: &Progress) -> Control {
+        Control::Continue
+    }
+    fn on_epoch(&mut self, _: &Progress, _: &EpochMetrics) -> Control {
+        Control::Continue
+    }
+    fn wants_checkpoints(&self) -> bool {
+        true
+    }
+    fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> Control {
+        self.checkpoints.push(checkpoint.to_bytes().unwrap());
+        Control::Continue
+    }
+}
+
+#[test]
+fn a_sequence_run_resumes_from_its_checkpoints_bit_for_bit() {
+    let data = ring_sequences(40, 12, 8);
+    let mut spec = ring_spec(vec![12, 6], 3);
+    spec.sequence.as_mut().unwrap().order = 1;
+    let mut keeper = Keeper::default();
+    let whole = train_temporal(
+        &spec,
+        &data,
+        &Limits::default(),
+        &mut keeper,
+        &mut rng_from_seed(5),
+        None,
+    )
+    .unwrap();
+    assert_eq!(keeper.checkpoints.len(), 6, "one per epoch of each layer");
+    // From the middle of the first layer and from the middle of the second.
+    for at in [1, 4] {
+        let checkpoint = Checkpoint::from_bytes(&keeper.checkpoints[at]).unwrap();
+        assert!(matches!(checkpoint, Checkpoint::Temporal(_)));
+        // The generator given here is ignored: the checkpoint carries its own.
+        let Checkpoint::Temporal(cp) = checkpoint else {
+            unreachable!()
+        };
+        let resumed = train_temporal(
+            &spec,
+            &data,
+            &Limits::default(),
+            &mut Silent,
+            &mut rng_from_seed(99),
+            Some(cp),
+        )
+        .unwrap();
+        assert_eq!(resumed.dbn, whole.dbn, "resumed after checkpoint {at}");
+        assert_eq!(resumed.history.len(), whole.history.len());
+    }
+    // Another spec or other data is refused.
+    let Checkpoint::Temporal(cp) = Checkpoint::from_bytes(&keeper.checkpoints[1]).unwrap() else {
+        unreachable!()
+    };
+    let mut other = spec.clone();
+    other.seed = 1;
+    assert!(matches!(
+        train_temporal(
+            &other,
+            &data,
+            &Limits::default(),
+            &mut Silent,
+            &mut rng_from_seed(5),
+            Some(cp),
+        ),
+        Err(EngineError::Model(_))
+    ));
 }

@@ -126,6 +126,35 @@ async fn a_job_survives_kill_9_of_the_server() {
     kill(&mut server);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_job_resumes_from_its_checkpoint_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let (mut server, base) = start(dir.path());
+    let spec = json!({
+        "architecture": {"hidden": [200, 32], "labels_in_top": false, "visible_units": "gaussian"},
+        "pretrain": {"epochs": 8, "learning_rate": 0.001, "bias_learning_rate": 0.001},
+        "train_examples": 600,
+        "sequence": {"order": 2, "length": 10, "moving": {"canvas": 32, "max_speed": 2}},
+        "seed": 3
+    });
+    let id = submit(&client, &base, &spec).await;
+    let before = wait(&client, &base, &id, |j| {
+        j["history"].as_array().is_some_and(|h| h.len() >= 3)
+    })
+    .await;
+    kill(&mut server);
+    let (mut server, base) = start(dir.path());
+    let done = wait(&client, &base, &id, crate::app::is_terminal).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(done["history"].as_array().unwrap().len(), 16);
+    // The epochs before the kill come from the checkpoint, not from training them again:
+    // their measured durations are the ones the first attempt recorded.
+    assert_eq!(done["history"][0], before["history"][0], "{done}");
+    kill(&mut server);
+}
+
 /// The first temporary file (an interrupted `write_atomic`) in `dir`, if any.
 fn temporary_in(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     std::fs::read_dir(dir)

@@ -4,14 +4,16 @@
 //! static weights and biases live in the DBN's ordinary layers; [`Temporal`] adds the
 //! conditioning weights.
 
+mod checkpoint;
 mod config;
 mod generate;
 mod metrics;
 mod model;
 mod train;
 
+pub use checkpoint::{CrbmState, TemporalCheckpoint, TEMPORAL_CHECKPOINT_FORMAT};
 pub use config::{SequenceSpec, MAX_FRAME_VALUES, MAX_LENGTH};
 pub use generate::{ContinueConfig, MAX_CONTINUE_FRAMES, MAX_GIBBS_STEPS};
-pub use metrics::{sequence_metrics, HORIZON, PREDICT_GIBBS_STEPS};
+pub use metrics::{sequence_metrics, HORIZON, PREDICT_GIBBS_STEPS, PREDICT_SAMPLES};
 pub use model::{gather_past, Conditioning, Crbm, DynamicBiases, Temporal, MAX_ORDER};
 pub use train::{next_frames, train_crbm, train_temporal, Frames, LayerProgress};

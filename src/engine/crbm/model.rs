@@ -40,8 +40,8 @@ impl Conditioning {
         }
     }
 
-    /// The order (number of past frames) these weights are for, given the layer.
-    fn check(&self, order: usize, rbm: &Rbm, layer: usize) -> Result<()> {
+    /// Checks the shapes for `order` past frames of `rbm`'s visible units, and the values.
+    pub fn check_order(&self, order: usize, rbm: &Rbm, layer: usize) -> Result<()> {
         let (v, h) = (rbm.n_visible(), rbm.n_hidden());
         if self.past_visible.dim() != (order * v, v) || self.past_hidden.dim() != (order * v, h) {
             return Err(EngineError::Model(format!(
@@ -100,7 +100,7 @@ impl Temporal {
                      binary hidden units"
                 )));
             }
-            cond.check(self.order, rbm, l)?;
+            cond.check_order(self.order, rbm, l)?;
         }
         Ok(())
     }

@@ -11,10 +11,11 @@ use std::time::Instant;
 
 use ndarray::{Array1, Array2, Axis, Zip};
 
+use super::checkpoint::{CrbmState, TemporalCheckpoint};
 use super::model::{gather_past, gather_rows, Conditioning, Crbm, Temporal};
 use super::SequenceSpec;
 use crate::engine::data::Dataset;
-use crate::engine::dbn::{Dbn, InputNorm, TrainOutcome};
+use crate::engine::dbn::{run_fingerprint, Checkpoint, Dbn, InputNorm, TrainOutcome};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::{matmul, sample_bernoulli, update};
 use crate::engine::observer::{
@@ -41,21 +42,19 @@ impl Frames {
     }
 }
 
-/// Where one layer sits in the run, and who watches.
+/// Where one layer sits in the run, who watches, and what its checkpoints carry.
 pub struct LayerProgress<'a> {
     pub layer: usize,
     pub layers: usize,
     pub fraction: (f64, f64),
     pub observer: &'a mut dyn Observer,
-}
-
-/// The parameters of one layer and their increments (momentum buffers).
-struct Increments {
-    w: Array2<f32>,
-    a: Array2<f32>,
-    b: Array2<f32>,
-    vb: Array1<f32>,
-    hb: Array1<f32>,
+    /// Continue from this state instead of starting afresh.
+    pub resume: Option<CrbmState>,
+    /// The finished layers below and the metrics so far, for checkpoints.
+    pub done: &'a [(Rbm, Conditioning)],
+    pub history: &'a [EpochMetrics],
+    /// Stamped on checkpoints: identifies the run's spec and data.
+    pub fingerprint: u64,
 }
 
 /// Trains one conditional RBM on `frames` as `config` says; returns each epoch's metrics
@@ -69,7 +68,7 @@ pub fn train_crbm(
     run: &mut LayerProgress,
     rng: &mut EngineRng,
 ) -> Result<Vec<EpochMetrics>> {
-    let mut targets = frames.targets(order);
+    let targets = frames.targets(order);
     if targets.is_empty() {
         return Err(EngineError::invalid(
             "sequence.length",
@@ -79,23 +78,43 @@ pub fn train_crbm(
     let n = targets.len();
     let batch = config.batch_size.min(n);
     let batches = n.div_ceil(batch);
-    let mut inc = Increments {
-        w: Array2::zeros(rbm.weights.dim()),
-        a: Array2::zeros(cond.past_visible.dim()),
-        b: Array2::zeros(cond.past_hidden.dim()),
-        vb: Array1::zeros(rbm.n_visible()),
-        hb: Array1::zeros(rbm.n_hidden()),
+    let (mut inc, mut windows, first_epoch) = match run.resume.take() {
+        Some(state) => {
+            check_state(&state, rbm, cond, n, config.epochs)?;
+            let windows = state.order.iter().map(|&w| w as usize).collect();
+            let first = state.next_epoch;
+            let inc = CrbmState {
+                order: Vec::new(),
+                ..state
+            };
+            (inc, windows, first)
+        }
+        None => (
+            CrbmState {
+                next_epoch: 0,
+                w_inc: Array2::zeros(rbm.weights.dim()),
+                a_inc: Array2::zeros(cond.past_visible.dim()),
+                b_inc: Array2::zeros(cond.past_hidden.dim()),
+                vb_inc: Array1::zeros(rbm.n_visible()),
+                hb_inc: Array1::zeros(rbm.n_hidden()),
+                order: Vec::new(),
+            },
+            (0..n).collect::<Vec<usize>>(),
+            0,
+        ),
     };
     let mut history = Vec::with_capacity(config.epochs);
-    for epoch in 0..config.epochs {
+    for epoch in first_epoch..config.epochs {
         let started = Instant::now();
         let momentum = config.momentum(epoch);
-        shuffle(&mut targets, rng);
+        shuffle(&mut windows, rng);
         let mut error = 0.0f64;
-        for (b, chunk) in targets.chunks(batch).enumerate() {
+        for (b, chunk) in windows.chunks(batch).enumerate() {
+            let rows: Vec<usize> = chunk.iter().map(|&w| targets[w]).collect();
             error += cd_step(
-                rbm, cond, order, frames, chunk, config, momentum, &mut inc, rng,
+                rbm, cond, order, frames, &rows, config, momentum, &mut inc, rng,
             );
+            let done = b * batch + chunk.len();
             let progress = Progress {
                 phase: Phase::Pretrain,
                 layer: run.layer,
@@ -104,8 +123,8 @@ pub fn train_crbm(
                 epochs: config.epochs,
                 batch: b + 1,
                 batches,
-                fraction: job_fraction(run.fraction, epoch, config.epochs, (b + 1) * batch, n),
-                examples_per_sec: examples_per_sec(((b + 1) * batch).min(n), started),
+                fraction: job_fraction(run.fraction, epoch, config.epochs, done, n),
+                examples_per_sec: examples_per_sec(done, started),
             };
             if run.observer.on_batch(&progress) == Control::Stop {
                 return Err(EngineError::Cancelled);
@@ -151,13 +170,62 @@ pub fn train_crbm(
             fraction: job_fraction(run.fraction, epoch + 1, config.epochs, 0, n),
             examples_per_sec: metrics.examples_per_sec,
         };
-        let control = run.observer.on_epoch(&progress, &metrics);
+        let mut stop = run.observer.on_epoch(&progress, &metrics) == Control::Stop;
         history.push(metrics);
-        if control == Control::Stop {
+        if run.observer.wants_checkpoints() {
+            let checkpoint = Checkpoint::Temporal(TemporalCheckpoint {
+                done: run.done.to_vec(),
+                layer: run.layer,
+                rbm: rbm.clone(),
+                cond: cond.clone(),
+                state: CrbmState {
+                    next_epoch: epoch + 1,
+                    order: windows.iter().map(|&w| w as u32).collect(),
+                    ..inc.clone()
+                },
+                history: run.history.iter().chain(&history).cloned().collect(),
+                rng: rng.clone(),
+                fingerprint: run.fingerprint,
+            });
+            stop |= run.observer.on_checkpoint(&checkpoint) == Control::Stop;
+        }
+        if stop {
             return Err(EngineError::Cancelled);
         }
     }
     Ok(history)
+}
+
+/// Checks a resumed learning state against the layer, its `n` windows and its epochs.
+fn check_state(
+    state: &CrbmState,
+    rbm: &Rbm,
+    cond: &Conditioning,
+    n: usize,
+    epochs: usize,
+) -> Result<()> {
+    let bad = |m: &str| Err(EngineError::Model(format!("checkpoint: {m}")));
+    if state.w_inc.dim() != rbm.weights.dim()
+        || state.a_inc.dim() != cond.past_visible.dim()
+        || state.b_inc.dim() != cond.past_hidden.dim()
+        || state.vb_inc.len() != rbm.n_visible()
+        || state.hb_inc.len() != rbm.n_hidden()
+    {
+        return bad("increments do not fit the layer");
+    }
+    if state.next_epoch > epochs {
+        return bad("its epoch is past the layer's epochs");
+    }
+    let mut seen = vec![false; n];
+    let permutation = state.order.len() == n
+        && state
+            .order
+            .iter()
+            .all(|&w| (w as usize) < n && !std::mem::replace(&mut seen[w as usize], true));
+    if !permutation {
+        return bad("the window order does not fit the training data");
+    }
+    Ok(())
 }
 
 /// One CD-k step on the frames at `targets`; returns the summed squared reconstruction error.
@@ -170,7 +238,7 @@ fn cd_step(
     targets: &[usize],
     config: &RbmTrainConfig,
     momentum: f32,
-    inc: &mut Increments,
+    inc: &mut CrbmState,
     rng: &mut EngineRng,
 ) -> f64 {
     let x = frames.x.view();
@@ -194,23 +262,28 @@ fn cd_step(
 
     let rate = config.learning_rate / targets.len() as f32;
     let decay = config.learning_rate * config.weight_decay;
-    update::prepare(slice(&rbm.weights), slice_mut(&mut inc.w), momentum, decay);
-    matmul(inc.w.view_mut(), true, v0.t(), h0.view(), rate);
-    matmul(inc.w.view_mut(), true, v1.t(), h1.view(), -rate);
+    update::prepare(
+        slice(&rbm.weights),
+        slice_mut(&mut inc.w_inc),
+        momentum,
+        decay,
+    );
+    matmul(inc.w_inc.view_mut(), true, v0.t(), h0.view(), rate);
+    matmul(inc.w_inc.view_mut(), true, v1.t(), h1.view(), -rate);
     update::prepare(
         slice(&cond.past_visible),
-        slice_mut(&mut inc.a),
+        slice_mut(&mut inc.a_inc),
         momentum,
         decay,
     );
-    matmul(inc.a.view_mut(), true, past.t(), dv.view(), rate);
+    matmul(inc.a_inc.view_mut(), true, past.t(), dv.view(), rate);
     update::prepare(
         slice(&cond.past_hidden),
-        slice_mut(&mut inc.b),
+        slice_mut(&mut inc.b_inc),
         momentum,
         decay,
     );
-    matmul(inc.b.view_mut(), true, past.t(), dh.view(), rate);
+    matmul(inc.b_inc.view_mut(), true, past.t(), dh.view(), rate);
     let bias_rate = config.bias_learning_rate / targets.len() as f32;
     let step_bias = |inc: &mut Array1<f32>, d: &Array2<f32>| {
         let sum = d.sum_axis(Axis(0));
@@ -218,13 +291,13 @@ fn cd_step(
             .and(&sum)
             .for_each(|i, &s| *i = momentum * *i + bias_rate * s);
     };
-    step_bias(&mut inc.vb, &dv);
-    step_bias(&mut inc.hb, &dh);
-    rbm.weights += &inc.w;
-    cond.past_visible += &inc.a;
-    cond.past_hidden += &inc.b;
-    rbm.visible_bias += &inc.vb;
-    rbm.hidden_bias += &inc.hb;
+    step_bias(&mut inc.vb_inc, &dv);
+    step_bias(&mut inc.hb_inc, &dh);
+    rbm.weights += &inc.w_inc;
+    cond.past_visible += &inc.a_inc;
+    cond.past_hidden += &inc.b_inc;
+    rbm.visible_bias += &inc.vb_inc;
+    rbm.hidden_bias += &inc.hb_inc;
     error
 }
 
@@ -262,13 +335,16 @@ fn window_work(order: usize, v: usize, h: usize, k: usize) -> f64 {
 }
 
 /// Learns the stack of conditional RBMs that `spec` (with its `sequence` section) describes
-/// from `data`: every layer greedily, on the layer below's hidden probabilities.
+/// from `data`: every layer greedily, on the layer below's hidden probabilities. Or goes on
+/// from `checkpoint`, which must come from the same spec and data and carries its own
+/// generator, to the model the uninterrupted run makes.
 pub fn train_temporal(
     spec: &TrainingSpec,
     data: &Dataset,
     limits: &Limits,
     observer: &mut dyn Observer,
     rng: &mut EngineRng,
+    checkpoint: Option<TemporalCheckpoint>,
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
     spec.validate(data.n_pixels(), data.classes, limits)?;
@@ -276,6 +352,34 @@ pub fn train_temporal(
         EngineError::invalid("sequence", "a conditional model needs the sequence section")
     })?;
     let (train, _) = spec.split(data);
+    let fingerprint = if checkpoint.is_some() || observer.wants_checkpoints() {
+        let json = serde_json::to_string(&spec.pretraining())
+            .map_err(|e| EngineError::invalid("spec", e.to_string()))?;
+        run_fingerprint(&json, &train, 0)
+    } else {
+        0
+    };
+    let mut resumed_rng;
+    let (rng, mut done, mut history, mut current) = match checkpoint {
+        Some(cp) => {
+            if cp.fingerprint != fingerprint
+                || cp.layer >= spec.architecture.hidden.len()
+                || cp.done.len() != cp.layer
+            {
+                return Err(EngineError::Model(
+                    "checkpoint: it was taken with another spec or other training data".into(),
+                ));
+            }
+            resumed_rng = cp.rng;
+            (
+                &mut resumed_rng,
+                cp.done,
+                cp.history,
+                Some((cp.rbm, cp.cond, cp.state)),
+            )
+        }
+        None => (rng, Vec::new(), Vec::new(), None),
+    };
     let train = seq.frames(&train)?;
     let order = seq.order;
     let hidden = &spec.architecture.hidden;
@@ -304,28 +408,47 @@ pub fn train_temporal(
         })
         .collect();
     let total: f64 = work.iter().sum::<f64>().max(1.0);
-    let mut done = 0.0;
-    let (mut layers, mut conds, mut history) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, &h) in hidden.iter().enumerate() {
+    // Layers finished before a checkpoint pass their frames up as they did.
+    for (i, (rbm, cond)) in done.iter_mut().enumerate() {
+        fit_layer(rbm, cond, spec, i, frames.x.ncols())?;
+        frames = next_frames(Crbm { rbm, cond }, order, &frames);
+    }
+    let first = done.len();
+    let mut finished: f64 = work[..first].iter().sum();
+    for (i, &h) in hidden.iter().enumerate().skip(first) {
         let config = spec.layer_config(i);
         let v = frames.x.ncols();
-        let (v_units, _) = spec.layer_units(i);
-        let mut rbm =
-            Rbm::new(v, h, 0, config.init_std, rng)?.with_units(v_units, Units::Binary)?;
-        if v_units.is_binary() && config.visible_bias_init == VisibleBiasInit::Data {
-            rbm.init_visible_bias_from_data(frames.x.view());
-        }
-        let mut cond = Conditioning::random(order, v, h, config.init_std, rng);
-        let mut run = LayerProgress {
-            layer: i,
-            layers: hidden.len(),
-            fraction: (done / total, (done + work[i]) / total),
-            observer: &mut *observer,
+        let (mut rbm, mut cond, resume) = match current.take() {
+            Some((mut rbm, cond, state)) => {
+                fit_layer(&mut rbm, &cond, spec, i, v)?;
+                (rbm, cond, Some(state))
+            }
+            None => {
+                let (v_units, _) = spec.layer_units(i);
+                let mut rbm =
+                    Rbm::new(v, h, 0, config.init_std, rng)?.with_units(v_units, Units::Binary)?;
+                if v_units.is_binary() && config.visible_bias_init == VisibleBiasInit::Data {
+                    rbm.init_visible_bias_from_data(frames.x.view());
+                }
+                let cond = Conditioning::random(order, v, h, config.init_std, rng);
+                (rbm, cond, None)
+            }
         };
-        history.extend(train_crbm(
-            &mut rbm, &mut cond, order, &frames, &config, &mut run, rng,
-        )?);
-        done += work[i];
+        let new_epochs = {
+            let mut run = LayerProgress {
+                layer: i,
+                layers: hidden.len(),
+                fraction: (finished / total, (finished + work[i]) / total),
+                observer: &mut *observer,
+                resume,
+                done: &done,
+                history: &history,
+                fingerprint,
+            };
+            train_crbm(&mut rbm, &mut cond, order, &frames, &config, &mut run, rng)?
+        };
+        history.extend(new_epochs);
+        finished += work[i];
         if i + 1 < hidden.len() {
             frames = next_frames(
                 Crbm {
@@ -336,9 +459,9 @@ pub fn train_temporal(
                 &frames,
             );
         }
-        layers.push(rbm);
-        conds.push(cond);
+        done.push((rbm, cond));
     }
+    let (layers, conds): (Vec<Rbm>, Vec<Conditioning>) = done.into_iter().unzip();
     let mut dbn = Dbn::new(layers)?;
     if let Some(norm) = norm {
         dbn = dbn.with_input_norm(norm)?;
@@ -355,4 +478,25 @@ pub fn train_temporal(
         validation_error: None,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Fits a layer read from a checkpoint to layer `i` of the spec on `visible` inputs: its
+/// size, its conditioning weights' shapes, and the unit kinds (checkpoints do not record them).
+fn fit_layer(
+    rbm: &mut Rbm,
+    cond: &Conditioning,
+    spec: &TrainingSpec,
+    i: usize,
+    visible: usize,
+) -> Result<()> {
+    if rbm.weights.dim() != (visible, spec.architecture.hidden[i]) {
+        return Err(EngineError::Model(format!(
+            "checkpoint: layer {i} does not match the spec"
+        )));
+    }
+    let order = spec.sequence.as_ref().map_or(0, |s| s.order);
+    cond.check_order(order, rbm, i)?;
+    let (v_units, _) = spec.layer_units(i);
+    (rbm.visible_units, rbm.hidden_units) = (v_units, Units::Binary);
+    Ok(())
 }

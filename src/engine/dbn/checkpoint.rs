@@ -13,6 +13,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use super::finetune_checkpoint::{FinetuneCheckpoint, FINETUNE_CHECKPOINT_FORMAT};
+use crate::engine::crbm::{TemporalCheckpoint, TEMPORAL_CHECKPOINT_FORMAT};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::EpochMetrics;
 use crate::engine::persist::{
@@ -34,6 +35,8 @@ const CHECKPOINT_VERSION: u32 = 1;
 pub enum Checkpoint {
     Greedy(GreedyCheckpoint),
     Finetune(FinetuneCheckpoint),
+    /// Greedy training of a sequence model's conditional layers.
+    Temporal(TemporalCheckpoint),
 }
 
 impl Checkpoint {
@@ -42,6 +45,7 @@ impl Checkpoint {
         match self {
             Checkpoint::Greedy(cp) => cp.to_bytes(),
             Checkpoint::Finetune(cp) => cp.to_bytes(),
+            Checkpoint::Temporal(cp) => cp.to_bytes(),
         }
     }
 
@@ -50,6 +54,9 @@ impl Checkpoint {
         match format_of(bytes).as_deref() {
             Some(FINETUNE_CHECKPOINT_FORMAT) => {
                 FinetuneCheckpoint::from_bytes(bytes).map(Checkpoint::Finetune)
+            }
+            Some(TEMPORAL_CHECKPOINT_FORMAT) => {
+                TemporalCheckpoint::from_bytes(bytes).map(Checkpoint::Temporal)
             }
             _ => GreedyCheckpoint::from_bytes(bytes).map(Checkpoint::Greedy),
         }
@@ -60,6 +67,7 @@ impl Checkpoint {
         match self {
             Checkpoint::Greedy(cp) => &cp.history,
             Checkpoint::Finetune(cp) => &cp.history,
+            Checkpoint::Temporal(cp) => &cp.history,
         }
     }
 
@@ -70,6 +78,9 @@ impl Checkpoint {
                 format!("layer {}, epoch {}", cp.layer + 1, cp.state.next_epoch + 1)
             }
             Checkpoint::Finetune(cp) => format!("fine-tuning epoch {}", cp.state.next_epoch + 1),
+            Checkpoint::Temporal(cp) => {
+                format!("layer {}, epoch {}", cp.layer + 1, cp.state.next_epoch + 1)
+            }
         }
     }
 }

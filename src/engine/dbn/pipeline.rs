@@ -33,9 +33,16 @@ pub fn train_model(
 ) -> Result<TrainOutcome> {
     let started = std::time::Instant::now();
     let mut outcome = match checkpoint {
-        // Sequence models take no checkpoints: a resumed job starts them again.
-        _ if spec.sequence.is_some() => {
-            crate::engine::crbm::train_temporal(spec, data, limits, observer, rng)?
+        Some(Checkpoint::Temporal(cp)) => {
+            crate::engine::crbm::train_temporal(spec, data, limits, observer, rng, Some(cp))?
+        }
+        None if spec.sequence.is_some() => {
+            crate::engine::crbm::train_temporal(spec, data, limits, observer, rng, None)?
+        }
+        Some(_) if spec.sequence.is_some() => {
+            return Err(EngineError::Model(
+                "checkpoint: it is not a sequence model's".into(),
+            ))
         }
         Some(Checkpoint::Finetune(cp)) => resume_finetune(spec, data, limits, observer, cp)?,
         Some(Checkpoint::Greedy(cp)) => {
