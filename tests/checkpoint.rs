@@ -157,7 +157,7 @@ fn resume(
 fn greedy(checkpoint: Checkpoint) -> GreedyCheckpoint {
     match checkpoint {
         Checkpoint::Greedy(cp) => cp,
-        Checkpoint::Finetune(_) => panic!("a fine-tuning checkpoint"),
+        other => panic!("not a greedy checkpoint: {}", other.position()),
     }
 }
 
