@@ -46,9 +46,11 @@ pub struct TrainingSpecSchema {
     /// conditional RBM whose visible and hidden biases are set by the previous `order` frames
     /// (Taylor, Hinton & Roweis 2006). Needs `labels_in_top: false`, no `finetune`, no `ais`
     /// and no `validation_examples`. The model card gets `test_prediction_error` (squared
-    /// error of the next frame, mean-field), `test_continuation_error` (averaged over the
-    /// next 8 frames) and both for the baseline that repeats the last frame (`…_copy_last`);
-    /// `POST /v1/models/{id}/continue` continues a sequence.
+    /// error of the next frame predicted as E[v | past], the mean of 10 sampled
+    /// continuations), `test_continuation_error` (averaged over the next 8 frames), both for
+    /// the baseline that repeats the last frame (`…_copy_last`), and
+    /// `test_prediction_error_autoregressive` (the first layer's autoregressive part alone);
+    /// `POST /v1/models/{id}/continue` continues a sequence. Jobs checkpoint every epoch.
     sequence: Option<SequenceSpecSchema>,
 }
 
