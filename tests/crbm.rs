@@ -441,11 +441,36 @@ fn a_two_layer_model_of_moving_digits_continues_and_round_trips() {
     let bytes = persist::to_bytes(dbn, &card).unwrap();
     let (loaded, card) = persist::from_bytes(&bytes).unwrap();
     assert_eq!(&loaded, dbn);
-    assert_eq!(card.spec.unwrap().sequence, spec.sequence);
+    assert_eq!(card.spec.as_ref().unwrap().sequence, spec.sequence);
     let again = loaded
         .continue_sequences(&seed, &config, &mut rng_from_seed(0))
         .unwrap();
     assert_eq!(again, out);
+
+    // A card whose sequence section does not fit the tensors is refused on loading.
+    let mut crafted = card.clone();
+    crafted
+        .spec
+        .as_mut()
+        .unwrap()
+        .sequence
+        .as_mut()
+        .unwrap()
+        .order = 3;
+    let bytes = persist::to_bytes(dbn, &crafted).unwrap();
+    assert!(matches!(
+        persist::from_bytes(&bytes),
+        Err(EngineError::Model(_))
+    ));
+    // Nor can a fine-tuned part join a sequence model.
+    let net = dbn_serve::engine::finetune::Classifier::from_dbn(
+        &Dbn::new(dbn.layers().to_vec()).unwrap(),
+        10,
+        0.01,
+        &mut rng_from_seed(0),
+    )
+    .unwrap();
+    assert!(loaded.with_classifier(net).is_err());
 }
 
 #[test]

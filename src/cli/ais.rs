@@ -49,6 +49,7 @@ pub struct AisArgs {
 
 pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
     let (dbn, _) = persist::load(&args.model)?;
+    dbn.refuse_sequence_model("log-probability by AIS")?;
     let rbm = &dbn.layers()[0];
     let train = ctx.load_mnist(MnistSplit::Train)?;
     let test = ctx.load_mnist(MnistSplit::Test)?;

@@ -540,7 +540,7 @@ impl TrainingSpec {
     /// canvas, or the data's own.
     pub fn model_inputs(&self, n_inputs: usize) -> usize {
         match self.sequence.as_ref().and_then(|s| s.moving.as_ref()) {
-            Some(m) => m.canvas * m.canvas,
+            Some(m) => m.canvas.saturating_mul(m.canvas),
             None => n_inputs,
         }
     }

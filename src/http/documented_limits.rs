@@ -8,7 +8,8 @@ use crate::config::ServeConfig;
 use crate::engine::finetune::{MAX_FINETUNE_BATCH, MAX_FINETUNE_EPOCHS};
 use crate::engine::rbm::{MAX_BATCH, MAX_CD_K, MAX_EPOCHS};
 
-use super::routes::{generation::MAX_CHAIN_FRAMES, jobs::MAX_PAGE, sequences::MAX_CONTINUE_STEPS};
+use super::routes::sequences::{self, MAX_CONTINUE_STEPS};
+use super::routes::{generation::MAX_CHAIN_FRAMES, jobs::MAX_PAGE};
 use crate::engine::crbm::{MAX_LENGTH, MAX_ORDER};
 use crate::engine::data::moving::MAX_CANVAS;
 
@@ -110,12 +111,13 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
     add(
         "ContinueRequest",
         "gibbs_steps",
-        positive(config.max_gibbs_steps),
+        positive(sequences::max_gibbs_steps(config)),
     );
+    // Empty with `example`; otherwise at least the model's order per layer.
     add(
         "ContinueRequest",
         "frames",
-        json!({"minItems": 1, "maxItems": config.max_batch}),
+        json!({"maxItems": config.max_batch}),
     );
     add("SequenceSpec", "order", positive(MAX_ORDER));
     add(
@@ -126,7 +128,8 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
     add(
         "MovingImages",
         "canvas",
-        json!({"minimum": 2, "maximum": MAX_CANVAS}),
+        // Larger than the images: 29 for the 28 × 28 datasets this server takes.
+        json!({"minimum": 29, "maximum": MAX_CANVAS}),
     );
     add("MovingImages", "max_speed", json!({"minimum": 1}));
     out

@@ -170,6 +170,24 @@ impl Jobs {
             })?;
         spec.validate(info.n_inputs, info.classes, &self.inner.config.limits)
             .map_err(invalid)?;
+        if let Some(seq) = &spec.sequence {
+            // The frames a run would build must fit the engine's limit.
+            let n = spec
+                .train_examples
+                .map_or(info.train_examples, |t| t.min(info.train_examples));
+            let sequences = n / seq.examples_per_sequence();
+            if sequences > seq.max_sequences(spec.model_inputs(info.n_inputs)) {
+                return Err(JobError::Invalid {
+                    field: "train_examples".into(),
+                    message: format!(
+                        "{sequences} sequences of {} frames exceed the limit of {} frame values: \
+                         use fewer examples",
+                        seq.length,
+                        crate::engine::crbm::MAX_FRAME_VALUES
+                    ),
+                });
+            }
+        }
         let need = memory_estimate(&spec, &info);
         if need > self.inner.config.max_memory {
             return Err(JobError::Invalid {
@@ -335,14 +353,16 @@ fn memory_estimate(spec: &TrainingSpec, info: &DatasetInfo) -> u64 {
         .max()
         .unwrap_or(0);
     if let Some(seq) = &spec.sequence {
-        // The frames made from the data (twice: as made and standardised), the next
-        // layer's frames, and the largest layer's weights with the conditioning weights,
-        // their increments and statistics.
+        // The data twice (loaded and split), the frames made from it twice (as made and
+        // standardised), the next layer's frames, the test frames scored at the end, and the
+        // largest layer's weights with the conditioning weights about six times (parameters,
+        // increments, statistics, and a checkpoint's copy and its serialised bytes).
         let frames = match seq.moving {
             Some(_) => n * seq.length as u64,
             None => n,
         };
         let inputs = spec.model_inputs(info.n_inputs) as u64;
+        let test_frames = (crate::engine::crbm::MAX_TEST_SEQUENCES * seq.length) as u64 * inputs;
         let conditioning = (0..hidden.len())
             .map(|i| {
                 let v = spec.layer_visible(i, info.n_inputs, info.classes) as u64;
@@ -350,7 +370,8 @@ fn memory_estimate(spec: &TrainingSpec, info: &DatasetInfo) -> u64 {
             })
             .max()
             .unwrap_or(0);
-        return 4 * (data + 2 * frames * inputs + frames * widest + 3 * conditioning);
+        return 4
+            * (2 * data + 2 * frames * inputs + frames * widest + test_frames + 6 * conditioning);
     }
     4 * (data + activations + 4 * weights)
 }

@@ -57,7 +57,24 @@ async fn a_sequence_job_learns_moving_digits_and_continues_them() {
     );
     let (generated, truth) = (frames(&r["frames"]), frames(&r["truth"]));
     assert_eq!((generated.len(), truth.len()), (4, 4));
-    assert_eq!(frames(&r["start"]).len(), 4);
+    // Example 3 is test sequence 3 as the model's card makes it: its start is that
+    // sequence's first frames.
+    let start = frames(&r["start"]);
+    assert_eq!(start.len(), 4);
+    let seq: dbn_serve::engine::crbm::SequenceSpec =
+        serde_json::from_value(spec["sequence"].clone()).unwrap();
+    let test = crate::common::fixture(dbn_serve::engine::data::MnistSplit::Test);
+    let expected = seq.test_frames(&test.slice(0..5)).unwrap();
+    for (t, frame) in start.iter().enumerate() {
+        let row = expected.images.row(3 * 10 + t);
+        assert!(
+            frame
+                .iter()
+                .zip(row.iter())
+                .all(|(a, &b)| (a - b as f64).abs() < 1e-6),
+            "frame {t} of example 3 is not test sequence 3's"
+        );
+    }
     assert!(generated.iter().all(|f| f.len() == 1024));
     assert!(generated
         .iter()
@@ -109,6 +126,8 @@ async fn a_sequence_job_learns_moving_digits_and_continues_them() {
             "example",
         ),
         (json!({"example": 100_000}), "example"),
+        (json!({"example": u64::MAX}), "example"),
+        (json!({"example": 0, "gibbs_steps": 1_001}), "gibbs_steps"),
         (json!({"example": 0, "steps": 0}), "steps"),
         (json!({"example": 0, "gibbs_steps": 0}), "gibbs_steps"),
     ] {
@@ -136,5 +155,18 @@ async fn a_sequence_job_learns_moving_digits_and_continues_them() {
     bad["architecture"]["labels_in_top"] = json!(true);
     let (status, r) = app.post_json("/v1/jobs", &bad).await;
     assert_eq!(status, 422, "{r}");
+    // Frames that would not fit in memory are refused at submission, not at run time.
+    let mut huge = spec.clone();
+    huge["train_examples"] = json!(2000);
+    huge["sequence"] = json!({"order": 2, "length": 100, "moving": {"canvas": 60}});
+    let (status, r) = app.post_json("/v1/jobs", &huge).await;
+    assert_eq!(status, 422, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("train_examples"),
+        "{r}"
+    );
     app.assert_healthy().await;
 }

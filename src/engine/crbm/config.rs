@@ -75,20 +75,72 @@ impl SequenceSpec {
 
     /// The training frames: sequence s is rows s·length .. (s+1)·length.
     pub fn frames(&self, data: &Dataset) -> Result<Dataset> {
-        self.build(data, None)
+        self.build(data, None, 0)
     }
 
     /// The test frames, on paths of their own when the images are moved.
     pub fn test_frames(&self, data: &Dataset) -> Result<Dataset> {
-        self.build(data, Some(TEST_STREAM))
+        self.build(data, Some(TEST_STREAM), 0)
     }
 
-    fn build(&self, data: &Dataset, stream: Option<u64>) -> Result<Dataset> {
+    /// Test sequence number `first` and those after it, made from `data`, which starts at
+    /// that sequence's first example: the same frames [`SequenceSpec::test_frames`] gives it.
+    pub fn test_frames_from(&self, data: &Dataset, first: usize) -> Result<Dataset> {
+        self.build(data, Some(TEST_STREAM), first)
+    }
+
+    /// Examples of the dataset that each sequence takes: one image when images are moved,
+    /// otherwise `length` frames.
+    pub fn examples_per_sequence(&self) -> usize {
+        match self.moving {
+            Some(_) => 1,
+            None => self.length,
+        }
+    }
+
+    /// Most sequences of frames of `values_per_frame` that fit the frame limit.
+    pub fn max_sequences(&self, values_per_frame: usize) -> usize {
+        MAX_FRAME_VALUES / self.length.max(1).saturating_mul(values_per_frame).max(1)
+    }
+
+    /// Checks this section against a trained sequence model (e.g. one read from a file whose
+    /// card carries the spec): its order, enough frames per sequence, and the frame size.
+    pub fn check_model(&self, order: usize, layers: usize, n_inputs: usize) -> Result<()> {
+        let bad = |m: String| Err(EngineError::Model(format!("model card: sequence: {m}")));
+        if self.order != order {
+            return bad(format!("order {} but the model's is {order}", self.order));
+        }
+        let needed = layers.saturating_mul(order).saturating_add(1);
+        if self.length < needed || self.length > MAX_LENGTH {
+            return bad(format!(
+                "length {} is outside {needed}..={MAX_LENGTH}",
+                self.length
+            ));
+        }
+        if let Some(m) = &self.moving {
+            let values = m.canvas.checked_mul(m.canvas);
+            if m.canvas > crate::engine::data::moving::MAX_CANVAS || values != Some(n_inputs) {
+                return bad(format!(
+                    "a {0}x{0} canvas does not make the model's {n_inputs} inputs",
+                    m.canvas
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn build(&self, data: &Dataset, stream: Option<u64>, first: usize) -> Result<Dataset> {
+        if self.length == 0 || self.length > MAX_LENGTH {
+            return Err(EngineError::invalid(
+                "sequence.length",
+                format!("must be in 1..={MAX_LENGTH}"),
+            ));
+        }
+        if let Some(m) = &self.moving {
+            m.validate(data.image_rows, data.image_cols, "sequence.moving")?;
+        }
         let (rows, cols) = self.frame_shape(data.image_rows, data.image_cols);
-        let sequences = match &self.moving {
-            Some(_) => data.len(),
-            None => data.len() / self.length,
-        };
+        let sequences = data.len() / self.examples_per_sequence();
         if sequences == 0 {
             return Err(EngineError::invalid(
                 "sequence.length",
@@ -101,7 +153,7 @@ impl SequenceSpec {
         }
         let values = sequences
             .saturating_mul(self.length)
-            .saturating_mul(rows * cols);
+            .saturating_mul(rows.saturating_mul(cols));
         if values > MAX_FRAME_VALUES {
             return Err(EngineError::invalid(
                 "train_examples",
@@ -118,7 +170,7 @@ impl SequenceSpec {
                     seed: m.seed ^ stream.unwrap_or(0),
                     ..*m
                 };
-                m.sequences(data, self.length)
+                m.sequences_from(data, self.length, first)
             }
             None => Ok(data.slice(0..sequences * self.length)),
         }

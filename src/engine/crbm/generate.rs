@@ -73,6 +73,8 @@ impl Dbn {
                 format!("must be in 1..={MAX_GIBBS_STEPS}"),
             ));
         }
+        // Only the last frames matter: each layer looks `order` frames back.
+        let seed = &seed[seed.len() - needed..];
         let rows = seed[0].nrows();
         for frame in seed {
             if frame.nrows() != rows {

@@ -44,18 +44,23 @@ pub fn sequence_metrics(
             ))
         }
     };
-    let limit = match &seq.moving {
-        Some(_) => MAX_TEST_SEQUENCES,
-        None => MAX_TEST_SEQUENCES * seq.length,
-    };
-    let frames = seq.test_frames(&test.slice(0..test.len().min(limit)))?;
-    let horizon = HORIZON.min(seq.length - start);
+    let horizon = HORIZON.min(seq.length.saturating_sub(start));
     if horizon == 0 {
         return Err(EngineError::invalid(
             "sequence.length",
             "the sequences leave no frame to predict",
         ));
     }
+    // As many test sequences as there are, up to the cap and the frame limit.
+    let per_sequence = seq.examples_per_sequence();
+    let count = (test.len() / per_sequence)
+        .min(MAX_TEST_SEQUENCES)
+        .min(seq.max_sequences(dbn.n_inputs()));
+    if count == 0 {
+        // A test split too short for one sequence: nothing to score.
+        return Ok(BTreeMap::new());
+    }
+    let frames = seq.test_frames(&test.slice(0..count * per_sequence))?;
     let sequences = frames.len() / seq.length;
     let at = |t: usize| -> Array2<f32> {
         let rows: Vec<usize> = (0..sequences).map(|s| s * seq.length + t).collect();

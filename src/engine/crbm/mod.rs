@@ -14,6 +14,8 @@ mod train;
 pub use checkpoint::{CrbmState, TemporalCheckpoint, TEMPORAL_CHECKPOINT_FORMAT};
 pub use config::{SequenceSpec, MAX_FRAME_VALUES, MAX_LENGTH};
 pub use generate::{ContinueConfig, MAX_CONTINUE_FRAMES, MAX_GIBBS_STEPS};
-pub use metrics::{sequence_metrics, HORIZON, PREDICT_GIBBS_STEPS, PREDICT_SAMPLES};
+pub use metrics::{
+    sequence_metrics, HORIZON, MAX_TEST_SEQUENCES, PREDICT_GIBBS_STEPS, PREDICT_SAMPLES,
+};
 pub use model::{gather_past, Conditioning, Crbm, DynamicBiases, Temporal, MAX_ORDER};
 pub use train::{next_frames, train_crbm, train_temporal, Frames, LayerProgress};

@@ -473,7 +473,8 @@ pub fn train_temporal(
     Ok(TrainOutcome {
         dbn,
         history,
-        train_examples: train.len(),
+        // Sequences learned from: one per image when images move.
+        train_examples: train.len() / seq.length,
         validation_examples: 0,
         validation_error: None,
         seconds: started.elapsed().as_secs_f64(),

@@ -63,6 +63,12 @@ impl MovingImages {
     /// One sequence of `length` frames per image of `images`, frames as consecutive rows
     /// (sequence s holds rows s·length .. (s+1)·length) labelled with their image's class.
     pub fn sequences(&self, images: &Dataset, length: usize) -> Result<Dataset> {
+        self.sequences_from(images, length, 0)
+    }
+
+    /// As [`MovingImages::sequences`] for images that start at number `first` of a larger
+    /// set: image s moves along the path of sequence `first + s`.
+    pub fn sequences_from(&self, images: &Dataset, length: usize, first: usize) -> Result<Dataset> {
         let (rows, cols) = (images.image_rows, images.image_cols);
         self.validate(rows, cols, "sequence.moving")?;
         let side = self.canvas;
@@ -70,7 +76,7 @@ impl MovingImages {
         let mut out = Array2::<f32>::zeros((frames, side * side));
         let mut labels = Vec::with_capacity(frames);
         for (s, image) in images.images.rows().into_iter().enumerate() {
-            let mut path = self.path(s, rows, cols);
+            let mut path = self.path(first.wrapping_add(s), rows, cols);
             for t in 0..length {
                 let (y, x) = path.position();
                 let mut frame = out.row_mut(s * length + t);

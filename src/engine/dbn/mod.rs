@@ -106,6 +106,16 @@ impl Dbn {
         }
     }
 
+    /// An error when a fine-tuned part (`what`) would join a sequence model, which has none.
+    fn refuse_head(&self, what: &str) -> Result<()> {
+        match self.temporal {
+            Some(_) => Err(EngineError::Model(format!(
+                "a sequence model has no {what}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The conditional RBMs' conditioning weights, if this is a sequence model.
     pub fn temporal(&self) -> Option<&Temporal> {
         self.temporal.as_ref()
@@ -113,6 +123,7 @@ impl Dbn {
 
     /// Attaches the belief net that wake-sleep learned for this DBN's layer sizes.
     pub fn with_belief_net(mut self, net: BeliefNet) -> Result<Self> {
+        self.refuse_head("belief net")?;
         let sizes: Vec<usize> = std::iter::once(net.n_inputs())
             .chain(net.recognition.iter().map(|r| r.weights.ncols()))
             .collect();
@@ -137,6 +148,7 @@ impl Dbn {
 
     /// Attaches the deep autoencoder fine-tuned from this DBN.
     pub fn with_autoencoder(mut self, net: DeepAutoencoder) -> Result<Self> {
+        self.refuse_head("deep autoencoder")?;
         net.check_fits(&self)?;
         self.autoencoder = Some(net);
         Ok(self)
@@ -191,6 +203,7 @@ impl Dbn {
 
     /// Attaches the network that discriminative fine-tuning made from this DBN.
     pub fn with_classifier(mut self, classifier: Classifier) -> Result<Self> {
+        self.refuse_head("classifier")?;
         if classifier.n_inputs() != self.n_inputs() {
             return Err(EngineError::Model(format!(
                 "the classifier takes {} inputs, the DBN {}",
@@ -213,6 +226,7 @@ impl Dbn {
 
     /// Attaches generative weights ([V_l, H_l] for each layer below the top).
     pub fn with_generative(mut self, weights: Vec<Array2<f32>>) -> Result<Self> {
+        self.refuse_head("untied generative weights")?;
         let below = &self.layers[..self.layers.len() - 1];
         if weights.len() != below.len()
             || weights

@@ -319,6 +319,13 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Dbn, ModelCard)> {
     if dbn.label_classes() != card.label_classes {
         return Err(bad("label_classes disagrees with the tensors".into()));
     }
+    // A sequence model's card says how its test sequences are made: it must fit the tensors.
+    if let (Some(t), Some(seq)) = (
+        dbn.temporal(),
+        card.spec.as_ref().and_then(|s| s.sequence.as_ref()),
+    ) {
+        seq.check_model(t.order, dbn.layers().len(), dbn.n_inputs())?;
+    }
     Ok((dbn, card))
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::generation::{image_shape, png_response, rows};
-use crate::engine::crbm::ContinueConfig;
+use crate::engine::crbm::{ContinueConfig, MAX_GIBBS_STEPS};
 use crate::engine::data::MnistSplit;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
@@ -108,10 +108,11 @@ async fn continue_sequence(
         ));
     }
     let gibbs_steps = req.gibbs_steps.unwrap_or(DEFAULT_GIBBS_STEPS);
-    if !(1..=state.config.max_gibbs_steps).contains(&gibbs_steps) {
+    let most_gibbs = max_gibbs_steps(&state.config);
+    if !(1..=most_gibbs).contains(&gibbs_steps) {
         return Err(ApiError::invalid(
             "gibbs_steps",
-            format!("must be in 1..={}", state.config.max_gibbs_steps),
+            format!("must be in 1..={most_gibbs}"),
         ));
     }
     let Some(needed) = model.dbn.seed_frames() else {
@@ -183,6 +184,11 @@ async fn continue_sequence(
         .await
 }
 
+/// Most Gibbs steps per generated frame: the server's limit, within the engine's.
+pub fn max_gibbs_steps(config: &crate::config::ServeConfig) -> usize {
+    config.max_gibbs_steps.min(MAX_GIBBS_STEPS)
+}
+
 /// Where a continuation starts.
 enum Start {
     Frames(Array2<f32>),
@@ -196,7 +202,7 @@ fn given_frames(
     n: usize,
     state: &AppState,
 ) -> Result<Array2<f32>, ApiError> {
-    let most = state.config.max_batch.max(needed);
+    let most = state.config.max_batch;
     if frames.len() < needed || frames.len() > most {
         return Err(ApiError::invalid(
             "frames",
@@ -241,9 +247,17 @@ fn example(
             "the model's card has no sequence section to make examples with",
         ));
     };
-    // One image per sequence when images move; `length` frames per sequence otherwise.
-    let per_sequence = if seq.moving.is_some() { 1 } else { seq.length };
-    let wanted = (k + 1).saturating_mul(per_sequence);
+    let per_sequence = seq.examples_per_sequence();
+    let no_such = || {
+        ApiError::invalid(
+            "example",
+            format!("dataset {} has no held-out sequence {k}", spec.dataset),
+        )
+    };
+    let wanted = k
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(per_sequence))
+        .ok_or_else(no_such)?;
     let test = datasets
         .load(&spec.dataset, MnistSplit::Test, Some(wanted))
         .map_err(|e| {
@@ -254,14 +268,15 @@ fn example(
             )
         })?
         .filter(|t| t.len() >= wanted)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "example",
-                format!("dataset {} has no held-out sequence {k}", spec.dataset),
-            )
-        })?;
-    let frames = seq.test_frames(&test.slice(k * per_sequence..wanted))?;
+        .ok_or_else(no_such)?;
+    let frames = seq.test_frames_from(&test.slice(wanted - per_sequence..wanted), k)?;
     let x = frames.images;
+    if x.nrows() < needed || x.ncols() != model.dbn.n_inputs() {
+        return Err(ApiError::invalid(
+            "example",
+            "the model's sequences are too short or of another frame size to start from",
+        ));
+    }
     let end = x.nrows().min(needed + steps);
     Ok((
         x.slice(ndarray::s![..needed, ..]).to_owned(),
