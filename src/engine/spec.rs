@@ -312,11 +312,11 @@ impl TrainingSpec {
                 self.finetune,
                 Some(Finetune::UpDown(_) | Finetune::Autoencoder(_) | Finetune::WakeSleep(_))
             );
-            if self.ais.is_some() || generative {
+            if generative {
                 return Err(EngineError::invalid(
                     "architecture.lateral",
-                    "AIS, up-down, deep-autoencoder and wake-sleep fine-tuning are for \
-                     restricted layers; backprop works",
+                    "up-down, deep-autoencoder and wake-sleep fine-tuning are for restricted \
+                     layers; backprop works",
                 ));
             }
         }

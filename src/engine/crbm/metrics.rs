@@ -13,6 +13,7 @@ use super::SequenceSpec;
 use crate::engine::data::Dataset;
 use crate::engine::dbn::Dbn;
 use crate::engine::error::{EngineError, Result};
+use crate::engine::finetune::mean_squared_distance;
 
 /// Frames predicted ahead for the continuation error.
 pub const HORIZON: usize = 8;
@@ -90,8 +91,8 @@ pub fn sequence_metrics(
     let (mut model, mut copy) = (Vec::new(), Vec::new());
     for (k, frame) in predicted.iter().enumerate() {
         let truth = at(start + k);
-        model.push(per_frame(frame.view(), truth.view()));
-        copy.push(per_frame(last.view(), truth.view()));
+        model.push(mean_squared_distance(frame.view(), truth.view()));
+        copy.push(mean_squared_distance(last.view(), truth.view()));
     }
     // The autoregressive part: E[v_t | h = 0, past] through the first layer alone.
     let first = Crbm {
@@ -115,20 +116,10 @@ pub fn sequence_metrics(
         ("test_prediction_error_copy_last".to_string(), copy[0]),
         (
             "test_prediction_error_autoregressive".to_string(),
-            per_frame(ar.view(), at(start).view()),
+            mean_squared_distance(ar.view(), at(start).view()),
         ),
         ("test_continuation_error".to_string(), mean(&model)),
         ("test_continuation_error_copy_last".to_string(), mean(&copy)),
         ("test_sequences".to_string(), sequences as f64),
     ]))
-}
-
-/// Mean over rows of the summed squared difference.
-fn per_frame(a: ArrayView2<f32>, b: ArrayView2<f32>) -> f64 {
-    let total: f64 = a
-        .iter()
-        .zip(b.iter())
-        .map(|(&x, &y)| ((x - y) as f64).powi(2))
-        .sum();
-    total / a.nrows().max(1) as f64
 }

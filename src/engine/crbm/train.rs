@@ -262,27 +262,12 @@ fn cd_step(
 
     let rate = config.learning_rate / targets.len() as f32;
     let decay = config.learning_rate * config.weight_decay;
-    update::prepare(
-        slice(&rbm.weights),
-        slice_mut(&mut inc.w_inc),
-        momentum,
-        decay,
-    );
+    prepare(&rbm.weights, &mut inc.w_inc, momentum, decay);
     matmul(inc.w_inc.view_mut(), true, v0.t(), h0.view(), rate);
     matmul(inc.w_inc.view_mut(), true, v1.t(), h1.view(), -rate);
-    update::prepare(
-        slice(&cond.past_visible),
-        slice_mut(&mut inc.a_inc),
-        momentum,
-        decay,
-    );
+    prepare(&cond.past_visible, &mut inc.a_inc, momentum, decay);
     matmul(inc.a_inc.view_mut(), true, past.t(), dv.view(), rate);
-    update::prepare(
-        slice(&cond.past_hidden),
-        slice_mut(&mut inc.b_inc),
-        momentum,
-        decay,
-    );
+    prepare(&cond.past_hidden, &mut inc.b_inc, momentum, decay);
     matmul(inc.b_inc.view_mut(), true, past.t(), dh.view(), rate);
     let bias_rate = config.bias_learning_rate / targets.len() as f32;
     let step_bias = |inc: &mut Array1<f32>, d: &Array2<f32>| {
@@ -301,12 +286,16 @@ fn cd_step(
     error
 }
 
-fn slice(a: &Array2<f32>) -> &[f32] {
-    a.as_slice().expect("parameters are in standard layout")
-}
-
-fn slice_mut(a: &mut Array2<f32>) -> &mut [f32] {
-    a.as_slice_mut().expect("increments are in standard layout")
+/// `inc = momentum·inc − decay·w`: the part of a batch's increment that does not depend on
+/// its statistics, formed before the products add those.
+fn prepare(w: &Array2<f32>, inc: &mut Array2<f32>, momentum: f32, decay: f32) {
+    update::prepare(
+        w.as_slice().expect("parameters are in standard layout"),
+        inc.as_slice_mut()
+            .expect("increments are in standard layout"),
+        momentum,
+        decay,
+    );
 }
 
 /// The hidden probabilities of every frame of `frames` that has a full past, as the frames of

@@ -326,8 +326,9 @@ pub fn log_prob_metrics(
         &mut rng,
     )?;
     let mut metrics: BTreeMap<String, f64> = report.metrics().into_iter().collect();
-    // A deeper net without labels on top also gets the variational bound of the whole DBN.
-    if let Some(test) = &test {
+    // A deeper net without labels on top also gets the variational bound of the whole DBN
+    // (for restricted layers: the bound's posterior ignores lateral weights).
+    if let Some(test) = test.as_ref().filter(|_| dbn.layers()[0].lateral.is_none()) {
         let bound =
             dbn.log_prob_bound_with_ais(train.view(), test.view(), &ais.config(), 10, &mut rng)?;
         if let Some((top, bound)) = bound {

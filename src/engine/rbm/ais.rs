@@ -7,6 +7,10 @@
 //!   p*_β(v) = exp((1−β)·b_Aᵀv + β·bᵀv) · Π_j (1 + exp(β·(c_j + vᵀW_j)))
 //! which at β = 0 is the base-rate model (with the hidden units free: Z_0 = 2^H Π_i (1 + e^{b_A,i}))
 //! and at β = 1 the RBM. Each step's transition is one Gibbs sweep of the RBM at that β.
+//!
+//! A semi-restricted machine (lateral weights L between the visible units) anneals the same
+//! way with the extra factor exp(β·½vᵀLv); its visible units are then drawn one after another
+//! given the others (a sequential sweep), since they are no longer independent given h.
 
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rand::Rng;
@@ -126,14 +130,10 @@ pub fn estimate_log_z<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<AisEstimate> {
     config.validate()?;
-    if rbm.label_units > 0
-        || !rbm.visible_units.is_binary()
-        || !rbm.hidden_units.is_binary()
-        || rbm.lateral.is_some()
-    {
+    if rbm.label_units > 0 || !rbm.visible_units.is_binary() || !rbm.hidden_units.is_binary() {
         return Err(EngineError::invalid(
             "model",
-            "AIS here is for RBMs of binary units; this one has label, Gaussian or lateral units",
+            "AIS here is for RBMs of binary units; this one has label or Gaussian units",
         ));
     }
     let (nv, nh) = rbm.weights.dim();
@@ -170,8 +170,10 @@ pub fn estimate_log_z<R: Rng + ?Sized>(
         let d = row_dots(v.view(), rbm.visible_bias.view());
         let before = log_unnormalised(prev, &a, &d, x.view(), &hidden_bias, &mut scaled);
         let after = log_unnormalised(beta, &a, &d, x.view(), &hidden_bias, &mut scaled);
-        for ((w, after), before) in log_w.iter_mut().zip(after).zip(before) {
-            *w += after - before;
+        // ½vᵀLv, which the annealed distributions weigh by β (zero without lateral weights).
+        let lateral = rbm.lateral_energy(v.view());
+        for (((w, after), before), e) in log_w.iter_mut().zip(after).zip(before).zip(lateral) {
+            *w += after - before - (beta - prev) * e as f64;
         }
         if k + 1 == betas.len() {
             break;
@@ -188,8 +190,16 @@ pub fn estimate_log_z<R: Rng + ?Sized>(
             .zip(rbm.visible_bias.iter())
             .map(|(&ba, &bb)| (1.0 - b) * ba + b * bb)
             .collect();
-        math::sigmoid_bias_rows(vp.view_mut(), vb.view());
-        math::sample_bernoulli(rng, vp.view(), v.view_mut());
+        match &rbm.lateral {
+            None => {
+                math::sigmoid_bias_rows(vp.view_mut(), vb.view());
+                math::sample_bernoulli(rng, vp.view(), v.view_mut());
+            }
+            Some(l) => {
+                vp += &vb;
+                lateral_sweep(rng, vp.view(), l.view(), b, v.view_mut());
+            }
+        }
     }
     if log_w.iter().any(|w| !w.is_finite()) {
         return Err(EngineError::Diverged(
@@ -307,6 +317,30 @@ pub fn mean_log_prob(rbm: &Rbm, data: ArrayView2<f32>, log_z: f64) -> Result<f64
         total += f.iter().map(|&f| -(f as f64)).sum::<f64>();
     }
     Ok(total / data.nrows() as f64 - log_z)
+}
+
+/// One sequential sweep over the visible units of every run at inverse temperature β:
+/// v_i ~ σ(input_i + β Σ_k L_ik v_k) in turn, where `input` holds the rest of each unit's
+/// input. The uniform draws come first, so the runs can go in parallel and stay reproducible.
+fn lateral_sweep<R: Rng + ?Sized>(
+    rng: &mut R,
+    input: ArrayView2<f32>,
+    lateral: ArrayView2<f32>,
+    beta: f32,
+    mut v: ndarray::ArrayViewMut2<f32>,
+) {
+    let mut u = Array2::<f32>::zeros(v.dim());
+    math::fill_uniform(rng, u.as_slice_mut().expect("owned"));
+    v.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(input.axis_iter(Axis(0)).into_par_iter())
+        .zip(u.axis_iter(Axis(0)).into_par_iter())
+        .for_each(|((mut v, input), u)| {
+            for i in 0..v.len() {
+                let a = input[i] + beta * lateral.row(i).dot(&v);
+                v[i] = (u[i] < sigmoid64(a as f64) as f32) as u8 as f32;
+            }
+        });
 }
 
 fn row_dots(v: ArrayView2<f32>, b: ArrayView1<f32>) -> Vec<f64> {
