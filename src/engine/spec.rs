@@ -43,9 +43,10 @@ pub struct TrainingSpec {
     pub finetune: Option<Finetune>,
     /// After training, estimate the first RBM's partition function by annealed importance
     /// sampling and record the average log-probability of the binarised training and test
-    /// images (default none; slow: about 35 s for 784-500 at the paper's schedule here). A net
-    /// of two or more layers without labels on top also gets the variational lower bound of
-    /// the whole DBN on the test images, with its top RBM's ln Z by AIS.
+    /// images (default none; slow: about 35 s for 784-500 at the paper's schedule here, about
+    /// 6 minutes with lateral connections, whose visible units are swept one by one). A net
+    /// of two or more restricted layers without labels on top also gets the variational lower
+    /// bound of the whole DBN on the test images, with its top RBM's ln Z by AIS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ais: Option<AisSpec>,
     /// Learn sequences instead of still images (default none): every layer becomes a
