@@ -242,6 +242,50 @@ async fn the_dream_view_shows_samples_and_a_settling_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_model_dreams_the_rest_of_a_video() {
+    let Some(browser) = Browser::start("browser: sequence").await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let model = app
+        .train(&json!({
+            "name": "moving",
+            "architecture": {"hidden": [32, 16], "labels_in_top": false, "visible_units": "gaussian"},
+            "pretrain": {"epochs": 2, "learning_rate": 0.001, "bias_learning_rate": 0.001},
+            "train_examples": 100,
+            "sequence": {"order": 2, "length": 8, "moving": {"canvas": 32, "max_speed": 2}}
+        }))
+        .await;
+    browser.goto(&app.url("/")).await;
+    browser
+        .wait_for(
+            "the model list",
+            &format!("return document.getElementById('model').value === '{model}';"),
+            20,
+        )
+        .await;
+    browser.click("#tab-dream").await;
+    browser
+        .wait_for(
+            "a continued video",
+            "return document.getElementById('dream-status').textContent.startsWith('Held-out video');",
+            30,
+        )
+        .await;
+    // The animated PNG of 32 × 32 frames drawn four times larger.
+    let width = browser
+        .wait_for(
+            "the animation",
+            "const i = document.getElementById('samples');
+             return i.complete && i.naturalWidth > 0 ? i.naturalWidth : null;",
+            30,
+        )
+        .await;
+    assert_eq!(width, json!(128));
+    browser.screenshot(&screenshots(), "sequence").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_api_key_the_page_asks_for_it_and_then_works() {
     let Some(browser) = Browser::start("browser: api key").await else {
         return;

@@ -459,6 +459,24 @@ function labelButtons() {
 
 $("steps").addEventListener("input", () => { $("steps-value").textContent = $("steps").value; });
 
+// A sequence model dreams the rest of a held-out video: the frames it saw, then its own.
+async function continueVideo(model, seed) {
+  const example = seed % 100;
+  const url = await imageUrl(`/v1/models/${model.id}/continue`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "image/png" },
+    body: JSON.stringify({ example, steps: 12, seed }),
+  });
+  const img = $("samples");
+  setImage(img, url);
+  const [h, w] = model.image_shape || [28, 28];
+  img.classList.add("video");
+  img.width = 4 * w;
+  img.height = 4 * h;
+  img.alt = `Held-out video ${example}, continued by the model for 12 frames (animated)`;
+  $("dream-status").textContent = `Held-out video ${example}: the frames the model saw, then 12 it generated (seed ${seed}).`;
+}
+
 async function dream() {
   const model = currentModel();
   if (!model) return;
@@ -466,6 +484,10 @@ async function dream() {
   const seed = Math.floor(Math.random() * 1e9);
   $("dream-status").textContent = "Sampling…";
   try {
+    if (model.spec && model.spec.sequence) return await continueVideo(model, seed);
+    $("samples").classList.remove("video");
+    $("samples").width = 291;
+    $("samples").height = 117;
     const url = await imageUrl(`/v1/models/${model.id}/samples.png?label=${state.label}&count=20&gibbs_steps=${steps}&seed=${seed}&columns=10`);
     setImage($("samples"), url);
     $("samples").alt = `Twenty generated ${state.label}s after ${steps} Gibbs steps`;
