@@ -231,24 +231,20 @@ fn learning_raises_the_exact_conditional_likelihood_of_a_sequence() {
         let lp = exact_log_conditional(crbm, frames.view(), past.view());
         lp.iter().sum::<f64>() / lp.len() as f64
     };
-    let before = train_temporal(
-        &ring_spec(vec![16], 1),
-        &data,
-        &Limits::default(),
-        &mut Silent,
-        &mut rng_from_seed(1),
-        None,
-    )
-    .unwrap();
-    let after = train_temporal(
-        &ring_spec(vec![16], 60),
-        &data,
-        &Limits::default(),
-        &mut Silent,
-        &mut rng_from_seed(1),
-        None,
-    )
-    .unwrap();
+    let train = |epochs: usize| {
+        let spec = ring_spec(vec![16], epochs);
+        let mut rng = rng_from_seed(1);
+        train_temporal(
+            &spec,
+            &data,
+            &Limits::default(),
+            &mut Silent,
+            &mut rng,
+            None,
+        )
+        .unwrap()
+    };
+    let (before, after) = (train(1), train(60));
     let (lp_before, lp_after) = (
         mean_log_conditional(&before.dbn),
         mean_log_conditional(&after.dbn),

@@ -20,7 +20,12 @@ fn screenshots() -> PathBuf {
 
 /// The page with a model in the server, the model selected.
 async fn open_page(app: &TestApp, browser: &Browser) -> String {
-    let model = app.train(&small_spec(3)).await;
+    open_page_with(app, browser, &small_spec(3)).await
+}
+
+/// The page with a model trained from `spec` in the server, the model selected.
+async fn open_page_with(app: &TestApp, browser: &Browser, spec: &serde_json::Value) -> String {
+    let model = app.train(spec).await;
     browser.goto(&app.url("/")).await;
     browser
         .wait_for(
@@ -247,23 +252,14 @@ async fn a_sequence_model_dreams_the_rest_of_a_video() {
         return;
     };
     let app = spawn_app().await;
-    let model = app
-        .train(&json!({
-            "name": "moving",
-            "architecture": {"hidden": [32, 16], "labels_in_top": false, "visible_units": "gaussian"},
-            "pretrain": {"epochs": 2, "learning_rate": 0.001, "bias_learning_rate": 0.001},
-            "train_examples": 100,
-            "sequence": {"order": 2, "length": 8, "moving": {"canvas": 32, "max_speed": 2}}
-        }))
-        .await;
-    browser.goto(&app.url("/")).await;
-    browser
-        .wait_for(
-            "the model list",
-            &format!("return document.getElementById('model').value === '{model}';"),
-            20,
-        )
-        .await;
+    let spec = json!({
+        "name": "moving",
+        "architecture": {"hidden": [32, 16], "labels_in_top": false, "visible_units": "gaussian"},
+        "pretrain": {"epochs": 2, "learning_rate": 0.001, "bias_learning_rate": 0.001},
+        "train_examples": 100,
+        "sequence": {"order": 2, "length": 8, "moving": {"canvas": 32, "max_speed": 2}}
+    });
+    open_page_with(&app, &browser, &spec).await;
     browser.click("#tab-dream").await;
     browser
         .wait_for(

@@ -8,12 +8,14 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use super::model::Conditioning;
+use crate::engine::dbn::check_resume_point;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::EpochMetrics;
-use crate::engine::persist::{body_of, metadata_of, read_f32, read_rbm, read_u32, Tensors};
+use crate::engine::persist::{
+    body_of, metadata_of, read_conditioning, read_f32, read_matrix, read_rbm, read_u32, Tensors,
+};
 use crate::engine::rbm::{Rbm, MAX_EPOCHS};
 use crate::engine::EngineRng;
-use rand::SeedableRng;
 
 /// The `format` metadata value of sequence-model checkpoints.
 pub const TEMPORAL_CHECKPOINT_FORMAT: &str = "dbn-serve.temporal-checkpoint";
@@ -63,28 +65,12 @@ struct Meta {
 
 fn push_layer(tensors: &mut Tensors, name: &str, rbm: &Rbm, cond: &Conditioning) {
     tensors.push_rbm(name, rbm);
-    for (part, w) in [("a", &cond.past_visible), ("b", &cond.past_hidden)] {
-        tensors.push_f32(&format!("{name}.{part}"), w.shape(), w.iter());
-    }
-}
-
-fn matrix(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result<Array2<f32>> {
-    let values = read_f32(st, name, &[rows, cols])?;
-    if !values.iter().all(|x| x.is_finite()) {
-        return Err(EngineError::Model(format!(
-            "checkpoint: {name} holds non-finite values"
-        )));
-    }
-    Array2::from_shape_vec((rows, cols), values).map_err(|e| EngineError::Model(e.to_string()))
+    tensors.push_conditioning(name, cond);
 }
 
 fn read_layer(st: &SafeTensors, name: &str, order: usize) -> Result<(Rbm, Conditioning)> {
     let rbm = read_rbm(st, name, None, 0)?;
-    let (v, h) = rbm.weights.dim();
-    let cond = Conditioning {
-        past_visible: matrix(st, &format!("{name}.a"), order * v, v)?,
-        past_hidden: matrix(st, &format!("{name}.b"), order * v, h)?,
-    };
+    let cond = read_conditioning(st, name, order, &rbm)?;
     Ok((rbm, cond))
 }
 
@@ -128,15 +114,7 @@ impl TemporalCheckpoint {
         if !(1..=super::MAX_ORDER).contains(&meta.order) {
             return Err(bad(format!("order {} is out of range", meta.order)));
         }
-        if meta.next_epoch == 0 || meta.next_epoch > MAX_EPOCHS {
-            return Err(bad(format!(
-                "next epoch {} is out of range",
-                meta.next_epoch
-            )));
-        }
-        if meta.rng == EngineRng::from_seed([0; 32]) {
-            return Err(bad("the generator state is all zeros".into()));
-        }
+        check_resume_point(meta.next_epoch, MAX_EPOCHS, &meta.rng).map_err(bad)?;
         let done = (0..meta.layer)
             .map(|i| read_layer(&st, &format!("done.{i}"), meta.order))
             .collect::<Result<Vec<_>>>()?;
@@ -152,9 +130,9 @@ impl TemporalCheckpoint {
         };
         let state = CrbmState {
             next_epoch: meta.next_epoch,
-            w_inc: matrix(&st, "state.w_inc", v, h)?,
-            a_inc: matrix(&st, "state.a_inc", past, v)?,
-            b_inc: matrix(&st, "state.b_inc", past, h)?,
+            w_inc: read_matrix(&st, "state.w_inc", v, h)?,
+            a_inc: read_matrix(&st, "state.a_inc", past, v)?,
+            b_inc: read_matrix(&st, "state.b_inc", past, h)?,
             vb_inc: vector("state.vb_inc", v)?,
             hb_inc: vector("state.hb_inc", h)?,
             order: read_u32(&st, "state.order", meta.windows)?,

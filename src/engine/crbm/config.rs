@@ -136,9 +136,7 @@ impl SequenceSpec {
                 format!("must be in 1..={MAX_LENGTH}"),
             ));
         }
-        if let Some(m) = &self.moving {
-            m.validate(data.image_rows, data.image_cols, "sequence.moving")?;
-        }
+        // Moving images are checked against the canvas where they are made.
         let (rows, cols) = self.frame_shape(data.image_rows, data.image_cols);
         let sequences = data.len() / self.examples_per_sequence();
         if sequences == 0 {
@@ -151,10 +149,10 @@ impl SequenceSpec {
                 ),
             ));
         }
-        let values = sequences
-            .saturating_mul(self.length)
-            .saturating_mul(rows.saturating_mul(cols));
-        if values > MAX_FRAME_VALUES {
+        if sequences > self.max_sequences(rows.saturating_mul(cols)) {
+            let values = sequences
+                .saturating_mul(self.length)
+                .saturating_mul(rows.saturating_mul(cols));
             return Err(EngineError::invalid(
                 "train_examples",
                 format!(

@@ -5,10 +5,10 @@
 //! turn and each new frame is the visible mean given the last hidden state; in mean-field
 //! mode every state is replaced by its mean (deterministic, for scoring).
 
-use ndarray::{concatenate, Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2};
 use rand::Rng;
 
-use super::model::Crbm;
+use super::model::{stack_past, Crbm};
 use crate::engine::dbn::Dbn;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::sample_bernoulli;
@@ -101,7 +101,7 @@ impl Dbn {
             let below = &history[l];
             let up: Vec<Array2<f32>> = (order..below.len())
                 .map(|t| {
-                    let biases = crbm.biases(past(below, t, order).view());
+                    let biases = crbm.biases(stack_past(below, t, order).view());
                     crbm.hidden_means(below[t].view(), &biases)
                 })
                 .collect();
@@ -112,7 +112,7 @@ impl Dbn {
         for _ in 0..config.frames {
             let crbm = &layers[top];
             let t = history[top].len();
-            let biases = crbm.biases(past(&history[top], t, order).view());
+            let biases = crbm.biases(stack_past(&history[top], t, order).view());
             let mut v = history[top][t - 1].clone();
             let mut h = Array2::zeros((rows, crbm.n_hidden()));
             for step in 0..config.gibbs_steps {
@@ -137,20 +137,14 @@ impl Dbn {
             for l in (0..top).rev() {
                 let crbm = &layers[l];
                 let t = history[l].len();
-                let biases = crbm.biases(past(&history[l], t, order).view());
-                let v =
-                    crbm.visible_means(history[l + 1][history[l + 1].len() - 1].view(), &biases);
+                let biases = crbm.biases(stack_past(&history[l], t, order).view());
+                let above = history[l + 1].last().expect("the frame just made");
+                let v = crbm.visible_means(above.view(), &biases);
                 history[l].push(v);
             }
-            let frame = history[0][history[0].len() - 1].clone();
+            let frame = history[0].last().expect("the frame just made").clone();
             out.push(self.to_inputs(frame));
         }
         Ok(out)
     }
-}
-
-/// Frames t−1, …, t−order of `frames`, side by side: [B, order·V].
-fn past(frames: &[Array2<f32>], t: usize, order: usize) -> Array2<f32> {
-    let views: Vec<ArrayView2<f32>> = (1..=order).map(|k| frames[t - k].view()).collect();
-    concatenate(Axis(1), &views).expect("frames of one layer have one width")
 }

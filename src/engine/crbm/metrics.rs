@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use ndarray::{Array2, ArrayView2, Axis};
 
 use super::generate::ContinueConfig;
-use super::model::Crbm;
+use super::model::{stack_past, Crbm};
 use super::SequenceSpec;
 use crate::engine::data::Dataset;
 use crate::engine::dbn::Dbn;
@@ -99,17 +99,12 @@ pub fn sequence_metrics(
         rbm: &dbn.layers()[0],
         cond: &temporal.layers[0],
     };
-    let past: Vec<_> = (1..=temporal.order)
-        .map(|k| dbn.to_visible(seed[start - k].view()).into_owned())
+    let visible: Vec<Array2<f32>> = seed
+        .iter()
+        .map(|f| dbn.to_visible(f.view()).into_owned())
         .collect();
-    let past_views: Vec<ArrayView2<f32>> = past.iter().map(|p| p.view()).collect();
-    let past = ndarray::concatenate(Axis(1), &past_views)
-        .map_err(|e| EngineError::Shape(e.to_string()))?;
-    let ar = first.visible_means(
-        Array2::<f32>::zeros((sequences, first.n_hidden())).view(),
-        &first.biases(past.view()),
-    );
-    let ar = dbn.to_inputs(ar);
+    let past = stack_past(&visible, start, temporal.order);
+    let ar = dbn.to_inputs(first.autoregressive_means(&first.biases(past.view())));
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     Ok(BTreeMap::from([
         ("test_prediction_error".to_string(), model[0]),

@@ -157,11 +157,21 @@ impl<'a> Crbm<'a> {
     pub fn visible_means(&self, h: ArrayView2<f32>, biases: &DynamicBiases) -> Array2<f32> {
         let mut out = biases.visible.clone();
         matmul(out.view_mut(), true, h, self.rbm.weights.t(), 1.0);
+        self.activate_visible(out)
+    }
+
+    /// E[v | h = 0, past]: the autoregressive part alone, every hidden unit off.
+    pub fn autoregressive_means(&self, biases: &DynamicBiases) -> Array2<f32> {
+        self.activate_visible(biases.visible.clone())
+    }
+
+    /// Visible means from total inputs: the inputs themselves for Gaussian units.
+    fn activate_visible(&self, mut x: Array2<f32>) -> Array2<f32> {
         if self.rbm.visible_units.is_binary() {
-            let zero = Array1::zeros(out.ncols());
-            sigmoid_bias_rows(out.view_mut(), zero.view());
+            let zero = Array1::zeros(x.ncols());
+            sigmoid_bias_rows(x.view_mut(), zero.view());
         }
-        out
+        x
     }
 
     /// The free energy of each frame given its past, in f64: for Gaussian visible units
@@ -210,6 +220,14 @@ pub fn gather_past(frames: ArrayView2<f32>, targets: &[usize], order: usize) -> 
         }
     }
     out
+}
+
+/// Frames t−1, …, t−order of a batch of sequences held time-major (`frames[t]` is frame t of
+/// every sequence, [B, V]), side by side most recent first: [B, order·V], as
+/// [`gather_past`] lays out the past of a training window.
+pub fn stack_past(frames: &[Array2<f32>], t: usize, order: usize) -> Array2<f32> {
+    let views: Vec<ArrayView2<f32>> = (1..=order).map(|k| frames[t - k].view()).collect();
+    ndarray::concatenate(Axis(1), &views).expect("frames of one layer have one width")
 }
 
 /// Rows of `frames` at `targets`.

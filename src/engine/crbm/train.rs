@@ -21,7 +21,7 @@ use crate::engine::math::{matmul, sample_bernoulli, update};
 use crate::engine::observer::{
     examples_per_sec, job_fraction, Control, EpochMetrics, Observer, Phase, Progress,
 };
-use crate::engine::rbm::{shuffle, Rbm, RbmTrainConfig, Units, VisibleBiasInit};
+use crate::engine::rbm::{is_permutation, shuffle, Rbm, RbmTrainConfig, Units, VisibleBiasInit};
 use crate::engine::spec::{Limits, TrainingSpec};
 use crate::engine::EngineRng;
 
@@ -216,13 +216,7 @@ fn check_state(
     if state.next_epoch > epochs {
         return bad("its epoch is past the layer's epochs");
     }
-    let mut seen = vec![false; n];
-    let permutation = state.order.len() == n
-        && state
-            .order
-            .iter()
-            .all(|&w| (w as usize) < n && !std::mem::replace(&mut seen[w as usize], true));
-    if !permutation {
+    if !is_permutation(&state.order, n) {
         return bad("the window order does not fit the training data");
     }
     Ok(())
@@ -369,17 +363,18 @@ pub fn train_temporal(
         }
         None => (rng, Vec::new(), Vec::new(), None),
     };
-    let train = seq.frames(&train)?;
+    let made = seq.frames(&train)?.images;
+    let sequences = made.nrows() / seq.length;
     let order = seq.order;
     let hidden = &spec.architecture.hidden;
     let norm = match spec.architecture.visible_units {
-        Units::Gaussian => Some(InputNorm::fit(train.images.view())?),
+        Units::Gaussian => Some(InputNorm::fit(made.view())?),
         Units::Binary => None,
     };
     let mut frames = Frames {
         x: match &norm {
-            Some(norm) => norm.apply(train.images.view()),
-            None => train.images.clone(),
+            Some(norm) => norm.apply(made.view()),
+            None => made,
         },
         length: seq.length,
     };
@@ -392,7 +387,7 @@ pub fn train_temporal(
             } else {
                 hidden[i - 1]
             };
-            let windows = (train.len() / seq.length) * (seq.length - (i + 1) * order);
+            let windows = sequences * (seq.length - (i + 1) * order);
             c.epochs as f64 * windows as f64 * window_work(order, v, hidden[i], c.cd_k)
         })
         .collect();
@@ -463,7 +458,7 @@ pub fn train_temporal(
         dbn,
         history,
         // Sequences learned from: one per image when images move.
-        train_examples: train.len() / seq.length,
+        train_examples: sequences,
         validation_examples: 0,
         validation_error: None,
         seconds: started.elapsed().as_secs_f64(),

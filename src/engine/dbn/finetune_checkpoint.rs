@@ -14,7 +14,6 @@ use crate::engine::persist::{
     body_of, metadata_of, push_dbn, read_dbn, read_dense, read_u32, DbnLayout, Tensors,
 };
 use crate::engine::EngineRng;
-use rand::SeedableRng;
 
 /// The `format` metadata value of fine-tuning checkpoint files.
 pub const FINETUNE_CHECKPOINT_FORMAT: &str = "dbn-serve.finetune-checkpoint";
@@ -77,15 +76,8 @@ impl FinetuneCheckpoint {
         if st.len() != expected {
             return Err(bad(format!("{} tensors, expected {expected}", st.len())));
         }
-        if meta.next_epoch == 0 || meta.next_epoch > MAX_FINETUNE_EPOCHS {
-            return Err(bad(format!(
-                "next epoch {} is out of range",
-                meta.next_epoch
-            )));
-        }
-        if meta.rng == EngineRng::from_seed([0; 32]) {
-            return Err(bad("the generator state is all zeros".into()));
-        }
+        super::checkpoint::check_resume_point(meta.next_epoch, MAX_FINETUNE_EPOCHS, &meta.rng)
+            .map_err(bad)?;
         let dbn = read_dbn(&st, &meta.layout, None)?;
         let layers = dbn.classifier().map_or(&[][..], |c| c.layers());
         let increments = (0..meta.increments)

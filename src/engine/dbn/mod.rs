@@ -12,6 +12,7 @@ mod input_norm;
 mod lower_bound;
 mod pipeline;
 
+pub(crate) use checkpoint::check_resume_point;
 pub use checkpoint::{run_fingerprint, Checkpoint, GreedyCheckpoint, CHECKPOINT_FORMAT};
 pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
 pub use finetune_checkpoint::{FinetuneCheckpoint, FINETUNE_CHECKPOINT_FORMAT};

@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 
 pub use card::{ModelCard, Provenance};
 pub(crate) use tensors::{
-    body_of, format_of, metadata_of, read_dense, read_f32, read_rbm, read_u32, Tensors,
+    body_of, format_of, metadata_of, read_conditioning, read_dense, read_f32, read_matrix,
+    read_rbm, read_u32, Tensors,
 };
 
-use crate::engine::crbm::{Conditioning, Temporal};
+use crate::engine::crbm::Temporal;
 use crate::engine::dbn::{Dbn, InputNorm};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::{BeliefNet, Classifier, DeepAutoencoder};
@@ -142,16 +143,7 @@ pub(crate) fn push_dbn(tensors: &mut Tensors, dbn: &Dbn) -> DbnLayout {
     }
     if let Some(temporal) = dbn.temporal() {
         for (i, cond) in temporal.layers.iter().enumerate() {
-            for (name, w) in [
-                ("past_visible", &cond.past_visible),
-                ("past_hidden", &cond.past_hidden),
-            ] {
-                tensors.push_f32(
-                    &format!("layers.{i}.{name}"),
-                    &[w.nrows(), w.ncols()],
-                    w.iter(),
-                );
-            }
+            tensors.push_conditioning(&format!("layers.{i}"), cond);
         }
     }
     let units: Vec<(Units, Units)> = dbn
@@ -222,18 +214,12 @@ pub(crate) fn read_dbn(
         if order > crate::engine::crbm::MAX_ORDER {
             return Err(bad(format!("temporal order {order} is too large")));
         }
-        let mut conds = Vec::with_capacity(dbn.layers().len());
-        for (i, rbm) in dbn.layers().iter().enumerate() {
-            let (v, h) = (rbm.n_visible(), rbm.n_hidden());
-            let read = |name: &str, cols: usize| -> Result<Array2<f32>> {
-                let values = read_f32(st, &format!("layers.{i}.{name}"), &[order * v, cols])?;
-                Array2::from_shape_vec((order * v, cols), values).map_err(|e| bad(e.to_string()))
-            };
-            conds.push(Conditioning {
-                past_visible: read("past_visible", v)?,
-                past_hidden: read("past_hidden", h)?,
-            });
-        }
+        let conds = dbn
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, rbm)| read_conditioning(st, &format!("layers.{i}"), order, rbm))
+            .collect::<Result<Vec<_>>>()?;
         dbn = dbn.with_temporal(Temporal {
             order,
             layers: conds,

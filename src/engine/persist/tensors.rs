@@ -9,6 +9,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::crbm::Conditioning;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::Dense;
 use crate::engine::rbm::Rbm;
@@ -122,6 +123,17 @@ impl Tensors {
     }
 
     /// `PREFIX.weight` [in, out], `PREFIX.bias` [out].
+    /// A conditional layer's weights from the past, as `{prefix}.past_visible` and
+    /// `{prefix}.past_hidden`.
+    pub(crate) fn push_conditioning(&mut self, prefix: &str, cond: &Conditioning) {
+        for (name, w) in [
+            ("past_visible", &cond.past_visible),
+            ("past_hidden", &cond.past_hidden),
+        ] {
+            self.push_f32(&format!("{prefix}.{name}"), w.shape(), w.iter());
+        }
+    }
+
     pub(crate) fn push_dense(&mut self, prefix: &str, layer: &Dense) {
         let (n_in, n_out) = layer.weights.dim();
         self.push_f32(
@@ -236,6 +248,41 @@ pub(crate) fn read_u32(st: &SafeTensors, name: &str, len: usize) -> Result<Vec<u
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
+}
+
+/// The weights [`Tensors::push_conditioning`] wrote for `rbm`'s layer at `order`, checked for
+/// shape and finite values.
+pub(crate) fn read_conditioning(
+    st: &SafeTensors,
+    prefix: &str,
+    order: usize,
+    rbm: &Rbm,
+) -> Result<Conditioning> {
+    let (v, h) = (rbm.n_visible(), rbm.n_hidden());
+    let past = order
+        .checked_mul(v)
+        .ok_or_else(|| EngineError::Model(format!("{prefix}: order {order} is too large")))?;
+    Ok(Conditioning {
+        past_visible: read_matrix(st, &format!("{prefix}.past_visible"), past, v)?,
+        past_hidden: read_matrix(st, &format!("{prefix}.past_hidden"), past, h)?,
+    })
+}
+
+/// A [rows, cols] f32 tensor as a matrix, refused when it holds a non-finite value.
+pub(crate) fn read_matrix(
+    st: &SafeTensors,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<ndarray::Array2<f32>> {
+    let values = read_f32(st, name, &[rows, cols])?;
+    if !values.iter().all(|x| x.is_finite()) {
+        return Err(EngineError::Model(format!(
+            "{name} holds non-finite values"
+        )));
+    }
+    ndarray::Array2::from_shape_vec((rows, cols), values)
+        .map_err(|e| EngineError::Model(e.to_string()))
 }
 
 pub(crate) fn read_f32(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {

@@ -20,6 +20,7 @@ pub use config::{LayerMethod, RbmTrainConfig, VisibleBiasInit, MAX_BATCH, MAX_CD
 pub use gibbs::{Clamp, GibbsState};
 pub use lateral::{DAMPING, LATERAL_RATE, SETTLE_STEPS};
 pub use model::Rbm;
+pub(crate) use state::is_permutation;
 pub use state::LayerState;
 pub(crate) use train::shuffle;
 pub use train::{train_rbm, LayerRun};

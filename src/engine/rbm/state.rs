@@ -24,6 +24,15 @@ pub struct LayerState {
     pub l_inc: Option<Array2<f32>>,
 }
 
+/// Whether `order` holds each of 0..n exactly once (a saved shuffle of n examples).
+pub(crate) fn is_permutation(order: &[u32], n: usize) -> bool {
+    let mut seen = vec![false; n];
+    order.len() == n
+        && order
+            .iter()
+            .all(|&i| (i as usize) < n && !std::mem::replace(&mut seen[i as usize], true))
+}
+
 impl LayerState {
     /// Checks that the state fits `rbm`, `n` training examples and a batch of `batch` rows.
     pub(crate) fn check(&self, rbm: &Rbm, n: usize, batch: usize, persistent: bool) -> Result<()> {
@@ -44,13 +53,7 @@ impl LayerState {
             (None, false) => {}
             _ => return bad("fantasy particles do not fit the layer's settings".into()),
         }
-        let mut seen = vec![false; n];
-        if self.order.len() != n
-            || !self
-                .order
-                .iter()
-                .all(|&i| (i as usize) < n && !std::mem::replace(&mut seen[i as usize], true))
-        {
+        if !is_permutation(&self.order, n) {
             return bad(format!(
                 "the example order is not a permutation of {n} examples"
             ));

@@ -3,7 +3,6 @@
 //! down-pass).
 
 use axum::extract::{Path, Request, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -11,7 +10,7 @@ use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::generation::{image_shape, png_response, rows};
+use super::generation::{image_shape, png_response, rows, wants_png};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::routes::inputs::{read_body, Body, Inputs};
 use crate::http::state::AppState;
@@ -127,11 +126,7 @@ async fn reconstruct(
     req: Request,
 ) -> Result<Response, ApiError> {
     let model = state.models.get(&id)?;
-    let wants_png = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("image/png"));
+    let wants_png = wants_png(req.headers());
     let inputs = inputs(req, &state).await?;
     let max_pixels = state.config.max_image_pixels;
     state

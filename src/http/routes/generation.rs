@@ -119,6 +119,14 @@ impl Generated {
     }
 }
 
+/// Whether the request's `Accept` header asks for a PNG rather than JSON.
+pub(super) fn wants_png(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("image/png"))
+}
+
 pub(super) fn png_response(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
 }
@@ -146,10 +154,7 @@ async fn samples(
     ApiJson(req): ApiJson<SampleRequest>,
 ) -> Result<Response, ApiError> {
     let model = state.models.get(&id)?;
-    let wants_png = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("image/png"));
+    let wants_png = wants_png(&headers);
     let s = state.clone();
     state
         .infer("samples", move || {

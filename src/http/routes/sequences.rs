@@ -2,7 +2,7 @@
 //! the frames that follow (JSON, or an animated PNG of the whole sequence).
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::generation::{image_shape, png_response, rows};
+use super::generation::{image_shape, png_response, rows, wants_png};
 use crate::engine::crbm::{ContinueConfig, MAX_GIBBS_STEPS};
 use crate::engine::data::MnistSplit;
 use crate::http::error::{ApiError, ErrorBody};
@@ -136,10 +136,7 @@ async fn continue_sequence(
             &state,
         )?),
     };
-    let wants_png = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("image/png"));
+    let wants_png = wants_png(&headers);
     let seed = req.seed.unwrap_or(0);
     let config = ContinueConfig {
         frames: steps,
@@ -162,7 +159,9 @@ async fn continue_sequence(
                 .collect();
             let mut rng = crate::engine::rng_from_seed(seed);
             let generated = model.dbn.continue_sequences(&views, &config, &mut rng)?;
-            let frames = stack_rows(&generated);
+            let views: Vec<ArrayView2<f32>> = generated.iter().map(|f| f.view()).collect();
+            let frames = ndarray::concatenate(Axis(0), &views)
+                .map_err(|e| ApiError::internal("joining frames", e))?;
             let shape = image_shape(&model);
             if wants_png {
                 let all = ndarray::concatenate(Axis(0), &[given.view(), frames.view()])
@@ -282,14 +281,4 @@ fn example(
         x.slice(ndarray::s![..needed, ..]).to_owned(),
         x.slice(ndarray::s![needed..end, ..]).to_owned(),
     ))
-}
-
-/// One-row frames stacked into a matrix.
-fn stack_rows(frames: &[Array2<f32>]) -> Array2<f32> {
-    let n = frames.first().map_or(0, |f| f.ncols());
-    let mut out = Array2::<f32>::zeros((frames.len(), n));
-    for (mut row, frame) in out.outer_iter_mut().zip(frames) {
-        row.assign(&frame.row(0));
-    }
-    out
 }
