@@ -20,6 +20,10 @@ RUN touch src/main.rs src/lib.rs \
  && cp target/release/dbn-serve /usr/local/bin/dbn-serve
 
 FROM docker.io/library/debian:bookworm-slim
+# CA certificates: the S3 client verifies https endpoints against the system's store.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/dbn-serve --create-home dbn \
  && mkdir -p /mnist
 COPY --from=build /usr/local/bin/dbn-serve /usr/local/bin/dbn-serve

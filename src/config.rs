@@ -84,6 +84,47 @@ pub struct ServeConfig {
     /// Log format.
     #[arg(long, env = "DBN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// What this replica does: `all` (serve the API and train), `api` (serve the API, train
+    /// nothing) or `worker` (train; serve only the health and metrics endpoints).
+    #[arg(long, env = "DBN_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// PostgreSQL job database shared by several replicas (`postgres://user:password@host/db`);
+    /// unset: the embedded SQLite database under the data directory.
+    #[arg(long, env = "DBN_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Model store shared by several replicas (`s3://bucket/prefix`, with the usual `AWS_…`
+    /// variables); unset: files under the data directory.
+    #[arg(long, env = "DBN_MODEL_STORE")]
+    pub model_store: Option<String>,
+    /// Seconds a running job's lease lasts in a shared job database: a job whose replica stops
+    /// renewing it for this long is taken over by another and resumes from its checkpoint.
+    #[arg(long, env = "DBN_LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+    /// Seconds between listings of a shared model store, to notice models other replicas
+    /// added or deleted.
+    #[arg(long, env = "DBN_MODEL_REFRESH_SECS", default_value_t = 10)]
+    pub model_refresh_secs: u64,
+}
+
+/// What a replica does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Serves the API and trains jobs.
+    All,
+    /// Serves the API; trains nothing.
+    Api,
+    /// Trains jobs; serves only `/healthz`, `/readyz` and `/metrics`.
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    pub fn trains(self) -> bool {
+        self != Role::Api
+    }
 }
 
 /// Human-readable lines or one JSON object per line.
@@ -94,6 +135,20 @@ pub enum LogFormat {
 }
 
 impl ServeConfig {
+    /// Training workers this replica runs: none for an API-only replica, at least one else.
+    pub fn training_workers(&self) -> usize {
+        if self.role.trains() {
+            self.workers.max(1)
+        } else {
+            0
+        }
+    }
+
+    /// How often the leases of running jobs are renewed: four times per lease.
+    pub fn heartbeat(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_secs.max(1) * 250)
+    }
+
     /// The bounds a training spec or uploaded model must respect.
     pub fn limits(&self) -> Limits {
         Limits {

@@ -48,7 +48,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP server (the default).
-    Serve(crate::config::ServeConfig),
+    Serve(Box<crate::config::ServeConfig>),
     /// Print the OpenAPI document (or write it to a file).
     Openapi(serve::OpenapiArgs),
     /// Exit 0 when the server at `--addr` answers `/healthz` (for container health checks).
@@ -87,7 +87,7 @@ pub enum CliError {
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    let command = cli.command.unwrap_or(Command::Serve(Box::new(cli.serve)));
     let json_logs =
         matches!(&command, Command::Serve(c) if c.log_format == crate::config::LogFormat::Json);
     let filter = tracing_subscriber::EnvFilter::try_from_env("DBN_LOG")
@@ -115,7 +115,7 @@ pub fn main() -> ExitCode {
         mnist_dir: cli.mnist_dir,
     };
     let result = match command {
-        Command::Serve(config) => serve::run(&ctx, config),
+        Command::Serve(config) => serve::run(&ctx, *config),
         Command::Openapi(args) => serve::openapi(args),
         Command::Healthcheck(args) => serve::healthcheck(args),
         Command::Train(args) => train::run(&ctx, args),

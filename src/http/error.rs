@@ -126,6 +126,14 @@ impl From<StoreError> for ApiError {
                     "the job database is locked by another process; try again shortly",
                 )
             }
+            StoreError::Unavailable(m) => {
+                tracing::warn!("store unavailable: {m}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the job database or model store cannot be reached; try again shortly",
+                )
+            }
             other => ApiError::internal("storage", other),
         }
     }

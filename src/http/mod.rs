@@ -30,7 +30,10 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::ServeConfig;
 use crate::jobs::{Datasets, JobError, Jobs, QueueConfig};
-use crate::store::{FsModelStore, ModelStore, SqliteJobStore, StoreError};
+use crate::store::{
+    FsModelStore, JobStore, ModelStore, ObjectModelStore, PostgresJobStore, SqliteJobStore,
+    StoreError,
+};
 use error::ApiError;
 use state::AppState;
 
@@ -112,21 +115,26 @@ pub async fn start(
     for sub in ["models", "checkpoints", "datasets"] {
         crate::store::sweep_temporaries(&dir.join(sub));
     }
-    let models: Arc<dyn ModelStore> = Arc::new(FsModelStore::open(&dir)?);
-    let job_store = Arc::new(SqliteJobStore::open(&dir.join("jobs.sqlite3"))?);
+    let (job_store, models) = {
+        let (config, dir) = (config.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || open_stores(&config, &dir))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the stores: {e}")))??
+    };
     let threads = config
         .train_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let jobs = Jobs::new(
         job_store,
         models.clone(),
-        Datasets::new(mnist_dir, &dir),
+        Datasets::new(mnist_dir, &dir, models.clone()),
         QueueConfig {
-            workers: config.workers,
+            workers: config.training_workers(),
             train_threads: threads,
             capacity: config.queue_capacity,
             limits: config.limits(),
             max_memory: config.max_train_memory_mb.saturating_mul(1 << 20),
+            heartbeat: config.heartbeat(),
         },
     )?;
     let workers = jobs.start_workers();
@@ -156,7 +164,11 @@ pub async fn start(
         max_connections: state.config.max_connections,
         header_read: Duration::from_secs(state.config.header_read_timeout_secs.max(1)),
     };
-    let app = router(state);
+    let app = if state.config.role.serves_api() {
+        router(state)
+    } else {
+        worker_router(state)
+    };
     let server = tokio::spawn(serve::serve(listener, app, shutdown_rx, limits));
     tracing::info!("listening on http://{addr}");
     Ok(RunningServer {
@@ -168,6 +180,33 @@ pub async fn start(
         grace,
         _lock: lock,
     })
+}
+
+type Stores = (Arc<dyn JobStore>, Arc<dyn ModelStore>);
+
+/// The stores the configuration names: PostgreSQL or the embedded SQLite for jobs, S3 or the
+/// data directory for models. Blocks (connections, migrations, the first listing): call it on
+/// the blocking pool.
+fn open_stores(config: &ServeConfig, dir: &std::path::Path) -> Result<Stores, ServeError> {
+    let jobs: Arc<dyn JobStore> = match &config.database_url {
+        Some(url) => {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into());
+            let owner = format!("{host}/{}", crate::store::new_id("process"));
+            let lease = Duration::from_secs(config.lease_secs.max(1));
+            let store = PostgresJobStore::connect(url.expose(), owner, lease)?;
+            tracing::info!("jobs in PostgreSQL");
+            Arc::new(store)
+        }
+        None => Arc::new(SqliteJobStore::open(&dir.join("jobs.sqlite3"))?),
+    };
+    let models: Arc<dyn ModelStore> = match &config.model_store {
+        Some(url) => {
+            let refresh = Duration::from_secs(config.model_refresh_secs.max(1));
+            ObjectModelStore::open(url, refresh)?
+        }
+        None => Arc::new(FsModelStore::open(dir)?),
+    };
+    Ok((jobs, models))
 }
 
 impl RunningServer {
@@ -223,6 +262,19 @@ pub fn router(state: AppState) -> Router {
         app = app.layer(cors);
     }
     app.layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}
+
+/// A worker replica's endpoints: health and metrics for its probes and scraper, nothing else.
+pub fn worker_router(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::ops::router())
+        .fallback(|| async {
+            ApiError::not_found(
+                "this replica only trains (DBN_ROLE=worker); the API is on the api replicas",
+            )
+        })
         .layer(from_fn_with_state(state.clone(), middleware::observe))
         .with_state(state)
 }

@@ -7,7 +7,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::error::ApiError;
 use super::metrics::Metrics;
 use crate::config::ServeConfig;
-use crate::jobs::Jobs;
+use crate::jobs::{JobError, Jobs};
 use crate::store::ModelStore;
 
 #[derive(Clone)]
@@ -25,6 +25,20 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Runs a call of the job queue on the blocking pool: its store may be a database across
+    /// the network.
+    pub async fn with_jobs<T, F>(&self, call: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Jobs) -> Result<T, JobError> + Send + 'static,
+    {
+        let jobs = self.jobs.clone();
+        tokio::task::spawn_blocking(move || call(&jobs))
+            .await
+            .map_err(|e| ApiError::internal("job store call", e))?
+            .map_err(ApiError::from)
+    }
+
     /// Runs `work` on the blocking pool under an inference permit, or answers 429 at once
     /// when all permits are taken.
     pub async fn infer<T, F>(&self, what: &'static str, work: F) -> Result<T, ApiError>

@@ -1,16 +1,18 @@
 //! Training data by name: `mnist` is the configured MNIST directory; other names are
 //! datasets uploaded into `DATA_DIR/datasets/NAME/`, stored under MNIST's file names so that
-//! one loader reads both.
+//! one loader reads both. With a model store shared by several replicas, uploads are also
+//! kept there, and a replica that lacks one fetches it into its data directory when asked.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::engine::data::{parse_idx, Dataset, MnistSplit};
 use crate::engine::persist::write_atomic;
 use crate::engine::{DataError, EngineError};
-use crate::store::valid_id;
+use crate::store::{valid_id, ModelStore};
 
 /// The built-in dataset's name.
 pub const MNIST: &str = "mnist";
@@ -18,6 +20,7 @@ const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+const SPLIT_FILES: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
 
 /// What a dataset offers to training.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,10 +37,22 @@ pub struct DatasetInfo {
 }
 
 /// Finds and stores datasets. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Datasets {
     mnist_dir: Option<PathBuf>,
     uploads: PathBuf,
+    /// The store that shares uploads between replicas, if any.
+    shared: Option<Arc<dyn ModelStore>>,
+}
+
+impl std::fmt::Debug for Datasets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datasets")
+            .field("mnist_dir", &self.mnist_dir)
+            .field("uploads", &self.uploads)
+            .field("shared", &self.shared.is_some())
+            .finish()
+    }
 }
 
 /// The split files of one upload: IDX bytes, raw or gzipped.
@@ -50,10 +65,13 @@ pub struct Upload {
 }
 
 impl Datasets {
-    pub fn new(mnist_dir: Option<PathBuf>, data_dir: &Path) -> Self {
+    /// Datasets of this data directory; uploads are shared through `models` when that store
+    /// shares datasets between replicas.
+    pub fn new(mnist_dir: Option<PathBuf>, data_dir: &Path, models: Arc<dyn ModelStore>) -> Self {
         Datasets {
             mnist_dir,
             uploads: data_dir.join("datasets"),
+            shared: models.shares_datasets().then_some(models),
         }
     }
 
@@ -61,7 +79,59 @@ impl Datasets {
         if name == MNIST {
             return self.mnist_dir.clone();
         }
-        valid_id(name).then(|| self.uploads.join(name))
+        if !valid_id(name) {
+            return None;
+        }
+        let dir = self.uploads.join(name);
+        if !dir.exists() {
+            self.fetch_shared(name, &dir);
+        }
+        Some(dir)
+    }
+
+    /// Copies an upload that another replica stored into `dir`, if the shared store has it.
+    fn fetch_shared(&self, name: &str, dir: &Path) {
+        let Some(shared) = &self.shared else { return };
+        let files = match shared.fetch_dataset(name) {
+            Ok(Some(files)) => files,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("fetching dataset {name} from the shared store: {e}");
+                return;
+            }
+        };
+        let files: Vec<(&str, &[u8])> = files
+            .iter()
+            .filter(|(f, _)| SPLIT_FILES.contains(&f.as_str()))
+            .map(|(f, b)| (f.as_str(), b.as_slice()))
+            .collect();
+        if let Err(e) = self.write_dir(name, dir, &files) {
+            tracing::warn!("writing dataset {name} fetched from the shared store: {e}");
+        }
+    }
+
+    /// Writes `files` into a hidden directory, then renames it to `dir`: never half a dataset.
+    fn write_dir(
+        &self,
+        name: &str,
+        dir: &Path,
+        files: &[(&str, &[u8])],
+    ) -> Result<(), EngineError> {
+        let tmp = self
+            .uploads
+            .join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let write = || -> Result<(), EngineError> {
+            for (file, bytes) in files {
+                write_atomic(&tmp.join(file), bytes)?;
+            }
+            std::fs::rename(&tmp, dir).map_err(|e| EngineError::io(dir, e))
+        };
+        let written = write();
+        if written.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        written
     }
 
     /// The dataset's description, if it exists.
@@ -87,7 +157,14 @@ impl Datasets {
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
             .filter(|n| valid_id(n) && n != MNIST)
             .collect();
+        if let Some(shared) = &self.shared {
+            match shared.dataset_names() {
+                Ok(more) => names.extend(more),
+                Err(e) => tracing::warn!("listing the shared store's datasets: {e}"),
+            }
+        }
         names.sort();
+        names.dedup();
         if self
             .mnist_dir
             .as_ref()
@@ -130,7 +207,7 @@ impl Datasets {
             ));
         }
         let dir = self.uploads.join(name);
-        if dir.exists() {
+        if dir.exists() || self.names().iter().any(|n| n == name) {
             return Err(EngineError::invalid("name", format!("{name:?} exists")));
         }
         let check = |images: &[u8], labels: &[u8], what: &str| -> Result<usize, EngineError> {
@@ -153,23 +230,22 @@ impl Datasets {
         if let Some((i, l)) = test {
             check(i, l, "test")?;
         }
-        // Write into a hidden directory, then rename it into place: never half a dataset.
-        let tmp = self
-            .uploads
-            .join(format!(".{name}.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let write = || -> Result<(), EngineError> {
-            write_atomic(&tmp.join(TRAIN_IMAGES), &upload.train_images)?;
-            write_atomic(&tmp.join(TRAIN_LABELS), &upload.train_labels)?;
-            if let Some((i, l)) = test {
-                write_atomic(&tmp.join(TEST_IMAGES), i)?;
-                write_atomic(&tmp.join(TEST_LABELS), l)?;
+        let mut files: Vec<(&str, &[u8])> = vec![
+            (TRAIN_IMAGES, &upload.train_images),
+            (TRAIN_LABELS, &upload.train_labels),
+        ];
+        if let Some((i, l)) = test {
+            files.extend([(TEST_IMAGES, i.as_slice()), (TEST_LABELS, l.as_slice())]);
+        }
+        self.write_dir(name, &dir, &files)?;
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.save_dataset(name, &files) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(EngineError::io(
+                    &dir,
+                    std::io::Error::other(format!("sharing the dataset with other replicas: {e}")),
+                ));
             }
-            std::fs::rename(&tmp, &dir).map_err(|e| EngineError::io(&dir, e))
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
         }
         self.info(name)
             .ok_or_else(|| EngineError::Model(format!("dataset {name} vanished after writing")))

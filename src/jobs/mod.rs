@@ -3,6 +3,7 @@
 //! progress, writes checkpoints and listens for cancellation, and every change is published
 //! as a [`JobEvent`] for streams.
 
+mod cluster;
 mod datasets;
 mod observer;
 mod worker;
@@ -42,8 +43,9 @@ pub enum JobError {
     Store(#[from] StoreError),
 }
 
-/// A change to a job, published to every subscriber.
-#[derive(Debug, Clone)]
+/// A change to a job, published to every subscriber (of every replica sharing the store).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobEvent {
     /// The job's status changed (queued, running, …, or back to queued on shutdown).
     Status {
@@ -58,6 +60,10 @@ pub enum JobEvent {
         job: String,
         metrics: EpochMetrics,
     },
+    /// Cancelling was asked while the job runs (perhaps on another replica).
+    CancelRequested {
+        job: String,
+    },
 }
 
 impl JobEvent {
@@ -65,7 +71,8 @@ impl JobEvent {
         match self {
             JobEvent::Status { job, .. }
             | JobEvent::Progress { job, .. }
-            | JobEvent::Epoch { job, .. } => job,
+            | JobEvent::Epoch { job, .. }
+            | JobEvent::CancelRequested { job } => job,
         }
     }
 }
@@ -73,6 +80,7 @@ impl JobEvent {
 /// Settings of the queue.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
+    /// Jobs this process trains at once; 0 for a replica that only serves the API.
     pub workers: usize,
     /// Threads each job computes with.
     pub train_threads: usize,
@@ -80,6 +88,8 @@ pub struct QueueConfig {
     pub limits: Limits,
     /// Estimated memory a job may need, in bytes.
     pub max_memory: u64,
+    /// How often the leases of running jobs are renewed and their cancel flags read.
+    pub heartbeat: Duration,
 }
 
 /// The queue: a cheap handle to shared state (the store, the wake-up signal, the cancel flags
@@ -95,14 +105,27 @@ struct Inner {
     datasets: Datasets,
     config: QueueConfig,
     events: broadcast::Sender<JobEvent>,
-    /// Cancel flags of the jobs running now.
-    running: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// The flags of the jobs running now.
+    running: Arc<Mutex<HashMap<String, RunFlags>>>,
     /// Signalled when work arrives or shutdown begins.
     wake: (Mutex<()>, Condvar),
     shutdown: AtomicBool,
     workers_alive: AtomicUsize,
     /// Examples per second of the latest training progress (f64 bits), for metrics.
     examples_per_sec: AtomicU64,
+    /// Events to and from the other replicas, when the store is shared.
+    relay: Option<cluster::Relay>,
+    /// Stops the heartbeat and the relay's listener.
+    stop_background: Arc<AtomicBool>,
+}
+
+/// What tells a running job to stop.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunFlags {
+    /// Cancelling was asked: the job ends `cancelled`.
+    pub cancel: Arc<AtomicBool>,
+    /// Another replica took the job over: this one stops without recording its end.
+    pub lost: Arc<AtomicBool>,
 }
 
 impl Jobs {
@@ -118,25 +141,38 @@ impl Jobs {
             tracing::info!("{requeued} interrupted jobs back in the queue");
         }
         let (events, _) = broadcast::channel(1024);
-        Ok(Jobs {
+        let stop_background = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(Mutex::new(HashMap::new()));
+        let relay = store.relay().map(|r| {
+            cluster::Relay::start(r, events.clone(), running.clone(), stop_background.clone())
+        });
+        let jobs = Jobs {
             inner: Arc::new(Inner {
                 store,
                 models,
                 datasets,
                 config,
                 events,
-                running: Mutex::new(HashMap::new()),
+                running,
                 wake: (Mutex::new(()), Condvar::new()),
                 shutdown: AtomicBool::new(false),
                 workers_alive: AtomicUsize::new(0),
                 examples_per_sec: AtomicU64::new(0),
+                relay,
+                stop_background,
             }),
-        })
+        };
+        Ok(jobs)
     }
 
-    /// Starts the worker threads.
+    /// Starts the worker threads (none for an API-only replica) and the heartbeat of the jobs
+    /// they run.
     pub fn start_workers(&self) -> Vec<std::thread::JoinHandle<()>> {
-        (0..self.inner.config.workers.max(1))
+        if self.inner.config.workers == 0 {
+            return Vec::new();
+        }
+        cluster::start_heartbeat(self.clone());
+        (0..self.inner.config.workers)
             .map(|i| {
                 let jobs = self.clone();
                 self.inner.workers_alive.fetch_add(1, Ordering::SeqCst);
@@ -250,8 +286,11 @@ impl Jobs {
                 job: id.to_string(),
                 status: JobStatus::Cancelled,
             });
-        } else if let Some(flag) = self.lock_running().get(id) {
-            flag.store(true, Ordering::SeqCst);
+        } else {
+            // Whichever replica runs it stops it.
+            self.publish(JobEvent::CancelRequested {
+                job: id.to_string(),
+            });
         }
         self.get(id)
     }
@@ -266,9 +305,15 @@ impl Jobs {
         Ok(self.inner.store.counts()?)
     }
 
-    /// Whether the queue can work: the store answers and the workers are alive.
+    /// Whether the queue can work: the store answers and, in a replica that trains, the
+    /// workers are alive.
     pub fn healthy(&self) -> bool {
-        self.inner.workers_alive.load(Ordering::SeqCst) > 0 && self.inner.store.counts().is_ok()
+        self.workers_ok() && self.inner.store.counts().is_ok()
+    }
+
+    /// Whether the training workers are alive (true for a replica that runs none).
+    pub fn workers_ok(&self) -> bool {
+        self.inner.config.workers == 0 || self.inner.workers_alive.load(Ordering::SeqCst) > 0
     }
 
     /// Training examples per second last reported by a running job.
@@ -296,6 +341,7 @@ impl Jobs {
                 tracing::warn!("a training worker did not stop within {grace:?}");
             }
         }
+        self.inner.stop_background.store(true, Ordering::SeqCst);
     }
 
     /// Stops taking work and tells running jobs to stop, without waiting.
@@ -304,9 +350,23 @@ impl Jobs {
         self.wake_workers();
     }
 
+    /// Publishes to this process's subscribers and, through the relay, to the other replicas'.
     fn publish(&self, event: JobEvent) {
+        if let Some(relay) = &self.inner.relay {
+            relay.send(&event);
+        }
+        if let JobEvent::CancelRequested { job } = &event {
+            self.flag_cancel(job);
+        }
         // No subscribers is fine: nobody is watching.
         let _ = self.inner.events.send(event);
+    }
+
+    /// Tells the job, if it runs here, to stop and end cancelled.
+    fn flag_cancel(&self, job: &str) {
+        if let Some(flags) = self.lock_running().get(job) {
+            flags.cancel.store(true, Ordering::SeqCst);
+        }
     }
 
     fn wake_workers(&self) {
@@ -314,7 +374,7 @@ impl Jobs {
         self.inner.wake.1.notify_all();
     }
 
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AtomicBool>>> {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunFlags>> {
         self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

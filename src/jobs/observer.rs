@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{JobEvent, Jobs};
+use super::{JobEvent, Jobs, RunFlags};
 use crate::engine::dbn::Checkpoint;
 use crate::engine::observer::{Control, EpochMetrics, Observer, Progress};
 use crate::store::JobProgress;
@@ -19,6 +19,8 @@ pub(super) struct JobObserver<'a> {
     pub jobs: &'a Jobs,
     pub id: String,
     pub cancel: Arc<AtomicBool>,
+    /// Set when another replica has taken the job over.
+    lost: Arc<AtomicBool>,
     pub history: Vec<EpochMetrics>,
     /// When this attempt started, and the fraction done then (for the ETA).
     started: Instant,
@@ -28,12 +30,13 @@ pub(super) struct JobObserver<'a> {
 }
 
 impl<'a> JobObserver<'a> {
-    pub fn new(jobs: &'a Jobs, id: String, cancel: Arc<AtomicBool>) -> Self {
+    pub fn new(jobs: &'a Jobs, id: String, flags: RunFlags) -> Self {
         let past = Instant::now() - Duration::from_secs(3600);
         JobObserver {
             jobs,
             id,
-            cancel,
+            cancel: flags.cancel,
+            lost: flags.lost,
             history: Vec::new(),
             started: Instant::now(),
             start_fraction: None,
@@ -43,7 +46,10 @@ impl<'a> JobObserver<'a> {
     }
 
     fn control(&self) -> Control {
-        if self.cancel.load(Ordering::SeqCst) || self.jobs.inner.shutdown.load(Ordering::SeqCst) {
+        if self.cancel.load(Ordering::SeqCst)
+            || self.lost.load(Ordering::SeqCst)
+            || self.jobs.inner.shutdown.load(Ordering::SeqCst)
+        {
             Control::Stop
         } else {
             Control::Continue
@@ -117,6 +123,10 @@ impl Observer for JobObserver<'_> {
     }
 
     fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> Control {
+        if self.lost.load(Ordering::SeqCst) {
+            // The new owner's checkpoints are not this replica's to overwrite.
+            return Control::Stop;
+        }
         let saved = checkpoint
             .to_bytes()
             .map_err(|e| e.to_string())

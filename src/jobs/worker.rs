@@ -2,11 +2,10 @@
 //! when it has one), stores the model and ends the job; sleeps when the queue is empty.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::observer::JobObserver;
-use super::{JobEvent, Jobs};
+use super::{JobEvent, Jobs, RunFlags};
 use crate::engine::data::MnistSplit;
 use crate::engine::dbn::{log_prob_metrics, test_metrics, train_model, Checkpoint, TrainOutcome};
 use crate::engine::persist::{self, ModelCard};
@@ -58,12 +57,12 @@ fn wait_for_work(jobs: &Jobs) {
 
 fn run_job(jobs: &Jobs, job: JobRecord) {
     let id = job.id.clone();
-    let cancel = Arc::new(AtomicBool::new(false));
-    jobs.lock_running().insert(id.clone(), cancel.clone());
+    let flags = RunFlags::default();
+    jobs.lock_running().insert(id.clone(), flags.clone());
     // A cancel that raced with the claim is in the store; honour it.
     if let Ok(Some(current)) = jobs.inner.store.get(&id) {
         if current.cancel_requested {
-            cancel.store(true, Ordering::SeqCst);
+            flags.cancel.store(true, Ordering::SeqCst);
         }
     }
     tracing::info!(job = %id, attempt = job.attempts, "training started");
@@ -71,8 +70,13 @@ fn run_job(jobs: &Jobs, job: JobRecord) {
         job: id.clone(),
         status: JobStatus::Running,
     });
-    let ending = train(jobs, &job, cancel.clone());
+    let ending = train(jobs, &job, flags.clone());
     jobs.lock_running().remove(&id);
+    if flags.lost.load(Ordering::SeqCst) {
+        // Another replica holds the job now; its end is that replica's to record.
+        tracing::warn!(job = %id, "stopped: the job was taken over by another replica");
+        return;
+    }
     let store = &jobs.inner.store;
     let now = now_millis();
     let (status, result) = match &ending {
@@ -112,7 +116,7 @@ fn failure(code: &str, message: impl Into<String>) -> Ending {
     })
 }
 
-fn train(jobs: &Jobs, job: &JobRecord, cancel: Arc<AtomicBool>) -> Ending {
+fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
     let spec = &job.spec;
     let datasets = &jobs.inner.datasets;
     // Only the examples the spec uses are loaded (the split takes a prefix).
@@ -121,7 +125,7 @@ fn train(jobs: &Jobs, job: &JobRecord, cancel: Arc<AtomicBool>) -> Ending {
         Ok(None) => return failure("dataset_unavailable", "the dataset has no training split"),
         Err(e) => return failure("dataset_unavailable", e.to_string()),
     };
-    let mut observer = JobObserver::new(jobs, job.id.clone(), cancel);
+    let mut observer = JobObserver::new(jobs, job.id.clone(), flags);
     let limits = jobs.inner.config.limits;
     let checkpoint = match jobs.inner.models.load_checkpoint(&job.id) {
         Ok(Some(bytes)) => match Checkpoint::from_bytes(&bytes) {

@@ -20,6 +20,9 @@ pub struct ModelEntry {
     pub bytes: u64,
 }
 
+/// An uploaded dataset's files: (file name, bytes).
+pub type DatasetFiles = Vec<(String, Vec<u8>)>;
+
 /// Keeps models and checkpoints. Methods block (file I/O); call them off the async threads
 /// when they touch large files.
 pub trait ModelStore: Send + Sync {
@@ -36,6 +39,24 @@ pub trait ModelStore: Send + Sync {
     fn save_checkpoint(&self, job: &str, bytes: &[u8]) -> Result<()>;
     fn load_checkpoint(&self, job: &str) -> Result<Option<Vec<u8>>>;
     fn delete_checkpoint(&self, job: &str) -> Result<()>;
+    /// Whether uploaded datasets are kept here for other replicas (the `*_dataset` methods
+    /// below). The file store keeps none: datasets stay in the data directory.
+    fn shares_datasets(&self) -> bool {
+        false
+    }
+    /// Stores an uploaded dataset's files (name, bytes) for the other replicas; a reader
+    /// never sees part of them.
+    fn save_dataset(&self, _name: &str, _files: &[(&str, &[u8])]) -> Result<()> {
+        Ok(())
+    }
+    /// An uploaded dataset's files, if it is stored here.
+    fn fetch_dataset(&self, _name: &str) -> Result<Option<DatasetFiles>> {
+        Ok(None)
+    }
+    /// Names of the datasets stored here.
+    fn dataset_names(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Models in `DIR/models/ID.safetensors`, checkpoints in `DIR/checkpoints/JOB.ckpt`. Owns the

@@ -150,4 +150,34 @@ pub trait JobStore: Send + Sync {
     fn recover(&self, now: u64) -> Result<usize>;
     /// Jobs in each status.
     fn counts(&self) -> Result<Vec<(JobStatus, u64)>>;
+    /// Called every few seconds with the jobs this process is running: renews their leases
+    /// (in a store shared by several processes) and tells which were asked to cancel and which
+    /// this process no longer holds (another took them over, or they ended elsewhere).
+    fn heartbeat(&self, running: &[String], now: u64) -> Result<Heartbeat>;
+    /// How events reach the other processes sharing this store; `None` when there are none.
+    fn relay(&self) -> Option<std::sync::Arc<dyn EventRelay>> {
+        None
+    }
+}
+
+/// What a [`JobStore::heartbeat`] found about the jobs running here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Jobs whose cancellation was asked (possibly through another process).
+    pub cancel: Vec<String>,
+    /// Jobs this process no longer holds: it must stop them without recording their end.
+    pub lost: Vec<String>,
+}
+
+/// Carries job events (serialised) between the processes sharing a job store.
+pub trait EventRelay: Send + Sync {
+    /// Publishes one event to every process, this one included.
+    fn send(&self, payload: &str) -> Result<()>;
+    /// Delivers every event published from now on to `deliver`, on a thread of its own that
+    /// reconnects after failures, until `stop` is set.
+    fn listen(
+        &self,
+        deliver: Box<dyn Fn(&str) + Send>,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<()>;
 }

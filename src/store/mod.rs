@@ -1,13 +1,20 @@
-//! Where state lives: jobs in an embedded SQLite database, models and checkpoints as files.
-//! Both sit behind small traits ([`JobStore`], [`ModelStore`]) so that a shared database and
-//! object storage can replace them for several replicas.
+//! Where state lives. On one machine: jobs in an embedded SQLite database, models and
+//! checkpoints as files. For several replicas: jobs in PostgreSQL, models and checkpoints in
+//! S3-compatible object storage. Each pair sits behind one trait ([`JobStore`],
+//! [`ModelStore`]).
 
 pub mod fs;
 pub mod jobs;
+pub mod object;
+pub mod postgres;
 pub mod sqlite;
 
 pub use fs::{FsModelStore, ModelEntry, ModelStore};
-pub use jobs::{JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore};
+pub use jobs::{
+    EventRelay, Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore,
+};
+pub use object::ObjectModelStore;
+pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
 
 /// Failures of the stores.
@@ -26,6 +33,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("database: {0}")]
     Database(String),
+    /// The database or object store cannot be reached (down, or the network failed).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The database stayed locked by another process past the busy timeout.
     #[error("database busy: {0}")]
     Busy(String),

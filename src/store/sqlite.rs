@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::jobs::{JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore};
+use super::jobs::{Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore};
 use super::{Result, StoreError};
 use crate::engine::observer::EpochMetrics;
 
@@ -312,6 +312,31 @@ impl JobStore for SqliteJobStore {
         )?;
         tx.commit()?;
         Ok(requeued)
+    }
+
+    /// One process owns the database (the data directory's lock), so no lease needs
+    /// renewing: this reads the cancel flags, and which jobs are no longer running.
+    fn heartbeat(&self, running: &[String], _now: u64) -> Result<Heartbeat> {
+        let conn = self.conn();
+        let mut beat = Heartbeat::default();
+        for id in running {
+            let row: Option<(String, i64)> = conn
+                .query_row(
+                    "SELECT status, cancel_requested FROM jobs WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match row {
+                Some((status, cancel)) if status == "running" => {
+                    if cancel != 0 {
+                        beat.cancel.push(id.clone());
+                    }
+                }
+                _ => beat.lost.push(id.clone()),
+            }
+        }
+        Ok(beat)
     }
 
     fn counts(&self) -> Result<Vec<(JobStatus, u64)>> {

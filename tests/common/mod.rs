@@ -18,6 +18,13 @@ pub fn fixture(split: MnistSplit) -> Dataset {
     Dataset::load_mnist(&fixture_dir(), split).expect("fixture loads")
 }
 
+/// An HTTP client for the tests. The crate's reqwest brings TLS without a crypto provider
+/// (the server picks ring), so one is installed first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// Trains an RBM with nobody watching.
 pub fn train_quietly(
     rbm: &mut Rbm,

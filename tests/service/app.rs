@@ -46,7 +46,7 @@ async fn start_in(dir: Option<TempDir>, config: ServeConfig) -> TestApp {
         .expect("server starts");
     TestApp {
         base: format!("http://{}", server.addr),
-        client: reqwest::Client::new(),
+        client: crate::common::http_client(),
         server: Some(server),
         dir,
         config,

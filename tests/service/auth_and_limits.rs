@@ -202,7 +202,7 @@ async fn slow_clients_are_cut_off_and_open_connections_are_capped() {
     drop(idle);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let ok = reqwest::Client::new()
+        let ok = crate::common::http_client()
             .get(app.url("/healthz"))
             .send()
             .await
@@ -338,7 +338,7 @@ async fn the_api_key_never_reaches_the_logs() {
         ],
         log.into(),
     );
-    let client = reqwest::Client::new();
+    let client = crate::common::http_client();
     let spec = crate::app::small_spec(1);
     // The right key, a wrong one, a key in the query string and in a header of its own: none
     // of them may be written out, at the most verbose level.

@@ -92,7 +92,7 @@ async fn wait(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_survives_kill_9_of_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::common::http_client();
     let (mut server, base) = start(dir.path());
     let spec =
         json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 12}, "seed": 11});
@@ -129,7 +129,7 @@ async fn a_job_survives_kill_9_of_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequence_job_resumes_from_its_checkpoint_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::common::http_client();
     let (mut server, base) = start(dir.path());
     let spec = json!({
         "architecture": {"hidden": [200, 32], "labels_in_top": false, "visible_units": "gaussian"},
@@ -193,7 +193,7 @@ async fn listed_models_are_whole(client: &reqwest::Client, base: &str) -> Vec<St
 /// once. Returns whether the file was still there after the kill (the write was cut short),
 /// or None if the job ended first.
 async fn kill_during_a_write(dir: &std::path::Path, sub: &str, job_id: &str) -> Option<bool> {
-    let client = reqwest::Client::new();
+    let client = crate::common::http_client();
     let (mut server, base) = start(dir);
     let watched = dir.join(sub);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -219,7 +219,7 @@ async fn kill_during_a_write(dir: &std::path::Path, sub: &str, job_id: &str) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_checkpoint_and_model_writes_never_lists_a_half_model() {
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::common::http_client();
     // Big enough that a write (about 22 MB with its fsync) is seen in progress.
     let spec =
         json!({"architecture": {"hidden": [2000, 2000]}, "pretrain": {"epochs": 2}, "seed": 5});

@@ -13,5 +13,6 @@ mod faults;
 mod jobs;
 mod models;
 mod openapi;
+mod scaleout;
 mod sequences;
 mod webdriver;

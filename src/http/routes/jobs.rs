@@ -107,7 +107,9 @@ async fn list(
                 .map_err(|_| ApiError::invalid("cursor", "not a cursor from this API"))
         })
         .transpose()?;
-    let page = state.jobs.list(status, limit, before)?;
+    let page = state
+        .with_jobs(move |jobs| jobs.list(status, limit, before))
+        .await?;
     Ok(Json(JobList {
         jobs: page.jobs.into_iter().map(Job::from).collect(),
         next_cursor: page.next.map(|n| n.to_string()),
@@ -122,7 +124,9 @@ async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(state.jobs.get(&id)?.into()))
+    Ok(Json(
+        state.with_jobs(move |jobs| jobs.get(&id)).await?.into(),
+    ))
 }
 
 /// Cancel a job.
@@ -144,7 +148,9 @@ async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(state.jobs.cancel(&id)?.into()))
+    Ok(Json(
+        state.with_jobs(move |jobs| jobs.cancel(&id)).await?.into(),
+    ))
 }
 
 /// Follow a job as Server-Sent Events.
@@ -164,7 +170,10 @@ async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Subscribe before reading the job, so no change falls between the two.
     let rx = state.jobs.subscribe();
-    let job = state.jobs.get(&id)?;
+    let job = {
+        let id = id.clone();
+        state.with_jobs(move |jobs| jobs.get(&id)).await?
+    };
     let shutdown = state.shutdown.clone();
     let stream = futures_util::stream::unfold(
         StreamState {
@@ -214,6 +223,7 @@ async fn next_event(mut s: StreamState) -> Option<(Result<Event, Infallible>, St
         };
         let event = match received {
             Ok(e) if e.job() != s.id => continue,
+            Ok(JobEvent::CancelRequested { .. }) => continue,
             Ok(JobEvent::Progress { progress, .. }) => Event::default()
                 .event("progress")
                 .json_data(&progress)
@@ -223,7 +233,8 @@ async fn next_event(mut s: StreamState) -> Option<(Result<Event, Infallible>, St
             }
             // A status change, or missed events: send the job as it is now.
             Ok(JobEvent::Status { .. }) | Err(RecvError::Lagged(_)) => {
-                let job = s.state.jobs.get(&s.id).ok()?;
+                let id = s.id.clone();
+                let job = s.state.with_jobs(move |jobs| jobs.get(&id)).await.ok()?;
                 let (event, done) = status_event(job);
                 s.done = done;
                 event

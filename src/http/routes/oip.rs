@@ -109,7 +109,10 @@ async fn live() -> Json<LiveResponse> {
 #[utoipa::path(get, path = "/v2/health/ready", tag = "oip-v2",
     responses((status = 200, body = ReadyResponse), (status = 503, body = ReadyResponse)))]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyResponse>) {
-    let ok = state.jobs.healthy();
+    let ok = state
+        .with_jobs(|jobs| Ok(jobs.healthy()))
+        .await
+        .unwrap_or(false);
     let status = if ok {
         StatusCode::OK
     } else {

@@ -17,32 +17,32 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-fn health(state: &AppState) -> (bool, Health) {
-    let workers = state.jobs.healthy();
-    (
-        workers,
-        Health {
-            status: if workers { "ok" } else { "unavailable" }.into(),
-            models: state.models.list().len(),
-            workers_alive: workers,
-        },
-    )
-}
-
-/// Liveness: the process answers.
+/// Liveness: the process answers. Asks no store, so a slow database cannot get replicas
+/// restarted.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, body = Health)))]
 async fn healthz(State(state): State<AppState>) -> Json<Health> {
-    let (_, mut h) = health(&state);
-    h.status = "ok".into();
-    Json(h)
+    Json(Health {
+        status: "ok".into(),
+        models: state.models.list().len(),
+        workers_alive: state.jobs.workers_ok(),
+    })
 }
 
-/// Readiness: the job database answers and the training workers are alive.
+/// Readiness: the job database answers and, in a replica that trains, the training workers
+/// are alive.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let (ok, h) = health(&state);
+    let ok = state
+        .with_jobs(|jobs| Ok(jobs.healthy()))
+        .await
+        .unwrap_or(false);
+    let h = Health {
+        status: if ok { "ok" } else { "unavailable" }.into(),
+        models: state.models.list().len(),
+        workers_alive: state.jobs.workers_ok(),
+    };
     let status = if ok {
         StatusCode::OK
     } else {
@@ -57,8 +57,8 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let jobs = state
-        .jobs
-        .counts()
+        .with_jobs(|jobs| jobs.counts())
+        .await
         .unwrap_or_default()
         .into_iter()
         .map(|(s, n)| (s.as_str(), n))

@@ -1,0 +1,153 @@
+//! What lets several replicas share one job store: the heartbeat that renews the leases of
+//! the jobs running here (and learns of cancels and takeovers), and the relay that carries
+//! job events between replicas so that a job's event stream works on any of them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::{Inner, JobEvent, Jobs, RunFlags};
+use crate::store::{new_id, now_millis, EventRelay};
+
+/// Events waiting to be sent; beyond this, progress events are dropped (the next ones
+/// replace them) rather than slow training down.
+const OUTBOX: usize = 4096;
+
+/// One event on the wire, with the replica it came from.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    origin: String,
+    event: JobEvent,
+}
+
+/// Sends this replica's events to the others and delivers theirs to this replica's
+/// subscribers. Dropping it ends the sending thread.
+pub(super) struct Relay {
+    origin: String,
+    outbox: SyncSender<String>,
+}
+
+impl Relay {
+    /// Starts the threads: one sends, one listens (until `stop`). Events from elsewhere go to
+    /// `events`; a cancel for a job running here also sets its flag in `running`.
+    pub fn start(
+        relay: Arc<dyn EventRelay>,
+        events: broadcast::Sender<JobEvent>,
+        running: Arc<Mutex<HashMap<String, RunFlags>>>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        let origin = new_id("replica");
+        let (outbox, queued) = sync_channel::<String>(OUTBOX);
+        let sender = relay.clone();
+        let spawned = std::thread::Builder::new()
+            .name("event-send".into())
+            .spawn(move || {
+                for payload in queued {
+                    if let Err(e) = sender.send(&payload) {
+                        tracing::warn!("sending a job event to the other replicas: {e}");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the event sender: {e}");
+        }
+        let me = origin.clone();
+        relay.listen(
+            Box::new(move |payload| {
+                let envelope: Envelope = match serde_json::from_str(payload) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!("ignoring a job event that does not parse: {e}");
+                        return;
+                    }
+                };
+                if envelope.origin == me {
+                    return;
+                }
+                if let JobEvent::CancelRequested { job } = &envelope.event {
+                    let running = running.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(flags) = running.get(job) {
+                        flags.cancel.store(true, Ordering::SeqCst);
+                    }
+                }
+                let _ = events.send(envelope.event);
+            }),
+            stop,
+        );
+        Relay { origin, outbox }
+    }
+
+    /// Queues `event` for the other replicas, without waiting.
+    pub fn send(&self, event: &JobEvent) {
+        let envelope = Envelope {
+            origin: self.origin.clone(),
+            event: event.clone(),
+        };
+        let Ok(payload) = serde_json::to_string(&envelope) else {
+            return;
+        };
+        match self.outbox.try_send(payload) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("job event outbox full; an event for other replicas is dropped")
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// Starts the thread that, every `config.heartbeat`, renews the leases of the jobs running
+/// here, flags those asked to cancel and stops those another replica has taken over. It ends
+/// with the queue (or when the background work is told to stop).
+pub(super) fn start_heartbeat(jobs: Jobs) {
+    let every = jobs.inner.config.heartbeat.max(Duration::from_millis(50));
+    let weak: Weak<Inner> = Arc::downgrade(&jobs.inner);
+    drop(jobs);
+    let spawned = std::thread::Builder::new()
+        .name("job-heartbeat".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.stop_background.load(Ordering::SeqCst) {
+                return;
+            }
+            beat(&inner);
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the job heartbeat: {e}");
+    }
+}
+
+fn beat(inner: &Inner) {
+    let ids: Vec<String> = {
+        let running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.keys().cloned().collect()
+    };
+    if ids.is_empty() {
+        return;
+    }
+    match inner.store.heartbeat(&ids, now_millis()) {
+        Ok(beat) => {
+            let running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            for id in &beat.cancel {
+                if let Some(flags) = running.get(id) {
+                    flags.cancel.store(true, Ordering::SeqCst);
+                }
+            }
+            for id in &beat.lost {
+                if let Some(flags) = running.get(id) {
+                    tracing::warn!(job = %id, "lease lost: another replica has the job; stopping");
+                    flags.lost.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        // The lease may lapse if this goes on; the job then moves to another replica and this
+        // one learns it at the next beat that gets through.
+        Err(e) => tracing::warn!("job heartbeat: {e}"),
+    }
+}

@@ -1,0 +1,94 @@
+//! The shared services the scale-out tests run against: a PostgreSQL server
+//! (`DBN_TEST_DATABASE_URL`, a role that may create databases) and an S3-compatible server
+//! (`DBN_TEST_S3_ENDPOINT`, e.g. `moto_server`). `.ci/run` starts both. Without them the
+//! tests say so and pass, unless `DBN_TEST_REQUIRE_SCALEOUT` is set (CI sets it), where a
+//! missing service fails them.
+#![allow(dead_code)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where the services are, or `None` (after saying why) when the test should be skipped.
+pub fn services(test: &str) -> Option<(String, String)> {
+    let db = std::env::var("DBN_TEST_DATABASE_URL").ok();
+    let s3 = std::env::var("DBN_TEST_S3_ENDPOINT").ok();
+    match (db, s3) {
+        (Some(db), Some(s3)) => Some((db, s3)),
+        _ => {
+            assert!(
+                std::env::var_os("DBN_TEST_REQUIRE_SCALEOUT").is_none(),
+                "{test}: DBN_TEST_DATABASE_URL and DBN_TEST_S3_ENDPOINT must be set"
+            );
+            eprintln!(
+                "{test}: skipped (set DBN_TEST_DATABASE_URL and DBN_TEST_S3_ENDPOINT to run it)"
+            );
+            None
+        }
+    }
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
+}
+
+/// Creates an empty database on the server of `admin_url` and returns its URL.
+pub fn fresh_database(admin_url: &str) -> String {
+    let name = unique("dbn_test_");
+    let admin = admin_url.to_string();
+    let create = name.clone();
+    // The synchronous client runs a runtime of its own: keep it off async threads.
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("connect");
+        client
+            .batch_execute(&format!("CREATE DATABASE {create}"))
+            .expect("create database");
+    })
+    .join()
+    .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
+}
+
+/// Creates an empty bucket on the S3-compatible server and returns its `s3://` URL.
+pub fn fresh_bucket(endpoint: &str) -> String {
+    let name = unique("dbn-test-").replace('_', "-");
+    let url = format!("{}/{name}", endpoint.trim_end_matches('/'));
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let r = reqwest::Client::new().put(&url).send().await.unwrap();
+            assert!(r.status().is_success(), "creating bucket: {}", r.status());
+        });
+    })
+    .join()
+    .unwrap();
+    format!("s3://{name}/models-under-test")
+}
+
+/// The environment that points a server at the services, with `extra` settings.
+pub fn env(database: &str, bucket: &str, endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("DBN_DATABASE_URL", database),
+        ("DBN_MODEL_STORE", bucket),
+        ("AWS_ENDPOINT", endpoint),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}

@@ -1,0 +1,180 @@
+//! The PostgreSQL job store against a real server: several stores (as several replicas would
+//! hold) over one database never claim a job twice, a lapsed lease hands the job to another
+//! replica and the first learns it lost it, and migrations run once and refuse a newer schema.
+
+#[path = "common/scaleout.rs"]
+mod scaleout;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use dbn_serve::engine::spec::TrainingSpec;
+use dbn_serve::store::{JobRecord, JobStatus, JobStore, PostgresJobStore, StoreError};
+
+fn replica(url: &str, name: &str, lease: Duration) -> PostgresJobStore {
+    PostgresJobStore::connect(url, name.into(), lease).expect("connects and migrates")
+}
+
+fn queue(store: &PostgresJobStore, ids: impl IntoIterator<Item = String>) {
+    for id in ids {
+        let job = JobRecord::queued(id, TrainingSpec::digit_model(), 1);
+        store.insert(&job, 1000).unwrap();
+    }
+}
+
+#[test]
+fn replicas_racing_for_jobs_claim_each_exactly_once() {
+    let Some((admin, _)) = scaleout::services("replicas_racing_for_jobs") else {
+        return;
+    };
+    let url = scaleout::fresh_database(&admin);
+    let stores: Vec<Arc<PostgresJobStore>> = (0..4)
+        .map(|i| Arc::new(replica(&url, &format!("r{i}"), Duration::from_secs(60))))
+        .collect();
+    queue(&stores[0], (0..60).map(|i| format!("job-{i:03}")));
+    let start = Arc::new(Barrier::new(stores.len()));
+    let racers: Vec<_> = stores
+        .iter()
+        .map(|store| {
+            let (store, start) = (store.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut mine = Vec::new();
+                while let Some(job) = store.claim_next(2).unwrap() {
+                    assert_eq!((job.status, job.attempts), (JobStatus::Running, 1));
+                    mine.push(job.id);
+                }
+                mine
+            })
+        })
+        .collect();
+    let claimed: Vec<Vec<String>> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    let all: Vec<&String> = claimed.iter().flatten().collect();
+    let distinct: HashSet<&&String> = all.iter().collect();
+    assert_eq!(all.len(), 60, "{claimed:?}");
+    assert_eq!(distinct.len(), 60, "a job was claimed twice: {claimed:?}");
+    // Every replica finishes only what it holds.
+    let first = &claimed.iter().find(|c| !c.is_empty()).unwrap()[0];
+    let holder = claimed.iter().position(|c| c.contains(first)).unwrap();
+    let other = (holder + 1) % stores.len();
+    stores[other]
+        .finish(first, JobStatus::Failed, None, None, 3)
+        .unwrap();
+    assert_eq!(
+        stores[0].get(first).unwrap().unwrap().status,
+        JobStatus::Running
+    );
+    stores[holder]
+        .finish(first, JobStatus::Succeeded, None, Some("m"), 3)
+        .unwrap();
+    assert_eq!(
+        stores[0].get(first).unwrap().unwrap().status,
+        JobStatus::Succeeded
+    );
+    let counts = stores[1].counts().unwrap();
+    assert_eq!(counts[1], (JobStatus::Running, 59));
+    // The queue's capacity counts every replica's jobs.
+    let extra = JobRecord::queued("job-x".into(), TrainingSpec::digit_model(), 1);
+    stores[2].insert(&extra, 1).unwrap();
+    let more = JobRecord::queued("job-y".into(), TrainingSpec::digit_model(), 1);
+    assert!(matches!(
+        stores[3].insert(&more, 1),
+        Err(StoreError::Full(_))
+    ));
+    assert!(matches!(
+        stores[3].insert(&extra, 10),
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+#[test]
+fn a_lapsed_lease_moves_the_job_to_another_replica() {
+    let Some((admin, _)) = scaleout::services("a_lapsed_lease") else {
+        return;
+    };
+    let url = scaleout::fresh_database(&admin);
+    let lease = Duration::from_millis(1500);
+    let (a, b) = (replica(&url, "a", lease), replica(&url, "b", lease));
+    queue(&a, ["job-1".to_string(), "job-2".to_string()]);
+    let job = a.claim_next(10).unwrap().unwrap();
+    assert_eq!(job.id, "job-1");
+    // While A renews its lease, B only gets the other job.
+    std::thread::sleep(lease / 2);
+    let beat = a.heartbeat(&["job-1".into()], 11).unwrap();
+    assert!(beat.lost.is_empty() && beat.cancel.is_empty(), "{beat:?}");
+    std::thread::sleep(lease / 2 + Duration::from_millis(300));
+    assert_eq!(b.claim_next(12).unwrap().unwrap().id, "job-2");
+    assert!(b.claim_next(12).unwrap().is_none());
+    // A cancel asked through B reaches A's heartbeat.
+    assert!(!b.cancel("job-2", 13).unwrap());
+    assert_eq!(
+        b.heartbeat(&["job-2".into()], 13).unwrap().cancel,
+        ["job-2"]
+    );
+    // A stops renewing (it died, or stalled): after the lease B takes job-1 over.
+    std::thread::sleep(lease + Duration::from_millis(300));
+    let taken = b.claim_next(14).unwrap().unwrap();
+    assert_eq!(
+        (taken.id.as_str(), taken.attempts, taken.started_at),
+        ("job-1", 2, Some(10))
+    );
+    // A learns it lost the job, and its writes no longer apply.
+    let beat = a.heartbeat(&["job-1".into()], 15).unwrap();
+    assert_eq!(beat.lost, ["job-1"]);
+    a.requeue("job-1").unwrap();
+    a.finish("job-1", JobStatus::Failed, None, None, 15)
+        .unwrap();
+    assert_eq!(b.get("job-1").unwrap().unwrap().status, JobStatus::Running);
+    // B's job-2, asked to cancel, ends cancelled when B's lease on it lapses.
+    std::thread::sleep(lease + Duration::from_millis(300));
+    assert!(a.claim_next(16).unwrap().is_some(), "job-1 lapsed too");
+    assert_eq!(
+        a.get("job-2").unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+}
+
+#[test]
+fn migrations_run_once_and_a_newer_schema_is_refused() {
+    let Some((admin, _)) = scaleout::services("migrations") else {
+        return;
+    };
+    let url = scaleout::fresh_database(&admin);
+    // Replicas starting together each see the same, once-migrated schema.
+    let starts: Vec<_> = (0..3)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                replica(&url, &format!("r{i}"), Duration::from_secs(5));
+            })
+        })
+        .collect();
+    for s in starts {
+        s.join().unwrap();
+    }
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let applied: i64 = client
+        .query_one("SELECT COUNT(*) FROM dbn_migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    client
+        .execute("INSERT INTO dbn_migrations (version) VALUES (99)", &[])
+        .unwrap();
+    match PostgresJobStore::connect(&url, "late".into(), Duration::from_secs(5)) {
+        Err(StoreError::Database(m)) => assert!(m.contains("newer"), "{m}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+    }
+    // No server there: a clear "unavailable", not a hang.
+    match PostgresJobStore::connect(
+        "postgres://nobody@127.0.0.1:1/none?connect_timeout=2",
+        "x".into(),
+        Duration::from_secs(5),
+    ) {
+        Err(StoreError::Unavailable(_)) => {}
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("connected to nothing"),
+    }
+}

@@ -1,0 +1,244 @@
+//! Several replicas of the real binary over one PostgreSQL job database and one S3 bucket
+//! (see `tests/common/scaleout.rs` for the services): an API replica and a worker replica
+//! split the work, events and cancels cross between them, and a replica killed mid-job has
+//! its job finished by another from the checkpoint in the bucket.
+
+#[path = "../common/scaleout.rs"]
+mod services;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::crash::{kill, start_with};
+
+/// Starts a replica with the shared stores, a fresh local data directory and `extra` settings.
+fn replica(shared: &[(String, String)], extra: &[(&str, &str)]) -> (Child, String) {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mut env: Vec<(&str, &str)> = shared
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("DBN_LOG", "warn"));
+    env.extend_from_slice(extra);
+    start_with(&dir, &env, Stdio::inherit())
+}
+
+async fn get(client: &reqwest::Client, url: String) -> Value {
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    r.json().await.unwrap()
+}
+
+async fn wait_job(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let j = get(client, format!("{base}/v1/jobs/{id}")).await;
+        if done(&j) {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn submit(client: &reqwest::Client, base: &str, spec: &Value) -> String {
+    let r = client
+        .post(format!("{base}/v1/jobs"))
+        .json(spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The events of a job's stream until it ends, as (name, data).
+async fn read_events(response: reqwest::Response) -> Vec<(String, Value)> {
+    let mut body = String::new();
+    let mut stream = response.bytes_stream();
+    let read = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(chunk) = stream.next().await {
+            body.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stream did not end: {body}");
+    body.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name.to_string(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_replica_and_a_worker_replica_share_jobs_events_and_models() {
+    let Some((admin, endpoint)) = services::services("api_and_worker_replicas") else {
+        return;
+    };
+    let shared = services::env(
+        &services::fresh_database(&admin),
+        &services::fresh_bucket(&endpoint),
+        &endpoint,
+    );
+    let client = crate::common::http_client();
+    let (mut api, api_base) = replica(&shared, &[("DBN_ROLE", "api")]);
+    // The API replica trains nothing: a job waits in the queue until a worker comes.
+    let blocker = submit(
+        &client,
+        &api_base,
+        &json!({"architecture": {"hidden": [500], "labels_in_top": false},
+                "pretrain": {"epochs": 500}}),
+    )
+    .await;
+    let id = submit(&client, &api_base, &crate::app::small_spec(3)).await;
+    let events = client
+        .get(format!("{api_base}/v1/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let queued = get(&client, format!("{api_base}/v1/jobs/{blocker}")).await;
+    assert_eq!(queued["status"], "queued", "{queued}");
+
+    let (mut worker, worker_base) = replica(&shared, &[("DBN_ROLE", "worker")]);
+    // The worker serves its probes and metrics, not the API.
+    let ready = client
+        .get(format!("{worker_base}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let refused = client
+        .get(format!("{worker_base}/v1/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    // Cancelled through the API replica while the worker replica runs it.
+    wait_job(&client, &api_base, &blocker, |j| j["status"] == "running").await;
+    let r = client
+        .post(format!("{api_base}/v1/jobs/{blocker}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cancelled = wait_job(&client, &api_base, &blocker, crate::app::is_terminal).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+
+    // The API replica's stream saw the worker's events: start, epochs, progress, end.
+    let events = read_events(events).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        (names[0], &events[0].1["status"]),
+        ("status", &json!("queued"))
+    );
+    assert!(events
+        .iter()
+        .any(|(n, e)| n == "status" && e["status"] == "running"));
+    assert_eq!(
+        names.iter().filter(|n| **n == "epoch").count(),
+        6,
+        "{names:?}"
+    );
+    assert!(names.contains(&"progress"));
+    let (last, end) = events.last().unwrap();
+    assert_eq!(
+        (last.as_str(), &end["status"]),
+        ("status", &json!("succeeded"))
+    );
+
+    // The model the worker stored in the bucket classifies through the API replica.
+    let model = end["model_id"].as_str().unwrap();
+    let pixels = vec![vec![0.5f32; 784]; 4];
+    let r = client
+        .post(format!("{api_base}/v1/models/{model}/classify"))
+        .json(&json!({ "pixels": pixels }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["predictions"].as_array().unwrap().len(), 4);
+    kill(&mut worker);
+    kill(&mut api);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_job_has_its_job_finished_by_another() {
+    let Some((admin, endpoint)) = services::services("replica_killed_mid_job") else {
+        return;
+    };
+    let shared = services::env(
+        &services::fresh_database(&admin),
+        &services::fresh_bucket(&endpoint),
+        &endpoint,
+    );
+    let client = crate::common::http_client();
+    let lease = [("DBN_LEASE_SECS", "2")];
+    let (mut first, first_base) = replica(&shared, &lease);
+    let spec =
+        json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 10}, "seed": 11});
+    let id = submit(&client, &first_base, &spec).await;
+    let before = wait_job(&client, &first_base, &id, |j| {
+        j["history"].as_array().is_some_and(|h| h.len() >= 3)
+    })
+    .await;
+    let (mut second, second_base) = replica(&shared, &lease);
+    kill(&mut first);
+
+    // The second replica takes the job over when the lease lapses and resumes it from the
+    // checkpoint in the bucket: the epochs before the kill are the first attempt's.
+    let done = wait_job(&client, &second_base, &id, crate::app::is_terminal).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["history"].as_array().unwrap().len(), 20);
+    assert_eq!(done["history"][0], before["history"][0], "{done}");
+    let model = done["model_id"].as_str().unwrap();
+    let listed = get(&client, format!("{second_base}/v1/models")).await;
+    let ids: Vec<&str> = listed["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [model]);
+
+    // A replica started now finds the model in the bucket; a delete on one is seen by the other.
+    let (mut third, third_base) = replica(&shared, &[("DBN_MODEL_REFRESH_SECS", "1")]);
+    get(&client, format!("{third_base}/v1/models/{model}")).await;
+    let r = client
+        .delete(format!("{second_base}/v1/models/{model}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client
+            .get(format!("{third_base}/v1/models/{model}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delete was never noticed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    kill(&mut third);
+    kill(&mut second);
+}
