@@ -178,3 +178,47 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
         Ok(_) => panic!("connected to nothing"),
     }
 }
+
+#[test]
+fn the_connection_is_encrypted_when_the_server_offers_tls_and_verified_when_asked() {
+    let Some((admin, _)) = scaleout::services("tls") else {
+        return;
+    };
+    let url = scaleout::fresh_database(&admin);
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    let ssl: String = client.query_one("SHOW ssl", &[]).unwrap().get(0);
+    if ssl != "on" {
+        eprintln!("tls: skipped (the server has ssl = {ssl})");
+        return;
+    }
+    // The default mode (prefer) encrypts, whatever signed the server's certificate.
+    let store = replica(&url, "tls", Duration::from_secs(5));
+    store.counts().unwrap();
+    let database = url.rsplit('/').next().unwrap();
+    let encrypted: Vec<bool> = client
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = $1 AND a.application_name = 'dbn-serve'",
+            &[&database],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !encrypted.is_empty() && encrypted.iter().all(|&e| e),
+        "{encrypted:?}"
+    );
+    // verify-full checks the certificate: this server's self-signed one is refused.
+    let strict = format!("{url}?sslmode=verify-full");
+    match PostgresJobStore::connect(&strict, "v".into(), Duration::from_secs(5)) {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("TLS"), "{m}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("an unverifiable certificate was accepted"),
+    }
+    // disable never encrypts.
+    let plain = format!("{url}?sslmode=disable");
+    drop(store);
+    let store = PostgresJobStore::connect(&plain, "p".into(), Duration::from_secs(5)).unwrap();
+    store.counts().unwrap();
+}

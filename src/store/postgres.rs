@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::jobs::{
     EventRelay, Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore,
@@ -57,6 +58,7 @@ const COLUMNS: &str = "id, status, spec, created_at, started_at, finished_at, pr
 /// Jobs in PostgreSQL. Holds a few idle connections; every call takes one for its duration.
 pub struct PostgresJobStore {
     config: postgres::Config,
+    tls: MakeRustlsConnect,
     idle: Mutex<Vec<Client>>,
     /// This replica's name on the leases it holds.
     owner: String,
@@ -81,9 +83,7 @@ impl PostgresJobStore {
     /// Connects to `url` (`postgres://user:password@host:port/db`), brings the schema up to
     /// date and names this replica `owner` on its leases, which last `lease`.
     pub fn connect(url: &str, owner: String, lease: Duration) -> Result<Self> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Database(format!("database URL: {e}")))?;
+        let (mut config, tls) = super::pg_tls::configure(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -91,6 +91,7 @@ impl PostgresJobStore {
         config.keepalives_idle(Duration::from_secs(30));
         let store = PostgresJobStore {
             config,
+            tls,
             idle: Mutex::new(Vec::new()),
             owner,
             lease,
@@ -100,7 +101,7 @@ impl PostgresJobStore {
     }
 
     fn connect_one(&self) -> Result<Client> {
-        Ok(self.config.connect(NoTls)?)
+        Ok(self.config.connect(self.tls.clone())?)
     }
 
     /// Runs `f` on a connection from the idle list (or a new one) and returns the connection
@@ -148,6 +149,7 @@ impl PostgresJobStore {
     pub fn relay(&self) -> Arc<dyn EventRelay> {
         Arc::new(PgEventRelay {
             config: self.config.clone(),
+            tls: self.tls.clone(),
             sender: Mutex::new(None),
         })
     }
@@ -514,6 +516,7 @@ impl JobStore for PostgresJobStore {
 /// (reopened after a failure); listening runs on a thread with another.
 pub struct PgEventRelay {
     config: postgres::Config,
+    tls: MakeRustlsConnect,
     sender: Mutex<Option<Client>>,
 }
 
@@ -532,7 +535,7 @@ impl EventRelay for PgEventRelay {
     fn send(&self, payload: &str) -> Result<()> {
         let mut slot = self.sender.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            *slot = Some(self.config.connect(NoTls)?);
+            *slot = Some(self.config.connect(self.tls.clone())?);
         }
         let client = slot.as_mut().expect("connected above");
         client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
@@ -544,13 +547,13 @@ impl EventRelay for PgEventRelay {
         deliver: Box<dyn Fn(&str) + Send>,
         stop: Arc<AtomicBool>,
     ) -> std::thread::JoinHandle<()> {
-        let config = self.config.clone();
+        let (config, tls) = (self.config.clone(), self.tls.clone());
         std::thread::Builder::new()
             .name("event-relay".into())
             .spawn(move || {
                 let mut backoff = Duration::from_millis(200);
                 while !stop.load(Ordering::SeqCst) {
-                    match listen_once(&config, &*deliver, &stop) {
+                    match listen_once(&config, &tls, &*deliver, &stop) {
                         Ok(()) => return,
                         Err(e) => {
                             tracing::warn!("job event relay: {e}; reconnecting in {backoff:?}");
@@ -565,8 +568,13 @@ impl EventRelay for PgEventRelay {
 }
 
 /// Listens on one connection until `stop` (returns `Ok`) or the connection fails.
-fn listen_once(config: &postgres::Config, deliver: &dyn Fn(&str), stop: &AtomicBool) -> Result<()> {
-    let mut client = config.connect(NoTls)?;
+fn listen_once(
+    config: &postgres::Config,
+    tls: &MakeRustlsConnect,
+    deliver: &dyn Fn(&str),
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut client = config.connect(tls.clone())?;
     client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
     while !stop.load(Ordering::SeqCst) {
         {

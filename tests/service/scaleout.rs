@@ -103,7 +103,25 @@ async fn an_api_replica_and_a_worker_replica_share_jobs_events_and_models() {
                 "pretrain": {"epochs": 500}}),
     )
     .await;
-    let id = submit(&client, &api_base, &crate::app::small_spec(3)).await;
+    // A dataset uploaded through the API replica is what the worker replica trains on.
+    let fixture = crate::common::fixture_dir();
+    let part =
+        |name: &str| reqwest::multipart::Part::bytes(std::fs::read(fixture.join(name)).unwrap());
+    let form = reqwest::multipart::Form::new()
+        .part("train_images", part("train-images-idx3-ubyte.gz"))
+        .part("train_labels", part("train-labels-idx1-ubyte.gz"))
+        .part("test_images", part("t10k-images-idx3-ubyte.gz"))
+        .part("test_labels", part("t10k-labels-idx1-ubyte.gz"));
+    let r = client
+        .post(format!("{api_base}/v1/datasets?name=digits"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let mut spec = crate::app::small_spec(3);
+    spec["dataset"] = "digits".into();
+    let id = submit(&client, &api_base, &spec).await;
     let events = client
         .get(format!("{api_base}/v1/jobs/{id}/events"))
         .send()
@@ -173,6 +191,9 @@ async fn an_api_replica_and_a_worker_replica_share_jobs_events_and_models() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let answer: Value = r.json().await.unwrap();
     assert_eq!(answer["predictions"].as_array().unwrap().len(), 4);
+    let card = get(&client, format!("{api_base}/v1/models/{model}")).await;
+    assert_eq!(card["provenance"]["dataset"], "digits");
+    assert!(card["metrics"]["test_error"].as_f64().is_some(), "{card}");
     kill(&mut worker);
     kill(&mut api);
 }
