@@ -13,7 +13,7 @@ job database and one S3-compatible bucket (moto), on loopback.
 
   python3 bench/scaleout.py --database-url postgres://dbn_ci:dbn_ci@127.0.0.1:5432/dbn_ci \
       --s3-endpoint http://127.0.0.1:5077 --model models/mnist-dbn-backprop.safetensors \
-      [--workers 1,2,4] [--jobs 40] [--seconds 20] [--connections 16]
+      [--workers 1,2,4] [--jobs 40] [--seconds 20] [--connections 16] [--repeat 3]
 
 Needs: the release binary (cargo build --release), psql, wrk, and the two services.
 """
@@ -96,9 +96,20 @@ TINY_JOB = {
 }
 
 
+def all_jobs(base):
+    """Every job, page by page."""
+    jobs, cursor = [], None
+    while True:
+        _, page = http("GET", f"{base}/v1/jobs?limit=100" + (f"&cursor={cursor}" if cursor else ""))
+        jobs.extend(page["jobs"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return jobs
+
+
 def dispatch(args, workers):
     shared = shared_env(args)
-    api = Replica(shared, "api")
+    api = Replica(shared, "api", {"DBN_QUEUE_CAPACITY": str(args.jobs)})
     pool = [Replica(shared, "worker", {"DBN_TRAIN_THREADS": "1", "DBN_WORKERS": "1"})
             for _ in range(workers)]
     try:
@@ -109,8 +120,7 @@ def dispatch(args, workers):
             ids.append(job["id"])
         pending = set(ids)
         while pending:
-            _, page = http("GET", f"{api.base}/v1/jobs?limit=100")
-            for job in page["jobs"]:
+            for job in all_jobs(api.base):
                 if job["id"] in pending and job["status"] in ("succeeded", "failed", "cancelled"):
                     if job["status"] != "succeeded":
                         raise SystemExit(f"job {job['id']} ended {job['status']}: {job}")
@@ -119,8 +129,7 @@ def dispatch(args, workers):
                 raise SystemExit(f"{len(pending)} jobs still pending after 900 s")
             time.sleep(0.05)
         elapsed = time.monotonic() - start
-        _, page = http("GET", f"{api.base}/v1/jobs?limit=100")
-        attempts = sum(j["attempts"] for j in page["jobs"])
+        attempts = sum(j["attempts"] for j in all_jobs(api.base))
         return {"workers": workers, "jobs": args.jobs, "seconds": round(elapsed, 2),
                 "jobs_per_minute": round(args.jobs / elapsed * 60, 1), "attempts": attempts}
     finally:
@@ -149,8 +158,10 @@ def requests_per_second(output):
 
 def classification(args):
     shared = shared_env(args)
-    first = Replica(shared, "api")
-    second = Replica(shared, "api")
+    # Enough inference permits that no call is turned away with 429 in either setting.
+    permits = {"DBN_INFERENCE_CONCURRENCY": str(args.connections * 2)}
+    first = Replica(shared, "api", permits)
+    second = Replica(shared, "api", permits)
     try:
         with open(args.model, "rb") as f:
             status, model = http("POST", f"{first.base}/v1/models", f.read(),
@@ -183,16 +194,21 @@ def main():
     ap.add_argument("--jobs", type=int, default=40)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-dispatch", action="store_true")
+    ap.add_argument("--skip-classification", action="store_true")
     args = ap.parse_args()
     if not os.path.exists(BINARY):
         raise SystemExit("build the release binary first: cargo build --release")
     print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
-    if not args.skip_dispatch:
-        for w in [int(x) for x in args.workers.split(",")]:
-            print(json.dumps({"dispatch": dispatch(args, w)}), flush=True)
-    for row in classification(args):
-        print(json.dumps({"classification": row}), flush=True)
+    # Rounds interleave the configurations, so a slow spell of the shared machine hits all.
+    for round_ in range(args.repeat):
+        if not args.skip_dispatch:
+            for w in [int(x) for x in args.workers.split(",")]:
+                print(json.dumps({"round": round_, "dispatch": dispatch(args, w)}), flush=True)
+        if not args.skip_classification:
+            for row in classification(args):
+                print(json.dumps({"round": round_, "classification": row}), flush=True)
 
 
 if __name__ == "__main__":

@@ -58,16 +58,16 @@ fn replicas_racing_for_jobs_claim_each_exactly_once() {
     let first = &claimed.iter().find(|c| !c.is_empty()).unwrap()[0];
     let holder = claimed.iter().position(|c| c.contains(first)).unwrap();
     let other = (holder + 1) % stores.len();
-    stores[other]
+    assert!(!stores[other]
         .finish(first, JobStatus::Failed, None, None, 3)
-        .unwrap();
+        .unwrap());
     assert_eq!(
         stores[0].get(first).unwrap().unwrap().status,
         JobStatus::Running
     );
-    stores[holder]
+    assert!(stores[holder]
         .finish(first, JobStatus::Succeeded, None, Some("m"), 3)
-        .unwrap();
+        .unwrap());
     assert_eq!(
         stores[0].get(first).unwrap().unwrap().status,
         JobStatus::Succeeded
@@ -94,26 +94,38 @@ fn a_lapsed_lease_moves_the_job_to_another_replica() {
         return;
     };
     let url = scaleout::fresh_database(&admin);
-    let lease = Duration::from_millis(1500);
+    let lease = Duration::from_secs(60);
     let (a, b) = (replica(&url, "a", lease), replica(&url, "b", lease));
+    // Leases lapse here by decree, not by waiting: no timing to go wrong on a slow machine.
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut lapse = |id: &str| {
+        db.execute(
+            "UPDATE dbn_jobs SET lease_expires_at = clock_timestamp() - interval '1 second' \
+             WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+    };
     queue(&a, ["job-1".to_string(), "job-2".to_string()]);
     let job = a.claim_next(10).unwrap().unwrap();
     assert_eq!(job.id, "job-1");
-    // While A renews its lease, B only gets the other job.
-    std::thread::sleep(lease / 2);
+    // A live lease keeps the job from B; a heartbeat renews a lapsed one before anyone
+    // claims it.
+    lapse("job-1");
     let beat = a.heartbeat(&["job-1".into()], 11).unwrap();
     assert!(beat.lost.is_empty() && beat.cancel.is_empty(), "{beat:?}");
-    std::thread::sleep(lease / 2 + Duration::from_millis(300));
     assert_eq!(b.claim_next(12).unwrap().unwrap().id, "job-2");
     assert!(b.claim_next(12).unwrap().is_none());
-    // A cancel asked through B reaches A's heartbeat.
-    assert!(!b.cancel("job-2", 13).unwrap());
+    // A cancel asked through A reaches B's heartbeat, and B's job keeps running meanwhile.
+    assert!(!a.cancel("job-2", 13).unwrap());
     assert_eq!(
         b.heartbeat(&["job-2".into()], 13).unwrap().cancel,
         ["job-2"]
     );
-    // A stops renewing (it died, or stalled): after the lease B takes job-1 over.
-    std::thread::sleep(lease + Duration::from_millis(300));
+    assert!(a.claim_next(13).unwrap().is_none());
+    assert_eq!(b.get("job-2").unwrap().unwrap().status, JobStatus::Running);
+    // A stops renewing (it died, or stalled): once the lease lapses B takes job-1 over.
+    lapse("job-1");
     let taken = b.claim_next(14).unwrap().unwrap();
     assert_eq!(
         (taken.id.as_str(), taken.attempts, taken.started_at),
@@ -122,17 +134,21 @@ fn a_lapsed_lease_moves_the_job_to_another_replica() {
     // A learns it lost the job, and its writes no longer apply.
     let beat = a.heartbeat(&["job-1".into()], 15).unwrap();
     assert_eq!(beat.lost, ["job-1"]);
-    a.requeue("job-1").unwrap();
-    a.finish("job-1", JobStatus::Failed, None, None, 15)
-        .unwrap();
+    assert!(!a.requeue("job-1").unwrap());
+    assert!(!a
+        .finish("job-1", JobStatus::Failed, None, None, 15)
+        .unwrap());
     assert_eq!(b.get("job-1").unwrap().unwrap().status, JobStatus::Running);
-    // B's job-2, asked to cancel, ends cancelled when B's lease on it lapses.
-    std::thread::sleep(lease + Duration::from_millis(300));
-    assert!(a.claim_next(16).unwrap().is_some(), "job-1 lapsed too");
+    // B's job-2, asked to cancel, ends cancelled (not retried) when B's lease on it lapses.
+    lapse("job-2");
+    assert!(a.claim_next(16).unwrap().is_none());
     assert_eq!(
         a.get("job-2").unwrap().unwrap().status,
         JobStatus::Cancelled
     );
+    assert!(b
+        .finish("job-1", JobStatus::Succeeded, None, Some("m"), 17)
+        .unwrap());
 }
 
 #[test]

@@ -28,7 +28,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::config::ServeConfig;
+use crate::config::{Role, ServeConfig};
 use crate::jobs::{Datasets, JobError, Jobs, QueueConfig};
 use crate::store::{
     FsModelStore, JobStore, ModelStore, ObjectModelStore, PostgresJobStore, SqliteJobStore,
@@ -50,6 +50,9 @@ pub enum ServeError {
          one server per data directory"
     )]
     DataDirInUse { path: PathBuf },
+    /// Settings that cannot work together.
+    #[error("{0}")]
+    Config(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -106,6 +109,7 @@ pub async fn start(
     config: ServeConfig,
     mnist_dir: Option<PathBuf>,
 ) -> Result<RunningServer, ServeError> {
+    check_deployment(&config)?;
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir {
         path: dir.clone(),
@@ -184,6 +188,28 @@ pub async fn start(
 
 type Stores = (Arc<dyn JobStore>, Arc<dyn ModelStore>);
 
+/// Refuses settings under which jobs could never run, and warns of those where replicas would
+/// not see each other's models.
+fn check_deployment(config: &ServeConfig) -> Result<(), ServeError> {
+    if config.role != Role::All && config.database_url.is_none() {
+        return Err(ServeError::Config(format!(
+            "DBN_ROLE={} needs a job database shared with the other role (DBN_DATABASE_URL): \
+             with the embedded SQLite database one process must both serve and train",
+            match config.role {
+                Role::Api => "api",
+                _ => "worker",
+            }
+        )));
+    }
+    if config.database_url.is_some() && config.model_store.is_none() {
+        tracing::warn!(
+            "jobs are shared (DBN_DATABASE_URL) but models and checkpoints stay in this \
+             replica's data directory (no DBN_MODEL_STORE): other replicas will not see them"
+        );
+    }
+    Ok(())
+}
+
 /// The stores the configuration names: PostgreSQL or the embedded SQLite for jobs, S3 or the
 /// data directory for models. Blocks (connections, migrations, the first listing): call it on
 /// the blocking pool.
@@ -202,7 +228,7 @@ fn open_stores(config: &ServeConfig, dir: &std::path::Path) -> Result<Stores, Se
     let models: Arc<dyn ModelStore> = match &config.model_store {
         Some(url) => {
             let refresh = Duration::from_secs(config.model_refresh_secs.max(1));
-            ObjectModelStore::open(url, refresh)?
+            ObjectModelStore::open(url, refresh, config.role.serves_api())?
         }
         None => Arc::new(FsModelStore::open(dir)?),
     };

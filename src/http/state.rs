@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::metrics::Metrics;
 use crate::config::ServeConfig;
 use crate::jobs::{JobError, Jobs};
-use crate::store::ModelStore;
+use crate::store::{ModelEntry, ModelStore};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -36,6 +36,19 @@ impl AppState {
         tokio::task::spawn_blocking(move || call(&jobs))
             .await
             .map_err(|e| ApiError::internal("job store call", e))?
+            .map_err(ApiError::from)
+    }
+
+    /// A model by id: from memory when loaded, else on the blocking pool (a shared model store
+    /// fetches a model it has not loaded yet from the bucket).
+    pub async fn model(&self, id: &str) -> Result<Arc<ModelEntry>, ApiError> {
+        if let Some(model) = self.models.loaded(id) {
+            return Ok(model);
+        }
+        let (models, id) = (self.models.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || models.get(&id))
+            .await
+            .map_err(|e| ApiError::internal("model lookup", e))?
             .map_err(ApiError::from)
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -101,9 +101,15 @@ impl Relay {
     }
 }
 
+/// Beats a lease may miss before its jobs are stopped here: the lease lasts four beats, so the
+/// jobs stop about one beat before another replica may take them.
+const MISSED_BEATS: u32 = 3;
+
 /// Starts the thread that, every `config.heartbeat`, renews the leases of the jobs running
-/// here, flags those asked to cancel and stops those another replica has taken over. It ends
-/// with the queue (or when the background work is told to stop).
+/// here, flags those asked to cancel and stops those another replica has taken over. When the
+/// store cannot be reached for [`MISSED_BEATS`] beats, a store with leases will soon hand the
+/// jobs to another replica, so they stop here first. It ends with the queue (or when the
+/// background work is told to stop).
 pub(super) fn start_heartbeat(jobs: Jobs) {
     let every = jobs.inner.config.heartbeat.max(Duration::from_millis(50));
     let weak: Weak<Inner> = Arc::downgrade(&jobs.inner);
@@ -116,20 +122,46 @@ pub(super) fn start_heartbeat(jobs: Jobs) {
             if inner.stop_background.load(Ordering::SeqCst) {
                 return;
             }
-            beat(&inner);
+            let started = Instant::now();
+            if beat(&inner) {
+                *inner.renewed.lock().unwrap_or_else(|p| p.into_inner()) = started;
+            } else if lease_stale(&inner) {
+                stop_all(&inner);
+            }
         });
     if let Err(e) = spawned {
         tracing::error!("cannot start the job heartbeat: {e}");
     }
 }
 
-fn beat(inner: &Inner) {
+/// Whether the leases of the jobs running here may be about to lapse: the store has leases
+/// and the last renewal that got through is [`MISSED_BEATS`] beats old. Also true in a
+/// process that was frozen (SIGSTOP, a paused VM) past its leases, before its heartbeat has
+/// run again: its jobs must not write a checkpoint meanwhile.
+pub(super) fn lease_stale(inner: &Inner) -> bool {
+    let every = inner.config.heartbeat.max(Duration::from_millis(50));
+    let renewed = *inner.renewed.lock().unwrap_or_else(|p| p.into_inner());
+    inner.store.leases() && renewed.elapsed() >= every * MISSED_BEATS
+}
+
+/// Stops every job running here without recording its end: its lease is about to lapse.
+fn stop_all(inner: &Inner) {
+    let running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+    for (id, flags) in running.iter() {
+        if !flags.lost.swap(true, Ordering::SeqCst) {
+            tracing::warn!(job = %id, "the job store is out of reach; stopping before the lease lapses");
+        }
+    }
+}
+
+/// One heartbeat; false if the store could not be reached.
+fn beat(inner: &Inner) -> bool {
     let ids: Vec<String> = {
         let running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
         running.keys().cloned().collect()
     };
     if ids.is_empty() {
-        return;
+        return true;
     }
     match inner.store.heartbeat(&ids, now_millis()) {
         Ok(beat) => {
@@ -145,9 +177,11 @@ fn beat(inner: &Inner) {
                     flags.lost.store(true, Ordering::SeqCst);
                 }
             }
+            true
         }
-        // The lease may lapse if this goes on; the job then moves to another replica and this
-        // one learns it at the next beat that gets through.
-        Err(e) => tracing::warn!("job heartbeat: {e}"),
+        Err(e) => {
+            tracing::warn!("job heartbeat: {e}");
+            false
+        }
     }
 }

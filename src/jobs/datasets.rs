@@ -105,7 +105,7 @@ impl Datasets {
             .filter(|(f, _)| SPLIT_FILES.contains(&f.as_str()))
             .map(|(f, b)| (f.as_str(), b.as_slice()))
             .collect();
-        if let Err(e) = self.write_dir(name, dir, &files) {
+        if let Err(e) = self.write_dir(name, dir, &files, true) {
             tracing::warn!("writing dataset {name} fetched from the shared store: {e}");
         }
     }
@@ -116,11 +116,14 @@ impl Datasets {
         name: &str,
         dir: &Path,
         files: &[(&str, &[u8])],
+        fetched: bool,
     ) -> Result<(), EngineError> {
+        // One directory per call: two threads fetching the same dataset never mix files.
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = self
             .uploads
-            .join(format!(".{name}.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+            .join(format!(".{name}.tmp-{}-{call}", std::process::id()));
         let write = || -> Result<(), EngineError> {
             for (file, bytes) in files {
                 write_atomic(&tmp.join(file), bytes)?;
@@ -130,6 +133,10 @@ impl Datasets {
         let written = write();
         if written.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
+            // Fetching, another thread put the same dataset in place first: that one is whole.
+            if fetched && dir.is_dir() && files.iter().all(|(f, _)| dir.join(f).is_file()) {
+                return Ok(());
+            }
         }
         written
     }
@@ -237,7 +244,7 @@ impl Datasets {
         if let Some((i, l)) = test {
             files.extend([(TEST_IMAGES, i.as_slice()), (TEST_LABELS, l.as_slice())]);
         }
-        self.write_dir(name, &dir, &files)?;
+        self.write_dir(name, &dir, &files, false)?;
         if let Some(shared) = &self.shared {
             if let Err(e) = shared.save_dataset(name, &files) {
                 let _ = std::fs::remove_dir_all(&dir);

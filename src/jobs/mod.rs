@@ -117,6 +117,8 @@ struct Inner {
     relay: Option<cluster::Relay>,
     /// Stops the heartbeat and the relay's listener.
     stop_background: Arc<AtomicBool>,
+    /// When the heartbeat last got through to the store.
+    renewed: Mutex<std::time::Instant>,
 }
 
 /// What tells a running job to stop.
@@ -160,6 +162,7 @@ impl Jobs {
                 examples_per_sec: AtomicU64::new(0),
                 relay,
                 stop_background,
+                renewed: Mutex::new(std::time::Instant::now()),
             }),
         };
         Ok(jobs)

@@ -46,6 +46,10 @@ impl<'a> JobObserver<'a> {
     }
 
     fn control(&self) -> Control {
+        if super::cluster::lease_stale(&self.jobs.inner) {
+            // Another replica may hold the job by now.
+            self.lost.store(true, Ordering::SeqCst);
+        }
         if self.cancel.load(Ordering::SeqCst)
             || self.lost.load(Ordering::SeqCst)
             || self.jobs.inner.shutdown.load(Ordering::SeqCst)
@@ -123,7 +127,8 @@ impl Observer for JobObserver<'_> {
     }
 
     fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> Control {
-        if self.lost.load(Ordering::SeqCst) {
+        if self.lost.load(Ordering::SeqCst) || super::cluster::lease_stale(&self.jobs.inner) {
+            self.lost.store(true, Ordering::SeqCst);
             // The new owner's checkpoints are not this replica's to overwrite.
             return Control::Stop;
         }

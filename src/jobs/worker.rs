@@ -2,6 +2,7 @@
 //! when it has one), stores the model and ends the job; sleeps when the queue is empty.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::observer::JobObserver;
@@ -71,31 +72,59 @@ fn run_job(jobs: &Jobs, job: JobRecord) {
         status: JobStatus::Running,
     });
     let ending = train(jobs, &job, flags.clone());
-    jobs.lock_running().remove(&id);
+    {
+        // Only this run's entry: a later claim of the same job may have replaced it.
+        let mut running = jobs.lock_running();
+        if running
+            .get(&id)
+            .is_some_and(|f| Arc::ptr_eq(&f.cancel, &flags.cancel))
+        {
+            running.remove(&id);
+        }
+    }
     if flags.lost.load(Ordering::SeqCst) {
         // Another replica holds the job now; its end is that replica's to record.
         tracing::warn!(job = %id, "stopped: the job was taken over by another replica");
         return;
     }
     let store = &jobs.inner.store;
-    let now = now_millis();
-    let (status, result) = match &ending {
-        Ending::Succeeded(model) => (
-            JobStatus::Succeeded,
-            store.finish(&id, JobStatus::Succeeded, None, Some(model), now),
-        ),
-        Ending::Failed(failure) => (
-            JobStatus::Failed,
-            store.finish(&id, JobStatus::Failed, Some(failure), None, now),
-        ),
-        Ending::Cancelled => (
-            JobStatus::Cancelled,
-            store.finish(&id, JobStatus::Cancelled, None, None, now),
-        ),
-        Ending::Interrupted => (JobStatus::Queued, store.requeue(&id)),
+    let status = match &ending {
+        Ending::Succeeded(_) => JobStatus::Succeeded,
+        Ending::Failed(_) => JobStatus::Failed,
+        Ending::Cancelled => JobStatus::Cancelled,
+        Ending::Interrupted => JobStatus::Queued,
     };
-    if let Err(e) = result {
-        tracing::error!(job = %id, "recording the end of the job: {e}");
+    // A database that is briefly away gets a few tries; the lease is this run's meanwhile.
+    let mut tries = 0;
+    let recorded = loop {
+        let now = now_millis();
+        let result = match &ending {
+            Ending::Succeeded(model) => store.finish(&id, status, None, Some(model), now),
+            Ending::Failed(failure) => store.finish(&id, status, Some(failure), None, now),
+            Ending::Cancelled => store.finish(&id, status, None, None, now),
+            Ending::Interrupted => store.requeue(&id),
+        };
+        match result {
+            Err(StoreError::Unavailable(e)) if tries < 3 && !flags.lost.load(Ordering::SeqCst) => {
+                tries += 1;
+                tracing::warn!(job = %id, "recording the end of the job, try {tries}: {e}");
+                std::thread::sleep(Duration::from_secs(1 << tries));
+            }
+            other => break other,
+        }
+    };
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => {
+            // Ended elsewhere, or taken over: nothing of it is this run's to change.
+            tracing::warn!(job = %id, "the job was no longer this replica's to end");
+            return;
+        }
+        Err(e) => {
+            // The checkpoint stays: whoever takes the job up next resumes from it.
+            tracing::error!(job = %id, "recording the end of the job: {e}");
+            return;
+        }
     }
     if status.is_terminal() {
         if let Err(e) = jobs.inner.models.delete_checkpoint(&id) {
@@ -125,6 +154,7 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
         Ok(None) => return failure("dataset_unavailable", "the dataset has no training split"),
         Err(e) => return failure("dataset_unavailable", e.to_string()),
     };
+    let lost = flags.lost.clone();
     let mut observer = JobObserver::new(jobs, job.id.clone(), flags);
     let limits = jobs.inner.config.limits;
     let checkpoint = match jobs.inner.models.load_checkpoint(&job.id) {
@@ -161,7 +191,7 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
     if observer.cancel.load(Ordering::SeqCst) {
         return Ending::Cancelled;
     }
-    match store_model(jobs, job, &data, outcome, &observer.cancel) {
+    match store_model(jobs, job, &data, outcome, &observer.cancel, &lost) {
         Ok(Some(model)) => Ending::Succeeded(model),
         Ok(None) => Ending::Cancelled,
         Err(f) => Ending::Failed(f),
@@ -189,6 +219,7 @@ fn store_model(
     data: &crate::engine::data::Dataset,
     outcome: TrainOutcome,
     cancel: &AtomicBool,
+    lost: &AtomicBool,
 ) -> Result<Option<String>, JobFailure> {
     let fail = |code: &str, e: &dyn std::fmt::Display| JobFailure {
         code: code.into(),
@@ -230,8 +261,11 @@ fn store_model(
     let bytes =
         persist::to_bytes(&outcome.dbn, &card).map_err(|e| fail("model_write_failed", &e))?;
     // Cancelled before the write: nothing is stored, unless an earlier attempt that died
-    // before recording its end already stored this model (then the job is committed).
-    if cancel.load(Ordering::SeqCst) && jobs.inner.models.get(&model_id).is_err() {
+    // before recording its end already stored this model (then the job is committed). Taken
+    // over by another replica: the model is that replica's to store.
+    if lost.load(Ordering::SeqCst)
+        || (cancel.load(Ordering::SeqCst) && jobs.inner.models.get(&model_id).is_err())
+    {
         return Ok(None);
     }
     match jobs

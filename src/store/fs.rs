@@ -29,6 +29,8 @@ pub trait ModelStore: Send + Sync {
     /// All models, ordered by id.
     fn list(&self) -> Vec<Arc<ModelEntry>>;
     fn get(&self, id: &str) -> Result<Arc<ModelEntry>>;
+    /// The model if it is loaded in memory already; never blocks (callable from async code).
+    fn loaded(&self, id: &str) -> Option<Arc<ModelEntry>>;
     /// Stores the model file `bytes` as `id`. `dbn` and `card` are what the file holds: the
     /// caller has read them from `bytes` with `persist::from_bytes` (which checks shapes,
     /// format and version) or written `bytes` from them with `persist::to_bytes`.
@@ -161,6 +163,10 @@ impl ModelStore for FsModelStore {
             .get(id)
             .cloned()
             .ok_or_else(|| StoreError::NotFound(format!("model {id:?}")))
+    }
+
+    fn loaded(&self, id: &str) -> Option<Arc<ModelEntry>> {
+        self.get(id).ok()
     }
 
     fn insert(&self, id: &str, bytes: &[u8], dbn: Dbn, card: ModelCard) -> Result<Arc<ModelEntry>> {

@@ -131,7 +131,8 @@ pub trait JobStore: Send + Sync {
         progress: &JobProgress,
         history: Option<&[EpochMetrics]>,
     ) -> Result<()>;
-    /// Ends a running job.
+    /// Ends a running job; false if it was not this process's to end (it ended already, or
+    /// another process holds it now).
     fn finish(
         &self,
         id: &str,
@@ -139,9 +140,9 @@ pub trait JobStore: Send + Sync {
         error: Option<&JobFailure>,
         model_id: Option<&str>,
         now: u64,
-    ) -> Result<()>;
-    /// Puts a running job back in the queue (the server is stopping).
-    fn requeue(&self, id: &str) -> Result<()>;
+    ) -> Result<bool>;
+    /// Puts a running job back in the queue (the server is stopping); false as for `finish`.
+    fn requeue(&self, id: &str) -> Result<bool>;
     /// Cancels a job: a queued one at once (returns true), a running one by setting its
     /// request flag (returns false). A finished job is left as it is.
     fn cancel(&self, id: &str, now: u64) -> Result<bool>;
@@ -154,6 +155,11 @@ pub trait JobStore: Send + Sync {
     /// (in a store shared by several processes) and tells which were asked to cancel and which
     /// this process no longer holds (another took them over, or they ended elsewhere).
     fn heartbeat(&self, running: &[String], now: u64) -> Result<Heartbeat>;
+    /// Whether running jobs hold leases that lapse when not renewed (a store shared by several
+    /// processes): a process that cannot renew them must stop its jobs before they lapse.
+    fn leases(&self) -> bool {
+        false
+    }
     /// How events reach the other processes sharing this store; `None` when there are none.
     fn relay(&self) -> Option<std::sync::Arc<dyn EventRelay>> {
         None

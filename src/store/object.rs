@@ -44,6 +44,14 @@ pub struct ObjectModelStore {
     index: RwLock<BTreeMap<String, Arc<ModelEntry>>>,
     /// Ids recently found missing, and when.
     absent: Mutex<HashMap<String, Instant>>,
+    /// When this replica last stored, loaded or deleted each model: a listing older than that
+    /// says nothing about it.
+    touched: Mutex<HashMap<String, Instant>>,
+    /// Model files in the bucket that do not load, not fetched again.
+    unloadable: Mutex<std::collections::HashSet<String>>,
+    /// Whether models stay in memory once loaded or stored (not in a replica that only
+    /// trains: it stores models but never serves them).
+    keep_loaded: bool,
     url: String,
 }
 
@@ -109,9 +117,10 @@ impl ObjectModelStore {
     /// Opens the bucket of `url` with the usual AWS settings from the environment
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` for another
     /// S3-compatible server, `AWS_ALLOW_HTTP=true` for a plain-HTTP one, and the web-identity
-    /// variables of Kubernetes service accounts), loads every model and starts the thread
-    /// that lists the bucket again every `refresh`.
-    pub fn open(url: &str, refresh: Duration) -> Result<Arc<Self>> {
+    /// variables of Kubernetes service accounts). With `keep_loaded`, loads every model and
+    /// starts the thread that lists the bucket again every `refresh`; without, only checks
+    /// that the bucket answers, and keeps no model in memory.
+    pub fn open(url: &str, refresh: Duration, keep_loaded: bool) -> Result<Arc<Self>> {
         let (bucket, prefix) = parse_url(url)?;
         // TLS for https endpoints: rustls with ring, once per process.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -149,8 +158,16 @@ impl ObjectModelStore {
             runtime: Some(runtime),
             index: RwLock::new(BTreeMap::new()),
             absent: Mutex::new(HashMap::new()),
+            touched: Mutex::new(HashMap::new()),
+            unloadable: Mutex::new(Default::default()),
+            keep_loaded,
             url: url.to_string(),
         });
+        if !keep_loaded {
+            let listed = this.dataset_names()?;
+            tracing::info!("model store {url} answers ({} datasets)", listed.len());
+            return Ok(this);
+        }
         let loaded = this.refresh()?;
         tracing::info!("{loaded} models in {url}");
         let weak = Arc::downgrade(&this);
@@ -210,6 +227,7 @@ impl ObjectModelStore {
     /// Lists the models in the bucket, loads those not in memory and forgets those no longer
     /// there. Returns how many models the index holds.
     pub fn refresh(&self) -> Result<usize> {
+        let started = Instant::now();
         let store = self.store.clone();
         let listed: Vec<String> = self.run(async move {
             let mut ids = Vec::new();
@@ -225,18 +243,47 @@ impl ObjectModelStore {
         })?;
         let known: Vec<String> = self.read_index().keys().cloned().collect();
         for id in &listed {
-            if known.contains(id) {
+            let skip = known.contains(id)
+                || self.touched_since(id, started)
+                || self.lock(&self.unloadable).contains(id);
+            if skip {
                 continue;
             }
             match self.load(id) {
                 Ok(_) => {}
-                Err(StoreError::Invalid(m)) => tracing::warn!("skipping {m}"),
+                // Deleted since the listing.
+                Err(StoreError::NotFound(_)) => {}
+                Err(StoreError::Invalid(m)) => {
+                    tracing::warn!("skipping {m}");
+                    self.lock(&self.unloadable).insert(id.clone());
+                }
                 Err(e) => return Err(e),
             }
         }
+        let gone: Vec<String> = known
+            .into_iter()
+            .filter(|id| !listed.contains(id) && !self.touched_since(id, started))
+            .collect();
         let mut index = self.write_index();
-        index.retain(|id, _| listed.contains(id));
+        for id in gone {
+            index.remove(&id);
+        }
         Ok(index.len())
+    }
+
+    fn lock<'a, T>(&self, m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn touch(&self, id: &str) {
+        self.lock(&self.touched)
+            .insert(id.to_string(), Instant::now());
+    }
+
+    fn touched_since(&self, id: &str, since: Instant) -> bool {
+        self.lock(&self.touched)
+            .get(id)
+            .is_some_and(|&at| at >= since)
     }
 
     /// Fetches one model into the index (`NotFound` if the bucket has none by that id).
@@ -245,6 +292,10 @@ impl ObjectModelStore {
             .fetch(model_key(id))?
             .ok_or_else(|| StoreError::NotFound(format!("model {id:?}")))?;
         let loaded = Arc::new(entry(id, &bytes)?);
+        self.touch(id);
+        if !self.keep_loaded {
+            return Ok(loaded);
+        }
         let mut index = self.write_index();
         Ok(index.entry(id.to_string()).or_insert(loaded).clone())
     }
@@ -312,6 +363,10 @@ impl ModelStore for ObjectModelStore {
         }
     }
 
+    fn loaded(&self, id: &str) -> Option<Arc<ModelEntry>> {
+        self.read_index().get(id).cloned()
+    }
+
     fn insert(&self, id: &str, bytes: &[u8], dbn: Dbn, card: ModelCard) -> Result<Arc<ModelEntry>> {
         if !valid_id(id) {
             return Err(StoreError::NotFound(format!("model {id:?}")));
@@ -322,17 +377,17 @@ impl ModelStore for ObjectModelStore {
             Err(e) => return Err(e),
         }
         self.put(model_key(id), bytes.to_vec())?;
-        self.absent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.touch(id);
+        self.lock(&self.absent).remove(id);
         let entry = Arc::new(ModelEntry {
             id: id.to_string(),
             card,
             dbn,
             bytes: bytes.len() as u64,
         });
-        self.write_index().insert(id.to_string(), entry.clone());
+        if self.keep_loaded {
+            self.write_index().insert(id.to_string(), entry.clone());
+        }
         Ok(entry)
     }
 
@@ -345,6 +400,7 @@ impl ModelStore for ObjectModelStore {
     fn delete(&self, id: &str) -> Result<()> {
         self.get(id)?;
         self.remove(model_key(id))?;
+        self.touch(id);
         self.write_index().remove(id);
         Ok(())
     }

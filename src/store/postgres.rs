@@ -10,8 +10,8 @@
 //! Events cross replicas by `NOTIFY` on one channel ([`PgEventRelay`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Row};
@@ -59,7 +59,11 @@ const COLUMNS: &str = "id, status, spec, created_at, started_at, finished_at, pr
 pub struct PostgresJobStore {
     config: postgres::Config,
     tls: MakeRustlsConnect,
-    idle: Mutex<Vec<Client>>,
+    /// Idle connections and when each was last used.
+    idle: Mutex<Vec<(Client, Instant)>>,
+    /// Connections open (idle or in use), bounded by [`MAX_OPEN`].
+    open: Mutex<usize>,
+    freed: Condvar,
     /// This replica's name on the leases it holds.
     owner: String,
     lease: Duration,
@@ -67,14 +71,42 @@ pub struct PostgresJobStore {
 
 /// Idle connections kept for reuse; more are opened when needed and closed after.
 const MAX_IDLE: usize = 8;
+/// Connections open at once; more callers wait for one.
+const MAX_OPEN: usize = 16;
+/// An idle connection older than this is checked before use (the server or a firewall may
+/// have closed it meanwhile).
+const CHECK_AFTER: Duration = Duration::from_secs(30);
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         match e.as_db_error() {
+            // Connection failures (class 08), the server shutting down or starting (57P01-03),
+            // too many connections (53300): try again later.
+            Some(db)
+                if db.code().code().starts_with("08")
+                    || ["57P01", "57P02", "57P03", "53300"].contains(&db.code().code()) =>
+            {
+                StoreError::Unavailable(format!("{}: {}", db.code().code(), db.message()))
+            }
             // The server answered: a statement failed.
             Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
-            // No answer: the connection failed or broke.
-            None => StoreError::Unavailable(e.to_string()),
+            // No answer: the connection failed, broke or timed out.
+            None if e.is_closed()
+                || std::error::Error::source(&e)
+                    .is_some_and(|c| c.downcast_ref::<std::io::Error>().is_some())
+                || [
+                    "error connecting",
+                    "error performing TLS",
+                    "error communicating",
+                    "timeout",
+                ]
+                .iter()
+                .any(|p| e.to_string().starts_with(p)) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            // A client-side failure (a value of the wrong type, say).
+            None => StoreError::Database(e.to_string()),
         }
     }
 }
@@ -88,11 +120,21 @@ impl PostgresJobStore {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("dbn-serve");
-        config.keepalives_idle(Duration::from_secs(30));
+        // A dead peer or a silent network is noticed within seconds, not at the kernel's
+        // defaults (minutes): the heartbeat must learn it before its leases lapse.
+        config.keepalives_idle(Duration::from_secs(10));
+        config.keepalives_interval(Duration::from_secs(5));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(lease.max(Duration::from_secs(5)));
+        if config.get_options().is_none() {
+            config.options("-c statement_timeout=60000");
+        }
         let store = PostgresJobStore {
             config,
             tls,
             idle: Mutex::new(Vec::new()),
+            open: Mutex::new(0),
+            freed: Condvar::new(),
             owner,
             lease,
         };
@@ -121,22 +163,60 @@ impl PostgresJobStore {
     }
 
     fn with_here<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
-        let pooled = self.lock_idle().pop();
-        let mut client = match pooled {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect_one()?,
-        };
+        let mut client = self.take()?;
         let out = f(&mut client);
         let mut idle = self.lock_idle();
         if !client.is_closed() && idle.len() < MAX_IDLE {
-            idle.push(client);
+            idle.push((client, Instant::now()));
+            self.freed.notify_one();
         } else {
-            discard(client);
+            drop(idle);
+            self.close(client);
         }
         out
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
+    /// An idle connection that still works, or a new one when fewer than [`MAX_OPEN`] are
+    /// open; else waits for one to come back.
+    fn take(&self) -> Result<Client> {
+        loop {
+            let pooled = self.lock_idle().pop();
+            match pooled {
+                Some((mut c, used)) => {
+                    let alive = !c.is_closed()
+                        && (used.elapsed() < CHECK_AFTER
+                            || c.is_valid(Duration::from_secs(2)).is_ok());
+                    if alive {
+                        return Ok(c);
+                    }
+                    self.close(c);
+                }
+                None => {
+                    let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+                    if *open < MAX_OPEN {
+                        *open += 1;
+                        drop(open);
+                        return self.connect_one().inspect_err(|_| self.closed_one());
+                    }
+                    // Woken when a connection comes back or closes; the timeout re-checks.
+                    let _ = self.freed.wait_timeout(open, Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn close(&self, client: Client) {
+        discard(client);
+        self.closed_one();
+    }
+
+    fn closed_one(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        *open = open.saturating_sub(1);
+        self.freed.notify_one();
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(Client, Instant)>> {
         // The list holds whole connections only; a panic elsewhere cannot leave it torn.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -390,9 +470,9 @@ impl JobStore for PostgresJobStore {
         error: Option<&JobFailure>,
         model_id: Option<&str>,
         now: u64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.with(|c| {
-            c.execute(
+            let changed = c.execute(
                 "UPDATE dbn_jobs SET status = $3, error_code = $4, error_message = $5, \
                  model_id = $6, finished_at = $7, lease_owner = NULL, lease_expires_at = NULL \
                  WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
@@ -406,38 +486,35 @@ impl JobStore for PostgresJobStore {
                     &(now as i64),
                 ],
             )?;
-            Ok(())
+            Ok(changed == 1)
         })
     }
 
-    fn requeue(&self, id: &str) -> Result<()> {
+    fn requeue(&self, id: &str) -> Result<bool> {
         self.with(|c| {
-            c.execute(
+            let changed = c.execute(
                 "UPDATE dbn_jobs SET status = 'queued', lease_owner = NULL, \
                  lease_expires_at = NULL \
                  WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
                 &[&id, &self.owner],
             )?;
-            Ok(())
+            Ok(changed == 1)
         })
     }
 
+    /// One statement, so a job requeued or claimed meanwhile cannot slip between a check and
+    /// the flag.
     fn cancel(&self, id: &str, now: u64) -> Result<bool> {
         self.with(|c| {
-            let queued = c.execute(
-                "UPDATE dbn_jobs SET status = 'cancelled', finished_at = $2, \
-                 cancel_requested = TRUE WHERE id = $1 AND status = 'queued'",
+            let row = c.query_opt(
+                "UPDATE dbn_jobs SET cancel_requested = TRUE, \
+                 finished_at = CASE WHEN status = 'queued' THEN $2 ELSE finished_at END, \
+                 status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END \
+                 WHERE id = $1 AND status IN ('queued', 'running') \
+                 RETURNING status",
                 &[&id, &(now as i64)],
             )?;
-            if queued == 1 {
-                return Ok(true);
-            }
-            c.execute(
-                "UPDATE dbn_jobs SET cancel_requested = TRUE \
-                 WHERE id = $1 AND status = 'running'",
-                &[&id],
-            )?;
-            Ok(false)
+            Ok(row.is_some_and(|r| r.get::<_, String>(0) == "cancelled"))
         })
     }
 
@@ -505,6 +582,10 @@ impl JobStore for PostgresJobStore {
             }
         }
         Ok(counts)
+    }
+
+    fn leases(&self) -> bool {
+        true
     }
 
     fn relay(&self) -> Option<Arc<dyn EventRelay>> {

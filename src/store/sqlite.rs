@@ -256,9 +256,9 @@ impl JobStore for SqliteJobStore {
         error: Option<&JobFailure>,
         model_id: Option<&str>,
         now: u64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let conn = self.conn();
-        conn.execute(
+        let changed = conn.execute(
             "UPDATE jobs SET status = ?2, error_code = ?3, error_message = ?4, model_id = ?5, \
              finished_at = ?6 WHERE id = ?1 AND status = 'running'",
             params![
@@ -270,15 +270,15 @@ impl JobStore for SqliteJobStore {
                 now as i64
             ],
         )?;
-        Ok(())
+        Ok(changed == 1)
     }
 
-    fn requeue(&self, id: &str) -> Result<()> {
-        self.conn().execute(
+    fn requeue(&self, id: &str) -> Result<bool> {
+        let changed = self.conn().execute(
             "UPDATE jobs SET status = 'queued' WHERE id = ?1 AND status = 'running'",
             [id],
         )?;
-        Ok(())
+        Ok(changed == 1)
     }
 
     fn cancel(&self, id: &str, now: u64) -> Result<bool> {
@@ -404,7 +404,7 @@ mod tests {
             .unwrap();
         // Neither a cancel nor a second finish changes a finished job.
         assert!(!store.cancel("a", 4).unwrap());
-        store.finish("a", JobStatus::Failed, None, None, 5).unwrap();
+        assert!(!store.finish("a", JobStatus::Failed, None, None, 5).unwrap());
         let a = store.get("a").unwrap().unwrap();
         assert_eq!(
             (a.status, a.model_id.as_deref(), a.finished_at),

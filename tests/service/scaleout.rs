@@ -263,3 +263,74 @@ async fn a_replica_killed_mid_job_has_its_job_finished_by_another() {
     kill(&mut third);
     kill(&mut second);
 }
+
+/// Sends a signal to a child process (`kill -STOP`, `kill -CONT`).
+fn signal(child: &Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_frozen_past_its_lease_gives_the_job_up_when_it_wakes() {
+    let Some((admin, endpoint)) = services::services("replica_frozen_past_its_lease") else {
+        return;
+    };
+    let shared = services::env(
+        &services::fresh_database(&admin),
+        &services::fresh_bucket(&endpoint),
+        &endpoint,
+    );
+    let client = crate::common::http_client();
+    let lease = [("DBN_LEASE_SECS", "2")];
+    let (mut frozen, frozen_base) = replica(&shared, &lease);
+    let spec =
+        json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 12}, "seed": 5});
+    let id = submit(&client, &frozen_base, &spec).await;
+    wait_job(&client, &frozen_base, &id, |j| {
+        j["history"].as_array().is_some_and(|h| h.len() >= 2)
+    })
+    .await;
+    // Frozen mid-job (as a paused VM or a stalled node would be), its lease lapses and the
+    // other replica takes the job over.
+    signal(&frozen, "-STOP");
+    let (mut other, other_base) = replica(&shared, &lease);
+    let taken = wait_job(&client, &other_base, &id, |j| j["attempts"] == 2).await;
+    assert_eq!(taken["status"], "running", "{taken}");
+    // Woken, the first replica stops its run and records nothing: the job ends once, on the
+    // other replica, with every epoch and one model.
+    signal(&frozen, "-CONT");
+    let done = wait_job(&client, &other_base, &id, crate::app::is_terminal).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["history"].as_array().unwrap().len(), 24);
+    let listed = get(&client, format!("{other_base}/v1/models")).await;
+    assert_eq!(listed["models"].as_array().unwrap().len(), 1, "{listed}");
+    // The woken replica is healthy and ready for more work.
+    let ready = client
+        .get(format!("{frozen_base}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    kill(&mut frozen);
+    kill(&mut other);
+}
+
+#[test]
+fn a_role_without_a_shared_job_database_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for role in ["api", "worker"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbn-serve"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--role", role, "--data-dir"])
+            .arg(dir.path())
+            .env_remove("DBN_DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{role}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("DBN_DATABASE_URL"), "{role}: {err}");
+    }
+}

@@ -47,7 +47,7 @@ async fn classify(
     ApiQuery(mut q): ApiQuery<ClassifyQuery>,
     req: Request,
 ) -> Result<Json<ClassifyResponse>, ApiError> {
-    let model = state.models.get(&id)?;
+    let model = state.model(&id).await?;
     let inputs = match read_body::<PixelsRequest>(req, &state).await? {
         Body::Json(body) => {
             q.method = body.method.or(q.method);

@@ -84,7 +84,7 @@ async fn encode(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Json<EncodeResponse>, ApiError> {
-    let model = state.models.get(&id)?;
+    let model = state.model(&id).await?;
     let inputs = inputs(req, &state).await?;
     let max_pixels = state.config.max_image_pixels;
     state
@@ -125,7 +125,7 @@ async fn reconstruct(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let model = state.models.get(&id)?;
+    let model = state.model(&id).await?;
     let wants_png = wants_png(req.headers());
     let inputs = inputs(req, &state).await?;
     let max_pixels = state.config.max_image_pixels;

@@ -27,10 +27,10 @@ pub struct DatasetList {
 /// List the datasets training jobs can use.
 #[utoipa::path(get, path = "/v1/datasets", tag = "datasets",
     responses((status = 200, body = DatasetList)))]
-async fn list(State(state): State<AppState>) -> Json<DatasetList> {
-    Json(DatasetList {
-        datasets: state.jobs.datasets().list(),
-    })
+async fn list(State(state): State<AppState>) -> Result<Json<DatasetList>, ApiError> {
+    // A shared store is listed over the network: off the async threads.
+    let datasets = state.with_jobs(|jobs| Ok(jobs.datasets().list())).await?;
+    Ok(Json(DatasetList { datasets }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -153,7 +153,7 @@ async fn samples(
     headers: HeaderMap,
     ApiJson(req): ApiJson<SampleRequest>,
 ) -> Result<Response, ApiError> {
-    let model = state.models.get(&id)?;
+    let model = state.model(&id).await?;
     let wants_png = wants_png(&headers);
     let s = state.clone();
     state
@@ -189,7 +189,7 @@ async fn samples_png(
     Path(id): Path<String>,
     ApiQuery(req): ApiQuery<SampleRequest>,
 ) -> Result<Response, ApiError> {
-    let model = state.models.get(&id)?;
+    let model = state.model(&id).await?;
     let s = state.clone();
     state
         .infer("samples", move || generate(&s, &model, &req)?.png(&req))
@@ -216,7 +216,7 @@ async fn chain(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ChainRequest>,
 ) -> Result<Json<ChainResponse>, ApiError> {
-    let model = state.models.get(&id)?;
+    let model = state.model(&id).await?;
     let count = req.count.unwrap_or(1);
     let steps = req.gibbs_steps.unwrap_or(DEFAULT_CHAIN_STEPS);
     check_generation(&state, &model, count, steps, req.label)?;
@@ -276,7 +276,7 @@ async fn features_png(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<FeaturesQuery>,
 ) -> Result<Response, ApiError> {
-    let model = state.models.get(&id)?;
+    let model = state.model(&id).await?;
     let count = q.count.unwrap_or(100);
     let hidden = model.dbn.sizes().get(1).copied().unwrap_or(0);
     if !(1..=hidden).contains(&count) {

@@ -183,11 +183,18 @@ async fn events(
             shutdown,
             first: Some(job),
             done: false,
+            recheck: tokio::time::interval_at(
+                tokio::time::Instant::now() + RECHECK_EVERY,
+                RECHECK_EVERY,
+            ),
         },
         next_event,
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
+
+/// How often an event stream looks at the stored job when no event came.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
 
 struct StreamState {
     state: AppState,
@@ -196,6 +203,7 @@ struct StreamState {
     shutdown: tokio::sync::watch::Receiver<bool>,
     first: Option<crate::store::JobRecord>,
     done: bool,
+    recheck: tokio::time::Interval,
 }
 
 fn status_event(job: crate::store::JobRecord) -> (Event, bool) {
@@ -218,8 +226,21 @@ async fn next_event(mut s: StreamState) -> Option<(Result<Event, Infallible>, St
     }
     loop {
         let received = tokio::select! {
-            r = s.rx.recv() => r,
+            r = s.rx.recv() => Some(r),
             _ = s.shutdown.wait_for(|stop| *stop) => return None,
+            // Now and then the job as stored: an end recorded where no event was sent (a
+            // lapsed job cancelled by another replica's claim) still ends the stream.
+            _ = s.recheck.tick() => None,
+        };
+        let Some(received) = received else {
+            let id = s.id.clone();
+            let job = s.state.with_jobs(move |jobs| jobs.get(&id)).await.ok()?;
+            if !job.status.is_terminal() {
+                continue;
+            }
+            let (event, done) = status_event(job);
+            s.done = done;
+            return Some((Ok(event), s));
         };
         let event = match received {
             Ok(e) if e.job() != s.id => continue,

@@ -46,7 +46,7 @@ async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Model>, ApiError> {
-    Ok(Json(Model::from(&*state.models.get(&id)?)))
+    Ok(Json(Model::from(&*state.model(&id).await?)))
 }
 
 /// Delete a model.

@@ -129,7 +129,7 @@ async fn metadata(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
-    let model = state.models.get(&name)?;
+    let model = state.model(&name).await?;
     let classes = model.dbn.label_classes() as i64;
     Ok(Json(ModelMetadata {
         name: model.id.clone(),
@@ -163,7 +163,7 @@ async fn model_ready(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelReadyResponse>, ApiError> {
-    let model = state.models.get(&name)?;
+    let model = state.model(&name).await?;
     Ok(Json(ModelReadyResponse {
         name: model.id.clone(),
         ready: true,
@@ -205,7 +205,7 @@ async fn infer(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<InferRequest>,
 ) -> Result<Json<InferResponse>, ApiError> {
-    let model = state.models.get(&name)?;
+    let model = state.model(&name).await?;
     let [input] = req.inputs.as_slice() else {
         return Err(ApiError::invalid(
             "inputs",

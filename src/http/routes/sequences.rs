@@ -99,7 +99,7 @@ async fn continue_sequence(
     headers: HeaderMap,
     ApiJson(req): ApiJson<ContinueRequest>,
 ) -> Result<Response, ApiError> {
-    let model = state.models.get(&id)?;
+    let model = state.model(&id).await?;
     let steps = req.steps.unwrap_or(DEFAULT_STEPS);
     if !(1..=MAX_CONTINUE_STEPS).contains(&steps) {
         return Err(ApiError::invalid(
