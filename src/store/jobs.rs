@@ -113,6 +113,23 @@ pub struct JobPage {
     pub next: Option<i64>,
 }
 
+impl JobPage {
+    /// The page from up to `limit + 1` rows of (sequence number, job), newest first: a row
+    /// beyond `limit` tells that there is a next page, which starts before the last kept.
+    pub fn from_rows(mut rows: Vec<(i64, JobRecord)>, limit: usize) -> Self {
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|(seq, _)| *seq)
+        } else {
+            None
+        };
+        JobPage {
+            jobs: rows.into_iter().map(|(_, job)| job).collect(),
+            next,
+        }
+    }
+}
+
 /// Keeps jobs. Every method is short and blocking; implementations are shared by the HTTP
 /// handlers and the worker threads.
 pub trait JobStore: Send + Sync {

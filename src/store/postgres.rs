@@ -397,17 +397,7 @@ impl JobStore for PostgresJobStore {
         for row in &rows {
             jobs.push((row.try_get::<_, i64>("seq")?, record(row)?));
         }
-        // One row beyond the page tells whether there is a next page.
-        let next = if jobs.len() > limit {
-            jobs.truncate(limit);
-            jobs.last().map(|(seq, _)| *seq)
-        } else {
-            None
-        };
-        Ok(JobPage {
-            jobs: jobs.into_iter().map(|(_, job)| job).collect(),
-            next,
-        })
+        Ok(JobPage::from_rows(jobs, limit))
     }
 
     fn claim_next(&self, now: u64) -> Result<Option<JobRecord>> {

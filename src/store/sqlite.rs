@@ -190,18 +190,8 @@ impl JobStore for SqliteJobStore {
                 Ok((seq, job))
             },
         )?;
-        let mut rows = rows.collect::<rusqlite::Result<Vec<(i64, JobRecord)>>>()?;
-        // One row beyond the page tells whether there is a next page.
-        let next = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|(seq, _)| *seq)
-        } else {
-            None
-        };
-        Ok(JobPage {
-            jobs: rows.into_iter().map(|(_, job)| job).collect(),
-            next,
-        })
+        let rows = rows.collect::<rusqlite::Result<Vec<(i64, JobRecord)>>>()?;
+        Ok(JobPage::from_rows(rows, limit))
     }
 
     fn claim_next(&self, now: u64) -> Result<Option<JobRecord>> {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use dbn_serve::config::ServeConfig;
 use dbn_serve::http::{start, RunningServer};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -165,4 +166,24 @@ impl Drop for TestApp {
             server.signal_stop();
         }
     }
+}
+
+/// The events of a job's stream until it ends, as (name, data).
+pub async fn read_events(response: reqwest::Response) -> Vec<(String, Value)> {
+    let mut body = String::new();
+    let mut stream = response.bytes_stream();
+    let read = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(chunk) = stream.next().await {
+            body.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stream did not end: {body}");
+    body.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name.to_string(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
 }

@@ -41,7 +41,7 @@ pub fn start_with(
 }
 
 /// Submits a job and returns its id.
-async fn submit(client: &reqwest::Client, base: &str, spec: &Value) -> String {
+pub async fn submit(client: &reqwest::Client, base: &str, spec: &Value) -> String {
     let r = client
         .post(format!("{base}/v1/jobs"))
         .json(spec)
@@ -61,7 +61,7 @@ pub fn kill(server: &mut Child) {
     server.wait().unwrap();
 }
 
-async fn job(client: &reqwest::Client, base: &str, id: &str) -> Value {
+pub async fn job(client: &reqwest::Client, base: &str, id: &str) -> Value {
     client
         .get(format!("{base}/v1/jobs/{id}"))
         .send()
@@ -72,7 +72,7 @@ async fn job(client: &reqwest::Client, base: &str, id: &str) -> Value {
         .unwrap()
 }
 
-async fn wait(
+pub async fn wait(
     client: &reqwest::Client,
     base: &str,
     id: &str,

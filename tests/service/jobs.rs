@@ -1,8 +1,5 @@
 //! Training jobs over HTTP: submit, progress by polling and by SSE, cancel, restart.
 
-use std::time::Duration;
-
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::app::{code, is_terminal, small_spec, spawn_app, spawn_app_with};
@@ -68,27 +65,10 @@ async fn the_event_stream_reports_progress_epochs_and_the_end() {
         .starts_with("text/event-stream"));
     app.post_json(&format!("/v1/jobs/{blocker}/cancel"), &json!({}))
         .await;
-    let mut body = String::new();
-    let mut stream = r.bytes_stream();
     // The stream ends by itself after the job ends.
-    let read = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(chunk) = stream.next().await {
-            body.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the stream did not end: {body}");
-
-    let events: Vec<(&str, Value)> = body
-        .split("\n\n")
-        .filter_map(|block| {
-            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
-            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
-            Some((name, serde_json::from_str(data).unwrap()))
-        })
-        .collect();
+    let events = crate::app::read_events(r).await;
     assert_eq!(
-        (events[0].0, &events[0].1["status"]),
+        (events[0].0.as_str(), &events[0].1["status"]),
         ("status", &json!("queued"))
     );
     assert!(events
@@ -97,11 +77,14 @@ async fn the_event_stream_reports_progress_epochs_and_the_end() {
     assert_eq!(
         events.iter().filter(|e| e.0 == "epoch").count(),
         8,
-        "{body}"
+        "{events:?}"
     );
     assert!(events.iter().any(|e| e.0 == "progress"));
     let last = events.last().unwrap();
-    assert_eq!((last.0, &last.1["status"]), ("status", &json!("succeeded")));
+    assert_eq!(
+        (last.0.as_str(), &last.1["status"]),
+        ("status", &json!("succeeded"))
+    );
 }
 
 /// Long enough to cancel while it runs: 784-500 for 500 epochs on 2,000 images.

@@ -9,10 +9,18 @@ mod services;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::crash::{kill, start_with};
+use crate::crash::{kill, start_with, submit, wait as wait_job};
+
+/// The environment of replicas sharing a fresh database and a fresh bucket.
+fn shared_stores(admin: &str, endpoint: &str) -> Vec<(String, String)> {
+    services::env(
+        &services::fresh_database(admin),
+        &services::fresh_bucket(endpoint),
+        endpoint,
+    )
+}
 
 /// Starts a replica with the shared stores, a fresh local data directory and `extra` settings.
 fn replica(shared: &[(String, String)], extra: &[(&str, &str)]) -> (Child, String) {
@@ -32,67 +40,12 @@ async fn get(client: &reqwest::Client, url: String) -> Value {
     r.json().await.unwrap()
 }
 
-async fn wait_job(
-    client: &reqwest::Client,
-    base: &str,
-    id: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let j = get(client, format!("{base}/v1/jobs/{id}")).await;
-        if done(&j) {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "{j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn submit(client: &reqwest::Client, base: &str, spec: &Value) -> String {
-    let r = client
-        .post(format!("{base}/v1/jobs"))
-        .json(spec)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-/// The events of a job's stream until it ends, as (name, data).
-async fn read_events(response: reqwest::Response) -> Vec<(String, Value)> {
-    let mut body = String::new();
-    let mut stream = response.bytes_stream();
-    let read = tokio::time::timeout(Duration::from_secs(180), async {
-        while let Some(chunk) = stream.next().await {
-            body.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the stream did not end: {body}");
-    body.split("\n\n")
-        .filter_map(|block| {
-            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
-            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
-            Some((name.to_string(), serde_json::from_str(data).unwrap()))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_replica_and_a_worker_replica_share_jobs_events_and_models() {
     let Some((admin, endpoint)) = services::services("api_and_worker_replicas") else {
         return;
     };
-    let shared = services::env(
-        &services::fresh_database(&admin),
-        &services::fresh_bucket(&endpoint),
-        &endpoint,
-    );
+    let shared = shared_stores(&admin, &endpoint);
     let client = crate::common::http_client();
     let (mut api, api_base) = replica(&shared, &[("DBN_ROLE", "api")]);
     // The API replica trains nothing: a job waits in the queue until a worker comes.
@@ -158,7 +111,7 @@ async fn an_api_replica_and_a_worker_replica_share_jobs_events_and_models() {
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
 
     // The API replica's stream saw the worker's events: start, epochs, progress, end.
-    let events = read_events(events).await;
+    let events = crate::app::read_events(events).await;
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         (names[0], &events[0].1["status"]),
@@ -203,11 +156,7 @@ async fn a_replica_killed_mid_job_has_its_job_finished_by_another() {
     let Some((admin, endpoint)) = services::services("replica_killed_mid_job") else {
         return;
     };
-    let shared = services::env(
-        &services::fresh_database(&admin),
-        &services::fresh_bucket(&endpoint),
-        &endpoint,
-    );
+    let shared = shared_stores(&admin, &endpoint);
     let client = crate::common::http_client();
     let lease = [("DBN_LEASE_SECS", "2")];
     let (mut first, first_base) = replica(&shared, &lease);
@@ -278,11 +227,7 @@ async fn a_replica_frozen_past_its_lease_gives_the_job_up_when_it_wakes() {
     let Some((admin, endpoint)) = services::services("replica_frozen_past_its_lease") else {
         return;
     };
-    let shared = services::env(
-        &services::fresh_database(&admin),
-        &services::fresh_bucket(&endpoint),
-        &endpoint,
-    );
+    let shared = shared_stores(&admin, &endpoint);
     let client = crate::common::http_client();
     let lease = [("DBN_LEASE_SECS", "2")];
     let (mut frozen, frozen_base) = replica(&shared, &lease);
@@ -324,7 +269,14 @@ fn a_role_without_a_shared_job_database_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     for role in ["api", "worker"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbn-serve"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--role", role, "--data-dir"])
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--role",
+                role,
+                "--data-dir",
+            ])
             .arg(dir.path())
             .env_remove("DBN_DATABASE_URL")
             .output()
