@@ -143,6 +143,15 @@ fn is_disk_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 
+impl From<crate::jobs::DatasetError> for ApiError {
+    fn from(e: crate::jobs::DatasetError) -> Self {
+        match e {
+            crate::jobs::DatasetError::Engine(e) => e.into(),
+            crate::jobs::DatasetError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {

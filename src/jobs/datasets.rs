@@ -206,16 +206,17 @@ impl Datasets {
 
     /// Checks an upload (IDX headers, 28×28 images, counts, labels 0–9) and stores it as
     /// `name`, which must be new.
-    pub fn store(&self, name: &str, upload: &Upload) -> Result<DatasetInfo, EngineError> {
+    pub fn store(&self, name: &str, upload: &Upload) -> Result<DatasetInfo, DatasetError> {
         if name == MNIST || !valid_id(name) {
             return Err(EngineError::invalid(
                 "name",
                 "must be 1-64 characters of [A-Za-z0-9_-] and not \"mnist\"",
-            ));
+            )
+            .into());
         }
         let dir = self.uploads.join(name);
         if dir.exists() || self.names().iter().any(|n| n == name) {
-            return Err(EngineError::invalid("name", format!("{name:?} exists")));
+            return Err(EngineError::invalid("name", format!("{name:?} exists")).into());
         }
         let check = |images: &[u8], labels: &[u8], what: &str| -> Result<usize, EngineError> {
             let limit = crate::engine::data::idx::DEFAULT_MAX_BYTES;
@@ -231,7 +232,8 @@ impl Datasets {
                 return Err(EngineError::invalid(
                     "test_labels",
                     "test images and test labels come together",
-                ))
+                )
+                .into())
             }
         };
         if let Some((i, l)) = test {
@@ -247,16 +249,24 @@ impl Datasets {
         self.write_dir(name, &dir, &files, false)?;
         if let Some(shared) = &self.shared {
             if let Err(e) = shared.save_dataset(name, &files) {
+                // Not stored for the other replicas: not stored at all.
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(EngineError::io(
-                    &dir,
-                    std::io::Error::other(format!("sharing the dataset with other replicas: {e}")),
-                ));
+                return Err(DatasetError::Store(e));
             }
         }
-        self.info(name)
-            .ok_or_else(|| EngineError::Model(format!("dataset {name} vanished after writing")))
+        self.info(name).ok_or_else(|| {
+            EngineError::Model(format!("dataset {name} vanished after writing")).into()
+        })
     }
+}
+
+/// Why an upload was not stored: the data (an engine error), or the shared store.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The number of items an IDX file declares (its first dimension), reading only its header.

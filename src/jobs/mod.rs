@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-pub use datasets::{DatasetInfo, Datasets, Upload};
+pub use datasets::{DatasetError, DatasetInfo, Datasets, Upload};
 
 use crate::engine::observer::EpochMetrics;
 use crate::engine::spec::{Limits, TrainingSpec};

@@ -194,9 +194,20 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
     match store_model(jobs, job, &data, outcome, &observer.cancel, &lost) {
         Ok(Some(model)) => Ending::Succeeded(model),
         Ok(None) => Ending::Cancelled,
+        // The model store is out of reach: the job goes back to the queue and, from its last
+        // checkpoint, only evaluates and stores again.
+        Err(f) if f.code == STORE_UNAVAILABLE => {
+            tracing::warn!(job = %job.id, "storing the model: {}; back to the queue", f.message);
+            std::thread::sleep(Duration::from_secs(5));
+            Ending::Interrupted
+        }
         Err(f) => Ending::Failed(f),
     }
 }
+
+/// The code of a model write that failed because the store could not be reached (retried, not
+/// a failure of the job).
+const STORE_UNAVAILABLE: &str = "store_unavailable";
 
 /// The stable code of an engine failure.
 fn engine_code(e: &EngineError) -> &'static str {
@@ -276,6 +287,7 @@ fn store_model(
         Ok(_) => Ok(Some(model_id)),
         // Stored by an earlier attempt that died before recording its end.
         Err(StoreError::Conflict(_)) => Ok(Some(model_id)),
+        Err(e @ StoreError::Unavailable(_)) => Err(fail(STORE_UNAVAILABLE, &e)),
         Err(e) => Err(fail("model_write_failed", &e)),
     }
 }

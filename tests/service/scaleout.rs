@@ -286,3 +286,63 @@ fn a_role_without_a_shared_job_database_is_refused_at_start() {
         assert!(err.contains("DBN_DATABASE_URL"), "{role}: {err}");
     }
 }
+
+/// Creates (`PUT`) or deletes (`DELETE`) the bucket of an `s3://` URL on the test server.
+async fn bucket(endpoint: &str, store_url: &str, method: reqwest::Method) {
+    let name = store_url
+        .trim_start_matches("s3://")
+        .split('/')
+        .next()
+        .unwrap();
+    let r = crate::common::http_client()
+        .request(method, format!("{endpoint}/{name}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_model_store_is_gone_uploads_get_503_and_jobs_wait_for_it() {
+    let Some((admin, endpoint)) = services::services("model_store_gone") else {
+        return;
+    };
+    let shared = shared_stores(&admin, &endpoint);
+    let store_url = shared
+        .iter()
+        .find(|(k, _)| k == "DBN_MODEL_STORE")
+        .unwrap()
+        .1
+        .clone();
+    let client = crate::common::http_client();
+    let (mut server, base) = replica(&shared, &[]);
+    bucket(&endpoint, &store_url, reqwest::Method::DELETE).await;
+
+    let fixture = crate::common::fixture_dir();
+    let part =
+        |name: &str| reqwest::multipart::Part::bytes(std::fs::read(fixture.join(name)).unwrap());
+    let form = reqwest::multipart::Form::new()
+        .part("train_images", part("train-images-idx3-ubyte.gz"))
+        .part("train_labels", part("train-labels-idx1-ubyte.gz"));
+    let r = client
+        .post(format!("{base}/v1/datasets?name=digits"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+
+    // A job trains, cannot store its model, and goes back to the queue rather than failing;
+    // once the store is back it succeeds.
+    let id = submit(&client, &base, &crate::app::small_spec(1)).await;
+    let retried = wait_job(&client, &base, &id, |j| j["attempts"].as_u64() >= Some(2)).await;
+    assert!(!crate::app::is_terminal(&retried), "{retried}");
+    bucket(&endpoint, &store_url, reqwest::Method::PUT).await;
+    let done = wait_job(&client, &base, &id, crate::app::is_terminal).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let model = done["model_id"].as_str().unwrap();
+    get(&client, format!("{base}/v1/models/{model}")).await;
+    kill(&mut server);
+}
