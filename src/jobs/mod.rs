@@ -131,7 +131,8 @@ pub(crate) struct RunFlags {
 }
 
 impl Jobs {
-    /// The queue over `store`; jobs left running by a previous process are requeued.
+    /// The queue over `store`. Jobs left running by a previous process are requeued (in a
+    /// shared store: those whose lease has lapsed are counted, and the next claim takes them).
     pub fn new(
         store: Arc<dyn JobStore>,
         models: Arc<dyn ModelStore>,
@@ -140,7 +141,7 @@ impl Jobs {
     ) -> Result<Self, JobError> {
         let requeued = store.recover(now_millis())?;
         if requeued > 0 {
-            tracing::info!("{requeued} interrupted jobs back in the queue");
+            tracing::info!("{requeued} interrupted jobs to take up again");
         }
         let (events, _) = broadcast::channel(1024);
         let stop_background = Arc::new(AtomicBool::new(false));
@@ -148,7 +149,7 @@ impl Jobs {
         let relay = store.relay().map(|r| {
             cluster::Relay::start(r, events.clone(), running.clone(), stop_background.clone())
         });
-        let jobs = Jobs {
+        Ok(Jobs {
             inner: Arc::new(Inner {
                 store,
                 models,
@@ -164,8 +165,7 @@ impl Jobs {
                 stop_background,
                 renewed: Mutex::new(std::time::Instant::now()),
             }),
-        };
-        Ok(jobs)
+        })
     }
 
     /// Starts the worker threads (none for an API-only replica) and the heartbeat of the jobs
