@@ -6,6 +6,11 @@ use super::Result;
 use crate::engine::observer::{EpochMetrics, Progress};
 use crate::engine::spec::TrainingSpec;
 
+/// A value as the JSON text a job store keeps in a column.
+pub(crate) fn json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| super::StoreError::Database(e.to_string()))
+}
+
 /// Where a job is in its life: `queued → running → succeeded | failed | cancelled`; a running
 /// job goes back to `queued` only when the server stops or dies under it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

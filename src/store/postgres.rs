@@ -17,6 +17,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::jobs::json;
 use super::jobs::{
     EventRelay, Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore,
 };
@@ -290,10 +291,6 @@ fn migrate(client: &mut Client) -> Result<()> {
 
 fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Database(format!("stored {what}: {e}")))
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
 }
 
 /// A job from a row with the columns of [`COLUMNS`] (read by name).

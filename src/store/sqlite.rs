@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::jobs::json;
 use super::jobs::{Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore};
 use super::{Result, StoreError};
 use crate::engine::observer::EpochMetrics;
@@ -78,10 +79,6 @@ impl SqliteJobStore {
         // statement or a transaction), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> rusqlite::Result<T> {
