@@ -356,7 +356,12 @@ async fn a_cancel_at_any_moment_leaves_job_and_model_in_agreement() {
     app.train(&spec).await;
     let life = started.elapsed();
     let mut outcomes = std::collections::BTreeMap::new();
-    for k in 0..12u32 {
+    // Twelve moments over the measured life; on a machine loaded by other tests a job can
+    // outlive that measure, so the moments go on growing until one cancel comes too late.
+    for k in 0..40u32 {
+        if k >= 12 && outcomes.contains_key("succeeded") {
+            break;
+        }
         let id = app.submit(&spec).await;
         tokio::time::sleep(life * k / 10).await;
         let (status, body) = app
