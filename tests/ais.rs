@@ -2,6 +2,8 @@
 //! enumerate (2^16 visible states, hidden units summed out analytically by the free energy,
 //! which tests/exact_rbm.rs checks against brute force).
 
+mod common;
+
 use dbn_serve::engine::rbm::{base_rate_biases, estimate_log_z, mean_log_prob, AisConfig, Rbm};
 use dbn_serve::engine::rng_from_seed;
 use ndarray::{Array1, Array2};
@@ -48,17 +50,7 @@ fn ais_finds_the_exact_partition_function() {
             &mut rng_from_seed(seed + 10),
         )
         .unwrap();
-        assert!(
-            (est.log_z - exact).abs() < 0.05,
-            "weights std {std}: AIS {} against exact {exact}",
-            est.log_z
-        );
-        assert!(
-            est.log_z_low <= exact && exact <= est.log_z_high,
-            "weights std {std}: exact {exact} outside [{}, {}]",
-            est.log_z_low,
-            est.log_z_high
-        );
+        common::assert_ais_matches(&est, exact, 0.05, &format!("weights std {std}"));
         assert_eq!(est.log_weights.len(), 100);
     }
 }

@@ -2,16 +2,15 @@
 //! the jobs running here (and learns of cancels and takeovers), and the relay that carries
 //! job events between replicas so that a job's event stream works on any of them.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use super::{Inner, JobEvent, Jobs, RunFlags};
+use super::{Inner, JobEvent, Jobs, Running};
 use crate::store::{new_id, now_millis, EventRelay};
 
 /// Events waiting to be sent; beyond this, progress events are dropped (the next ones
@@ -38,7 +37,7 @@ impl Relay {
     pub fn start(
         relay: Arc<dyn EventRelay>,
         events: broadcast::Sender<JobEvent>,
-        running: Arc<Mutex<HashMap<String, RunFlags>>>,
+        running: Arc<Running>,
         stop: Arc<AtomicBool>,
     ) -> Self {
         let origin = new_id("replica");
@@ -70,10 +69,7 @@ impl Relay {
                     return;
                 }
                 if let JobEvent::CancelRequested { job } = &envelope.event {
-                    let running = running.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(flags) = running.get(job) {
-                        flags.cancel.store(true, Ordering::SeqCst);
-                    }
+                    running.flag_cancel(job);
                 }
                 let _ = events.send(envelope.event);
             }),
@@ -111,7 +107,7 @@ const MISSED_BEATS: u32 = 3;
 /// jobs to another replica, so they stop here first. It ends with the queue (or when the
 /// background work is told to stop).
 pub(super) fn start_heartbeat(jobs: Jobs) {
-    let every = jobs.inner.config.heartbeat.max(Duration::from_millis(50));
+    let every = beat_interval(&jobs.inner);
     let weak: Weak<Inner> = Arc::downgrade(&jobs.inner);
     drop(jobs);
     let spawned = std::thread::Builder::new()
@@ -139,16 +135,18 @@ pub(super) fn start_heartbeat(jobs: Jobs) {
 /// process that was frozen (SIGSTOP, a paused VM) past its leases, before its heartbeat has
 /// run again: its jobs must not write a checkpoint meanwhile.
 pub(super) fn lease_stale(inner: &Inner) -> bool {
-    let every = inner.config.heartbeat.max(Duration::from_millis(50));
     let renewed = *inner.renewed.lock().unwrap_or_else(|p| p.into_inner());
-    inner.store.leases() && renewed.elapsed() >= every * MISSED_BEATS
+    inner.store.leases() && renewed.elapsed() >= beat_interval(inner) * MISSED_BEATS
+}
+
+fn beat_interval(inner: &Inner) -> Duration {
+    inner.config.heartbeat.max(Duration::from_millis(50))
 }
 
 /// Stops every job running here without recording its end: its lease is about to lapse.
 fn stop_all(inner: &Inner) {
-    let running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
-    for (id, flags) in running.iter() {
-        if !flags.lost.swap(true, Ordering::SeqCst) {
+    for id in inner.running.ids() {
+        if inner.running.flag_lost(&id) {
             tracing::warn!(job = %id, "the job store is out of reach; stopping before the lease lapses");
         }
     }
@@ -156,25 +154,18 @@ fn stop_all(inner: &Inner) {
 
 /// One heartbeat; false if the store could not be reached.
 fn beat(inner: &Inner) -> bool {
-    let ids: Vec<String> = {
-        let running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.keys().cloned().collect()
-    };
+    let ids = inner.running.ids();
     if ids.is_empty() {
         return true;
     }
     match inner.store.heartbeat(&ids, now_millis()) {
         Ok(beat) => {
-            let running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
             for id in &beat.cancel {
-                if let Some(flags) = running.get(id) {
-                    flags.cancel.store(true, Ordering::SeqCst);
-                }
+                inner.running.flag_cancel(id);
             }
             for id in &beat.lost {
-                if let Some(flags) = running.get(id) {
+                if inner.running.flag_lost(id) {
                     tracing::warn!(job = %id, "lease lost: another replica has the job; stopping");
-                    flags.lost.store(true, Ordering::SeqCst);
                 }
             }
             true

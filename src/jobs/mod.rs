@@ -106,7 +106,7 @@ struct Inner {
     config: QueueConfig,
     events: broadcast::Sender<JobEvent>,
     /// The flags of the jobs running now.
-    running: Arc<Mutex<HashMap<String, RunFlags>>>,
+    running: Arc<Running>,
     /// Signalled when work arrives or shutdown begins.
     wake: (Mutex<()>, Condvar),
     shutdown: AtomicBool,
@@ -130,6 +130,36 @@ pub(crate) struct RunFlags {
     pub lost: Arc<AtomicBool>,
 }
 
+/// The jobs running in this process, by id, with their flags.
+#[derive(Debug, Default)]
+pub(crate) struct Running(Mutex<HashMap<String, RunFlags>>);
+
+impl Running {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunFlags>> {
+        // Each entry is whole: a panic elsewhere cannot leave the map torn.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Tells the job, if it runs here, to stop and end cancelled.
+    pub fn flag_cancel(&self, id: &str) {
+        if let Some(flags) = self.lock().get(id) {
+            flags.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Tells the job, if it runs here, to stop without recording its end; true if it had not
+    /// been told yet.
+    pub fn flag_lost(&self, id: &str) -> bool {
+        self.lock()
+            .get(id)
+            .is_some_and(|flags| !flags.lost.swap(true, Ordering::SeqCst))
+    }
+}
+
 impl Jobs {
     /// The queue over `store`. Jobs left running by a previous process are requeued (in a
     /// shared store: those whose lease has lapsed are counted, and the next claim takes them).
@@ -145,7 +175,7 @@ impl Jobs {
         }
         let (events, _) = broadcast::channel(1024);
         let stop_background = Arc::new(AtomicBool::new(false));
-        let running = Arc::new(Mutex::new(HashMap::new()));
+        let running = Arc::new(Running::default());
         let relay = store.relay().map(|r| {
             cluster::Relay::start(r, events.clone(), running.clone(), stop_background.clone())
         });
@@ -359,17 +389,10 @@ impl Jobs {
             relay.send(&event);
         }
         if let JobEvent::CancelRequested { job } = &event {
-            self.flag_cancel(job);
+            self.inner.running.flag_cancel(job);
         }
         // No subscribers is fine: nobody is watching.
         let _ = self.inner.events.send(event);
-    }
-
-    /// Tells the job, if it runs here, to stop and end cancelled.
-    fn flag_cancel(&self, job: &str) {
-        if let Some(flags) = self.lock_running().get(job) {
-            flags.cancel.store(true, Ordering::SeqCst);
-        }
     }
 
     fn wake_workers(&self) {
@@ -378,7 +401,7 @@ impl Jobs {
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunFlags>> {
-        self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.running.lock()
     }
 }
 

@@ -45,13 +45,17 @@ impl<'a> JobObserver<'a> {
         }
     }
 
-    fn control(&self) -> Control {
+    /// Whether another replica holds, or may hold by now, the job.
+    fn lost(&self) -> bool {
         if super::cluster::lease_stale(&self.jobs.inner) {
-            // Another replica may hold the job by now.
             self.lost.store(true, Ordering::SeqCst);
         }
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    fn control(&self) -> Control {
         if self.cancel.load(Ordering::SeqCst)
-            || self.lost.load(Ordering::SeqCst)
+            || self.lost()
             || self.jobs.inner.shutdown.load(Ordering::SeqCst)
         {
             Control::Stop
@@ -127,8 +131,7 @@ impl Observer for JobObserver<'_> {
     }
 
     fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> Control {
-        if self.lost.load(Ordering::SeqCst) || super::cluster::lease_stale(&self.jobs.inner) {
-            self.lost.store(true, Ordering::SeqCst);
+        if self.lost() {
             // The new owner's checkpoints are not this replica's to overwrite.
             return Control::Stop;
         }

@@ -191,23 +191,8 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
     if observer.cancel.load(Ordering::SeqCst) {
         return Ending::Cancelled;
     }
-    match store_model(jobs, job, &data, outcome, &observer.cancel, &lost) {
-        Ok(Some(model)) => Ending::Succeeded(model),
-        Ok(None) => Ending::Cancelled,
-        // The model store is out of reach: the job goes back to the queue and, from its last
-        // checkpoint, only evaluates and stores again.
-        Err(f) if f.code == STORE_UNAVAILABLE => {
-            tracing::warn!(job = %job.id, "storing the model: {}; back to the queue", f.message);
-            std::thread::sleep(Duration::from_secs(5));
-            Ending::Interrupted
-        }
-        Err(f) => Ending::Failed(f),
-    }
+    store_model(jobs, job, &data, outcome, &observer.cancel, &lost).unwrap_or_else(Ending::Failed)
 }
-
-/// The code of a model write that failed because the store could not be reached (retried, not
-/// a failure of the job).
-const STORE_UNAVAILABLE: &str = "store_unavailable";
 
 /// The stable code of an engine failure.
 fn engine_code(e: &EngineError) -> &'static str {
@@ -223,7 +208,9 @@ fn engine_code(e: &EngineError) -> &'static str {
 
 /// Measures the test error (when the dataset has a test split) and stores the model under an
 /// id derived from the job's, so a retried job never stores two. A cancel that arrives before
-/// the write begins is honoured (`None`); from the write on, the job is committed.
+/// the write begins is honoured (`Cancelled`); from the write on, the job is committed. A
+/// model store out of reach sends the job back to the queue (`Interrupted`): from its last
+/// checkpoint it then only evaluates and stores again.
 fn store_model(
     jobs: &Jobs,
     job: &JobRecord,
@@ -231,7 +218,7 @@ fn store_model(
     outcome: TrainOutcome,
     cancel: &AtomicBool,
     lost: &AtomicBool,
-) -> Result<Option<String>, JobFailure> {
+) -> Result<Ending, JobFailure> {
     let fail = |code: &str, e: &dyn std::fmt::Display| JobFailure {
         code: code.into(),
         message: e.to_string(),
@@ -277,17 +264,21 @@ fn store_model(
     if lost.load(Ordering::SeqCst)
         || (cancel.load(Ordering::SeqCst) && jobs.inner.models.get(&model_id).is_err())
     {
-        return Ok(None);
+        return Ok(Ending::Cancelled);
     }
     match jobs
         .inner
         .models
         .insert(&model_id, &bytes, outcome.dbn, card)
     {
-        Ok(_) => Ok(Some(model_id)),
+        Ok(_) => Ok(Ending::Succeeded(model_id)),
         // Stored by an earlier attempt that died before recording its end.
-        Err(StoreError::Conflict(_)) => Ok(Some(model_id)),
-        Err(e @ StoreError::Unavailable(_)) => Err(fail(STORE_UNAVAILABLE, &e)),
+        Err(StoreError::Conflict(_)) => Ok(Ending::Succeeded(model_id)),
+        Err(StoreError::Unavailable(e)) => {
+            tracing::warn!(job = %job.id, "storing the model: {e}; back to the queue");
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(Ending::Interrupted)
+        }
         Err(e) => Err(fail("model_write_failed", &e)),
     }
 }

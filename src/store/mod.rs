@@ -6,7 +6,6 @@
 pub mod fs;
 pub mod jobs;
 pub mod object;
-mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 

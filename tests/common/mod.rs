@@ -46,3 +46,24 @@ pub fn train_quietly(
     };
     train_rbm(rbm, data, config, &mut run, rng).expect("training succeeds");
 }
+
+/// Checks an AIS estimate of ln Z against the exact value: within `tolerance`, and inside
+/// the estimate's own ±3 s.e. range. `what` names the case in the failure message.
+pub fn assert_ais_matches(
+    est: &dbn_serve::engine::rbm::AisEstimate,
+    exact: f64,
+    tolerance: f64,
+    what: &str,
+) {
+    assert!(
+        (est.log_z - exact).abs() < tolerance,
+        "{what}: AIS {} against exact {exact}",
+        est.log_z
+    );
+    assert!(
+        est.log_z_low <= exact && exact <= est.log_z_high,
+        "{what}: exact {exact} outside [{}, {}]",
+        est.log_z_low,
+        est.log_z_high
+    );
+}

@@ -58,23 +58,27 @@ pub fn fresh_database(admin_url: &str) -> String {
 }
 
 /// Creates an empty bucket on the S3-compatible server and returns its `s3://` URL.
-pub fn fresh_bucket(endpoint: &str) -> String {
+pub async fn fresh_bucket(endpoint: &str) -> String {
     let name = unique("dbn-test-").replace('_', "-");
-    let url = format!("{}/{name}", endpoint.trim_end_matches('/'));
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let r = reqwest::Client::new().put(&url).send().await.unwrap();
-            assert!(r.status().is_success(), "creating bucket: {}", r.status());
-        });
-    })
-    .join()
-    .unwrap();
-    format!("s3://{name}/models-under-test")
+    let url = format!("s3://{name}/models-under-test");
+    bucket(endpoint, &url, reqwest::Method::PUT).await;
+    url
+}
+
+/// Creates (`PUT`) or deletes (`DELETE`) the bucket of an `s3://` URL on the server.
+pub async fn bucket(endpoint: &str, store_url: &str, method: reqwest::Method) {
+    let name = store_url
+        .trim_start_matches("s3://")
+        .split('/')
+        .next()
+        .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = reqwest::Client::new()
+        .request(method, format!("{}/{name}", endpoint.trim_end_matches('/')))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "bucket {name}: {}", r.status());
 }
 
 /// The environment that points a server at the services, with `extra` settings.

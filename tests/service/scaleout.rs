@@ -14,10 +14,10 @@ use serde_json::{json, Value};
 use crate::crash::{kill, start_with, submit, wait as wait_job};
 
 /// The environment of replicas sharing a fresh database and a fresh bucket.
-fn shared_stores(admin: &str, endpoint: &str) -> Vec<(String, String)> {
+async fn shared_stores(admin: &str, endpoint: &str) -> Vec<(String, String)> {
     services::env(
         &services::fresh_database(admin),
-        &services::fresh_bucket(endpoint),
+        &services::fresh_bucket(endpoint).await,
         endpoint,
     )
 }
@@ -45,7 +45,7 @@ async fn an_api_replica_and_a_worker_replica_share_jobs_events_and_models() {
     let Some((admin, endpoint)) = services::services("api_and_worker_replicas") else {
         return;
     };
-    let shared = shared_stores(&admin, &endpoint);
+    let shared = shared_stores(&admin, &endpoint).await;
     let client = crate::common::http_client();
     let (mut api, api_base) = replica(&shared, &[("DBN_ROLE", "api")]);
     // The API replica trains nothing: a job waits in the queue until a worker comes.
@@ -156,7 +156,7 @@ async fn a_replica_killed_mid_job_has_its_job_finished_by_another() {
     let Some((admin, endpoint)) = services::services("replica_killed_mid_job") else {
         return;
     };
-    let shared = shared_stores(&admin, &endpoint);
+    let shared = shared_stores(&admin, &endpoint).await;
     let client = crate::common::http_client();
     let lease = [("DBN_LEASE_SECS", "2")];
     let (mut first, first_base) = replica(&shared, &lease);
@@ -227,7 +227,7 @@ async fn a_replica_frozen_past_its_lease_gives_the_job_up_when_it_wakes() {
     let Some((admin, endpoint)) = services::services("replica_frozen_past_its_lease") else {
         return;
     };
-    let shared = shared_stores(&admin, &endpoint);
+    let shared = shared_stores(&admin, &endpoint).await;
     let client = crate::common::http_client();
     let lease = [("DBN_LEASE_SECS", "2")];
     let (mut frozen, frozen_base) = replica(&shared, &lease);
@@ -287,27 +287,12 @@ fn a_role_without_a_shared_job_database_is_refused_at_start() {
     }
 }
 
-/// Creates (`PUT`) or deletes (`DELETE`) the bucket of an `s3://` URL on the test server.
-async fn bucket(endpoint: &str, store_url: &str, method: reqwest::Method) {
-    let name = store_url
-        .trim_start_matches("s3://")
-        .split('/')
-        .next()
-        .unwrap();
-    let r = crate::common::http_client()
-        .request(method, format!("{endpoint}/{name}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_model_store_is_gone_uploads_get_503_and_jobs_wait_for_it() {
     let Some((admin, endpoint)) = services::services("model_store_gone") else {
         return;
     };
-    let shared = shared_stores(&admin, &endpoint);
+    let shared = shared_stores(&admin, &endpoint).await;
     let store_url = shared
         .iter()
         .find(|(k, _)| k == "DBN_MODEL_STORE")
@@ -316,7 +301,7 @@ async fn while_the_model_store_is_gone_uploads_get_503_and_jobs_wait_for_it() {
         .clone();
     let client = crate::common::http_client();
     let (mut server, base) = replica(&shared, &[]);
-    bucket(&endpoint, &store_url, reqwest::Method::DELETE).await;
+    services::bucket(&endpoint, &store_url, reqwest::Method::DELETE).await;
 
     let fixture = crate::common::fixture_dir();
     let part =
@@ -339,7 +324,7 @@ async fn while_the_model_store_is_gone_uploads_get_503_and_jobs_wait_for_it() {
     let id = submit(&client, &base, &crate::app::small_spec(1)).await;
     let retried = wait_job(&client, &base, &id, |j| j["attempts"].as_u64() >= Some(2)).await;
     assert!(!crate::app::is_terminal(&retried), "{retried}");
-    bucket(&endpoint, &store_url, reqwest::Method::PUT).await;
+    services::bucket(&endpoint, &store_url, reqwest::Method::PUT).await;
     let done = wait_job(&client, &base, &id, crate::app::is_terminal).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let model = done["model_id"].as_str().unwrap();

@@ -7,15 +7,17 @@
 //! Writes that end a job only apply while this replica holds its lease, so a replica that lost
 //! a job (paused past its lease) cannot overwrite the new owner's work.
 //!
-//! Events cross replicas by `NOTIFY` on one channel ([`PgEventRelay`]).
+//! Connections and their pool are in `pool`, TLS in `tls`; events cross replicas by `NOTIFY`
+//! on one channel ([`PgEventRelay`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+mod pool;
+mod relay;
+mod tls;
 
-use postgres::fallible_iterator::FallibleIterator;
+use std::sync::Arc;
+use std::time::Duration;
+
 use postgres::{Client, Row};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::jobs::json;
 use super::jobs::{
@@ -23,6 +25,8 @@ use super::jobs::{
 };
 use super::{Result, StoreError};
 use crate::engine::observer::EpochMetrics;
+use pool::{Connector, Pool};
+pub use relay::PgEventRelay;
 
 /// Migrations in order; `dbn_migrations` records the ones applied.
 const MIGRATIONS: &[&str] = &["CREATE TABLE dbn_jobs (
@@ -50,204 +54,33 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE dbn_jobs (
 const MIGRATION_LOCK: i64 = 0x6462_6e5f_6d69_6772;
 const INSERT_LOCK: i64 = 0x6462_6e5f_696e_7374;
 
-/// The channel events are published on.
-const CHANNEL: &str = "dbn_job_events";
-
 const COLUMNS: &str = "id, status, spec, created_at, started_at, finished_at, progress, history, \
                        error_code, error_message, model_id, attempts, cancel_requested";
 
-/// Jobs in PostgreSQL. Holds a few idle connections; every call takes one for its duration.
+/// Jobs in PostgreSQL, over a small pool of connections.
 pub struct PostgresJobStore {
-    config: postgres::Config,
-    tls: MakeRustlsConnect,
-    /// Idle connections and when each was last used.
-    idle: Mutex<Vec<(Client, Instant)>>,
-    /// Connections open (idle or in use), bounded by [`MAX_OPEN`].
-    open: Mutex<usize>,
-    freed: Condvar,
+    pool: Pool,
     /// This replica's name on the leases it holds.
     owner: String,
     lease: Duration,
-}
-
-/// Idle connections kept for reuse; more are opened when needed and closed after.
-const MAX_IDLE: usize = 8;
-/// Connections open at once; more callers wait for one.
-const MAX_OPEN: usize = 16;
-/// An idle connection older than this is checked before use (the server or a firewall may
-/// have closed it meanwhile).
-const CHECK_AFTER: Duration = Duration::from_secs(30);
-
-impl From<postgres::Error> for StoreError {
-    fn from(e: postgres::Error) -> Self {
-        match e.as_db_error() {
-            // Connection failures (class 08), the server shutting down or starting (57P01-03),
-            // too many connections (53300): try again later.
-            Some(db)
-                if db.code().code().starts_with("08")
-                    || ["57P01", "57P02", "57P03", "53300"].contains(&db.code().code()) =>
-            {
-                StoreError::Unavailable(format!("{}: {}", db.code().code(), db.message()))
-            }
-            // The server answered: a statement failed.
-            Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
-            // No answer: the connection failed, broke or timed out.
-            None if e.is_closed()
-                || std::error::Error::source(&e)
-                    .is_some_and(|c| c.downcast_ref::<std::io::Error>().is_some())
-                || [
-                    "error connecting",
-                    "error performing TLS",
-                    "error communicating",
-                    "timeout",
-                ]
-                .iter()
-                .any(|p| e.to_string().starts_with(p)) =>
-            {
-                StoreError::Unavailable(e.to_string())
-            }
-            // A client-side failure (a value of the wrong type, say).
-            None => StoreError::Database(e.to_string()),
-        }
-    }
 }
 
 impl PostgresJobStore {
     /// Connects to `url` (`postgres://user:password@host:port/db`), brings the schema up to
     /// date and names this replica `owner` on its leases, which last `lease`.
     pub fn connect(url: &str, owner: String, lease: Duration) -> Result<Self> {
-        let (mut config, tls) = super::pg_tls::configure(url)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        config.application_name("dbn-serve");
-        // A dead peer or a silent network is noticed within seconds, not at the kernel's
-        // defaults (minutes): the heartbeat must learn it before its leases lapse.
-        config.keepalives_idle(Duration::from_secs(10));
-        config.keepalives_interval(Duration::from_secs(5));
-        config.keepalives_retries(3);
-        config.tcp_user_timeout(lease.max(Duration::from_secs(5)));
-        if config.get_options().is_none() {
-            config.options("-c statement_timeout=60000");
-        }
-        let store = PostgresJobStore {
-            config,
-            tls,
-            idle: Mutex::new(Vec::new()),
-            open: Mutex::new(0),
-            freed: Condvar::new(),
-            owner,
-            lease,
-        };
-        store.with(migrate)?;
-        Ok(store)
+        let pool = Pool::new(Connector::from_url(url, lease)?);
+        pool.with(migrate)?;
+        Ok(PostgresJobStore { pool, owner, lease })
     }
 
-    fn connect_one(&self) -> Result<Client> {
-        Ok(self.config.connect(self.tls.clone())?)
-    }
-
-    /// Runs `f` on a connection from the idle list (or a new one) and returns the connection
-    /// to the list if it is still open. The synchronous client runs a runtime of its own,
-    /// which may not start inside an async task: called from one, the work moves to a thread
-    /// of its own (handlers should use the blocking pool; this keeps a slip from panicking).
     fn with<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return std::thread::scope(|scope| {
-                scope
-                    .spawn(|| self.with_here(f))
-                    .join()
-                    .unwrap_or_else(|_| Err(StoreError::Database("a query panicked".into())))
-            });
-        }
-        self.with_here(f)
-    }
-
-    fn with_here<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
-        let mut client = self.take()?;
-        let out = f(&mut client);
-        let mut idle = self.lock_idle();
-        if !client.is_closed() && idle.len() < MAX_IDLE {
-            idle.push((client, Instant::now()));
-            self.freed.notify_one();
-        } else {
-            drop(idle);
-            self.close(client);
-        }
-        out
-    }
-
-    /// An idle connection that still works, or a new one when fewer than [`MAX_OPEN`] are
-    /// open; else waits for one to come back.
-    fn take(&self) -> Result<Client> {
-        loop {
-            let pooled = self.lock_idle().pop();
-            match pooled {
-                Some((mut c, used)) => {
-                    let alive = !c.is_closed()
-                        && (used.elapsed() < CHECK_AFTER
-                            || c.is_valid(Duration::from_secs(2)).is_ok());
-                    if alive {
-                        return Ok(c);
-                    }
-                    self.close(c);
-                }
-                None => {
-                    let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-                    if *open < MAX_OPEN {
-                        *open += 1;
-                        drop(open);
-                        return self.connect_one().inspect_err(|_| self.closed_one());
-                    }
-                    // Woken when a connection comes back or closes; the timeout re-checks.
-                    let _ = self.freed.wait_timeout(open, Duration::from_millis(100));
-                }
-            }
-        }
-    }
-
-    fn close(&self, client: Client) {
-        discard(client);
-        self.closed_one();
-    }
-
-    fn closed_one(&self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        *open = open.saturating_sub(1);
-        self.freed.notify_one();
-    }
-
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(Client, Instant)>> {
-        // The list holds whole connections only; a panic elsewhere cannot leave it torn.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        self.pool.with(f)
     }
 
     fn lease_secs(&self) -> f64 {
         self.lease.as_secs_f64()
     }
-
-    /// A relay of events between the replicas sharing this database.
-    pub fn relay(&self) -> Arc<dyn EventRelay> {
-        Arc::new(PgEventRelay {
-            config: self.config.clone(),
-            tls: self.tls.clone(),
-            sender: Mutex::new(None),
-        })
-    }
-}
-
-impl Drop for PostgresJobStore {
-    fn drop(&mut self) {
-        discard(std::mem::take(&mut *self.lock_idle()));
-    }
-}
-
-/// Drops connections on a thread of their own: each holds a runtime, which may not be
-/// dropped inside an async task (the store may be dropped in one when the server stops).
-fn discard<T: Send + 'static>(clients: T) {
-    let _ = std::thread::Builder::new()
-        .name("pg-close".into())
-        .spawn(move || drop(clients));
 }
 
 /// Applies the migrations this database lacks, one transaction each, under an advisory lock so
@@ -576,87 +409,6 @@ impl JobStore for PostgresJobStore {
     }
 
     fn relay(&self) -> Option<Arc<dyn EventRelay>> {
-        Some(PostgresJobStore::relay(self))
+        Some(Arc::new(PgEventRelay::new(self.pool.connector().clone())))
     }
-}
-
-/// Events between replicas over `LISTEN`/`NOTIFY`. Sending uses one connection of its own
-/// (reopened after a failure); listening runs on a thread with another.
-pub struct PgEventRelay {
-    config: postgres::Config,
-    tls: MakeRustlsConnect,
-    sender: Mutex<Option<Client>>,
-}
-
-impl Drop for PgEventRelay {
-    fn drop(&mut self) {
-        let sender = self
-            .sender
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        discard(sender);
-    }
-}
-
-impl EventRelay for PgEventRelay {
-    fn send(&self, payload: &str) -> Result<()> {
-        let mut slot = self.sender.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            *slot = Some(self.config.connect(self.tls.clone())?);
-        }
-        let client = slot.as_mut().expect("connected above");
-        client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
-        Ok(())
-    }
-
-    fn listen(
-        &self,
-        deliver: Box<dyn Fn(&str) + Send>,
-        stop: Arc<AtomicBool>,
-    ) -> std::thread::JoinHandle<()> {
-        let (config, tls) = (self.config.clone(), self.tls.clone());
-        std::thread::Builder::new()
-            .name("event-relay".into())
-            .spawn(move || {
-                let mut backoff = Duration::from_millis(200);
-                while !stop.load(Ordering::SeqCst) {
-                    match listen_once(&config, &tls, &*deliver, &stop) {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::warn!("job event relay: {e}; reconnecting in {backoff:?}");
-                            std::thread::sleep(backoff);
-                            backoff = (backoff * 2).min(Duration::from_secs(10));
-                        }
-                    }
-                }
-            })
-            .expect("spawning the event relay thread")
-    }
-}
-
-/// Listens on one connection until `stop` (returns `Ok`) or the connection fails.
-fn listen_once(
-    config: &postgres::Config,
-    tls: &MakeRustlsConnect,
-    deliver: &dyn Fn(&str),
-    stop: &AtomicBool,
-) -> Result<()> {
-    let mut client = config.connect(tls.clone())?;
-    client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
-    while !stop.load(Ordering::SeqCst) {
-        {
-            let mut notifications = client.notifications();
-            let mut batch = notifications.timeout_iter(Duration::from_millis(500));
-            while let Some(n) = batch.next()? {
-                deliver(n.payload());
-            }
-        }
-        if client.is_closed() {
-            return Err(StoreError::Unavailable(
-                "the listening connection closed".into(),
-            ));
-        }
-    }
-    Ok(())
 }
