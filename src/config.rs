@@ -26,9 +26,21 @@ pub struct ServeConfig {
     /// Queued jobs accepted before `POST /v1/jobs` answers 429.
     #[arg(long, env = "DBN_QUEUE_CAPACITY", default_value_t = 64)]
     pub queue_capacity: usize,
-    /// Inference calls (classify, samples, infer, features) computing at once; more get 429.
+    /// Inference computations running at once (a merged classification batch counts as one);
+    /// more calls wait in the inference queue.
     #[arg(long, env = "DBN_INFERENCE_CONCURRENCY", default_value_t = 8)]
     pub inference_concurrency: usize,
+    /// Inference calls that may wait for a computation; beyond them calls get 429.
+    #[arg(long, env = "DBN_INFERENCE_QUEUE", default_value_t = 512)]
+    pub inference_queue: usize,
+    /// Most images merged into one engine batch from concurrent classification calls (same
+    /// model and method); 1 turns merging off.
+    #[arg(long, env = "DBN_BATCH_MAX_ROWS", default_value_t = 256)]
+    pub batch_max_rows: usize,
+    /// Longest, in microseconds, a classification waits for others to join its batch while
+    /// the engine is busy; an idle engine starts at once.
+    #[arg(long, env = "DBN_BATCH_MAX_WAIT_US", default_value_t = 1000)]
+    pub batch_max_wait_us: u64,
     /// Bearer key required by mutating endpoints (unset: no authentication).
     #[arg(long, env = "DBN_API_KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
@@ -147,6 +159,16 @@ impl ServeConfig {
     /// How often the leases of running jobs are renewed: four times per lease.
     pub fn heartbeat(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.lease_secs.max(1) * 250)
+    }
+
+    /// How inference calls are admitted and merged.
+    pub fn batching(&self) -> crate::inference::BatchConfig {
+        crate::inference::BatchConfig {
+            slots: self.inference_concurrency.max(1),
+            queue_capacity: self.inference_queue.max(1),
+            max_batch: self.batch_max_rows.max(1),
+            max_wait: std::time::Duration::from_micros(self.batch_max_wait_us),
+        }
     }
 
     /// The bounds a training spec or uploaded model must respect.

@@ -11,6 +11,8 @@ pub mod engine;
 pub mod http;
 /// PNG/JPEG decoding and conversion of pictures to MNIST's form.
 pub mod imaging;
+/// Inference admission and dynamic batching of concurrent classification calls.
+pub mod inference;
 /// The training job queue and its workers.
 pub mod jobs;
 /// Image grids as PNG.

@@ -170,6 +170,17 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<crate::inference::InferenceError> for ApiError {
+    fn from(e: crate::inference::InferenceError) -> Self {
+        use crate::inference::InferenceError;
+        match e {
+            InferenceError::Overloaded(_) => ApiError::overloaded(e.to_string()),
+            InferenceError::Engine(e) => e.into(),
+            InferenceError::Internal(m) => ApiError::internal("inference", m),
+        }
+    }
+}
+
 impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
         match e {

@@ -6,38 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe(&mut self, v: f64) {
-        for (c, &b) in self.counts.iter_mut().zip(BUCKETS.iter()) {
-            if v <= b {
-                *c += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += v;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        for (c, b) in self.counts.iter().zip(BUCKETS.iter()) {
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {c}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
-}
+use crate::inference::stats::{Histogram, SECONDS};
+use crate::inference::Snapshot;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -61,7 +31,7 @@ pub struct Gauges {
     pub jobs: Vec<(&'static str, u64)>,
     pub training_examples_per_second: f64,
     pub models: usize,
-    pub inference_in_flight: usize,
+    pub inference: Snapshot,
 }
 
 impl Metrics {
@@ -78,7 +48,7 @@ impl Metrics {
         inner
             .latency
             .entry(route.to_string())
-            .or_default()
+            .or_insert_with(|| Histogram::new(SECONDS))
             .observe(seconds);
     }
 
@@ -86,7 +56,7 @@ impl Metrics {
         self.lock()
             .inference
             .entry(kind)
-            .or_default()
+            .or_insert_with(|| Histogram::new(SECONDS))
             .observe(seconds);
     }
 
@@ -114,7 +84,7 @@ impl Metrics {
             );
         }
         out.push_str(
-            "# HELP dbn_inference_duration_seconds Computation time of inference calls.\n",
+            "# HELP dbn_inference_duration_seconds Computation time of unmerged inference calls (sampling, Gibbs classification, features).\n",
         );
         out.push_str("# TYPE dbn_inference_duration_seconds histogram\n");
         for (kind, h) in &inner.inference {
@@ -147,11 +117,32 @@ impl Metrics {
             "# HELP dbn_models Models in the store.\n# TYPE dbn_models gauge\ndbn_models {}",
             gauges.models
         );
+        let inference = &gauges.inference;
         let _ = writeln!(
             out,
-            "# HELP dbn_inference_in_flight Inference calls computing now.\n# TYPE dbn_inference_in_flight gauge\ndbn_inference_in_flight {}",
-            gauges.inference_in_flight
+            "# HELP dbn_inference_in_flight Inference computations running now (batches and single calls).\n# TYPE dbn_inference_in_flight gauge\ndbn_inference_in_flight {}",
+            inference.computing
         );
+        let _ = writeln!(
+            out,
+            "# HELP dbn_inference_queue_depth Inference calls waiting for a computation slot.\n# TYPE dbn_inference_queue_depth gauge\ndbn_inference_queue_depth {}",
+            inference.waiting
+        );
+        out.push_str("# HELP dbn_inference_batch_rows Rows (images) per merged classification batch.\n# TYPE dbn_inference_batch_rows histogram\n");
+        inference
+            .stats
+            .batch_rows
+            .render(&mut out, "dbn_inference_batch_rows", "");
+        out.push_str("# HELP dbn_inference_queue_wait_seconds Time from a call's arrival to the start of its computation.\n# TYPE dbn_inference_queue_wait_seconds histogram\n");
+        inference
+            .stats
+            .queue_wait
+            .render(&mut out, "dbn_inference_queue_wait_seconds", "");
+        out.push_str("# HELP dbn_inference_batch_duration_seconds Computation time of merged classification batches.\n# TYPE dbn_inference_batch_duration_seconds histogram\n");
+        inference
+            .stats
+            .batch_seconds
+            .render(&mut out, "dbn_inference_batch_duration_seconds", "");
         out
     }
 }
@@ -170,7 +161,11 @@ mod tests {
             jobs: vec![("queued", 2)],
             training_examples_per_second: 0.0,
             models: 1,
-            inference_in_flight: 0,
+            inference: Snapshot {
+                waiting: 3,
+                computing: 1,
+                stats: Default::default(),
+            },
         });
         assert!(text.contains(
             "dbn_http_requests_total{route=\"/v1/jobs\",method=\"GET\",status=\"200\"} 4"
@@ -180,5 +175,8 @@ mod tests {
         assert!(text.contains("le=\"10\"} 3"));
         assert!(text.contains("le=\"+Inf\"} 4"));
         assert!(text.contains("dbn_queue_depth 2"));
+        assert!(text.contains("dbn_inference_queue_depth 3\n"));
+        assert!(text.contains("dbn_inference_in_flight 1\n"));
+        assert!(text.contains("dbn_inference_batch_rows_count 0\n"));
     }
 }

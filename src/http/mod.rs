@@ -155,9 +155,7 @@ pub async fn start(
     })?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let state = AppState {
-        inference: Arc::new(tokio::sync::Semaphore::new(
-            config.inference_concurrency.max(1),
-        )),
+        inference: crate::inference::Inference::new(config.batching()),
         config: Arc::new(config),
         jobs: jobs.clone(),
         models,

@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
 use super::error::ApiError;
 use super::metrics::Metrics;
 use crate::config::ServeConfig;
+use crate::inference::Inference;
 use crate::jobs::{JobError, Jobs};
 use crate::store::{ModelEntry, ModelStore};
 
@@ -17,8 +16,9 @@ pub struct AppState {
     pub jobs: Jobs,
     /// The model store (owns the model files and the loaded models).
     pub models: Arc<dyn ModelStore>,
-    /// Permits for inference computations; none left means 429.
-    pub inference: Arc<Semaphore>,
+    /// The inference queue: computation slots, the bounded wait for them, and the merging of
+    /// concurrent classification calls (owns the batching lanes).
+    pub inference: Inference,
     pub metrics: Arc<Metrics>,
     /// Turns true when the server begins to shut down (ends event streams).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -52,27 +52,34 @@ impl AppState {
             .map_err(ApiError::from)
     }
 
-    /// Runs `work` on the blocking pool under an inference permit, or answers 429 at once
-    /// when all permits are taken.
+    /// Runs `work` on the blocking pool once an inference slot is free. Waiting calls are
+    /// bounded by the inference queue; beyond it the call is refused with 429.
     pub async fn infer<T, F>(&self, what: &'static str, work: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     {
-        let permit: OwnedSemaphorePermit = self
-            .inference
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::overloaded("too many inference calls in progress; retry"))?;
+        let slot = self.inference.slot().await?;
         let metrics = self.metrics.clone();
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _slot = slot;
             work()
         })
         .await
         .map_err(|e| ApiError::internal("inference task", e))?;
         metrics.observe_inference(what, started.elapsed().as_secs_f64());
         result
+    }
+
+    /// p(label | x) for the rows of `x`, merged with concurrent calls of the same model and
+    /// method into one engine batch.
+    pub async fn classify(
+        &self,
+        model: Arc<ModelEntry>,
+        how: crate::inference::Classifier,
+        x: ndarray::Array2<f32>,
+    ) -> Result<ndarray::Array2<f32>, ApiError> {
+        Ok(self.inference.classify(model, how, x).await?)
     }
 }

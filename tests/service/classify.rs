@@ -424,3 +424,157 @@ async fn a_fine_tuned_model_classifies_discriminatively() {
         .await;
     assert_eq!((status, code(&r)), (422, "invalid_request"));
 }
+
+/// The value of an unlabelled series (`name value`) in the metrics text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+async fn metrics_text(app: &TestApp) -> String {
+    app.get("/metrics").await.text().await.unwrap()
+}
+
+/// Holds the server's only inference slot with a long sampling call (seconds: 1,000 chains of
+/// 10,000 steps; the server must allow 1,000 samples).
+fn occupy_the_slot(app: &TestApp, model: &str) -> tokio::task::JoinHandle<u16> {
+    let (client, url) = (
+        app.client.clone(),
+        app.url(&format!("/v1/models/{model}/samples")),
+    );
+    tokio::spawn(async move {
+        let body = json!({"count": 1000, "gibbs_steps": 10000});
+        client
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+async fn wait_for_queue_depth(app: &TestApp, depth: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let seen = metric(&metrics_text(app).await, "dbn_inference_queue_depth");
+        if seen >= depth {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "calls never queued: {seen}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_wait_their_turn_are_merged_and_answered_as_if_alone() {
+    // Arrange: one computation slot, the default queue (hundreds).
+    let app = crate::app::spawn_app_with(|c| {
+        c.inference_concurrency = 1;
+        c.max_samples = 1000;
+    })
+    .await;
+    let model = app.train(&small_spec(3)).await;
+    let path = format!("/v1/models/{model}/classify");
+    let rows = test_pixels(48)["pixels"].as_array().unwrap().clone();
+    // The oracle: each image classified alone, before any concurrency (PNG calls are
+    // checked against the same PNG alone: an 8-bit picture is not exactly its pixels).
+    let is_png = |i: usize| i % 4 == 3;
+    let mut alone = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let (status, body) = if is_png(i) {
+            classify_bytes(&app, &model, test_png(i, 1), "image/png").await
+        } else {
+            app.post_json(&path, &json!({ "pixels": [row] })).await
+        };
+        assert_eq!(status, 200, "{body}");
+        alone.push(body["predictions"][0]["probabilities"].clone());
+    }
+    let before = metric(&metrics_text(&app).await, "dbn_inference_batch_rows_count");
+
+    // Act: 48 one-image calls (JSON and PNG) while a long call holds the slot.
+    let long = occupy_the_slot(&app, &model);
+    let calls: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let (client, url) = (app.client.clone(), app.url(&path));
+            let row = row.clone();
+            tokio::spawn(async move {
+                let request = client.post(url);
+                let request = if is_png(i) {
+                    request
+                        .header("content-type", "image/png")
+                        .body(test_png(i, 1))
+                } else {
+                    request.json(&json!({ "pixels": [row] }))
+                };
+                let r = request.send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    wait_for_queue_depth(&app, 48.0).await;
+    assert_eq!(long.await.unwrap(), 200);
+
+    // Assert: no call refused; each got the answer it got alone; the batches were few (PNG
+    // calls decode one at a time under the slot, so they may join later batches).
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, 200, "call {i}: {body}");
+        let got = &body["predictions"][0]["probabilities"];
+        let want = &alone[i];
+        for (g, w) in got.as_array().unwrap().iter().zip(want.as_array().unwrap()) {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            assert!((g - w).abs() < 1e-5, "call {i}: {g} vs {w}");
+        }
+    }
+    let text = metrics_text(&app).await;
+    let batches = metric(&text, "dbn_inference_batch_rows_count") - before;
+    assert!(batches <= 16.0, "{batches} batches for 48 calls");
+    assert_eq!(metric(&text, "dbn_inference_queue_depth"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_calls_beyond_the_inference_queue_are_refused() {
+    let app = crate::app::spawn_app_with(|c| {
+        c.inference_concurrency = 1;
+        c.inference_queue = 2;
+        c.max_samples = 1000;
+    })
+    .await;
+    let model = app.train(&small_spec(1)).await;
+    let path = format!("/v1/models/{model}/classify");
+    let long = occupy_the_slot(&app, &model);
+    // The long call may still be queued for a moment: wait until it computes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while metric(&metrics_text(&app).await, "dbn_inference_in_flight") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long call never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url(&path));
+            tokio::spawn(async move {
+                let r = client.post(url).json(&test_pixels(1)).send().await.unwrap();
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    wait_for_queue_depth(&app, 2.0).await;
+    let (status, body) = app.post_json(&path, &test_pixels(1)).await;
+    assert_eq!((status, code(&body)), (429, "overloaded"), "{body}");
+    assert_eq!(long.await.unwrap(), 200);
+    for call in waiting {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    app.assert_healthy().await;
+}

@@ -1,10 +1,11 @@
 //! Classification of images (PNG, JPEG, multipart or JSON pixels) by free energy or Gibbs
-//! sampling. The computation runs on the blocking pool under the inference limit.
+//! sampling. Free-energy and discriminative classifications are merged with concurrent calls
+//! of the same model into one engine batch; Gibbs sampling computes alone.
 
 use axum::extract::{Path, Request, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use ndarray::{Array2, Axis};
+use ndarray::Axis;
 
 use crate::engine::dbn::argmax_rows;
 use crate::http::dto::{ClassifyQuery, ClassifyResponse, Method, PixelsRequest, Prediction};
@@ -12,6 +13,7 @@ use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiQuery;
 use crate::http::routes::inputs::{read_body, Body, Inputs};
 use crate::http::state::AppState;
+use crate::inference::Classifier;
 use crate::store::ModelEntry;
 
 const DEFAULT_GIBBS_CLASSIFY_STEPS: usize = 200;
@@ -67,30 +69,39 @@ async fn classify(
         ));
     }
     let seed = q.seed.unwrap_or(0);
-    let max_pixels = state.config.max_image_pixels;
-    let model_id = model.id.clone();
-    let predictions = state
-        .infer(method.as_str(), move || {
-            let x = to_matrix(&model, inputs, max_pixels)?;
-            let probs = match method {
-                Method::FreeEnergy => model.dbn.classify_free_energy(x.view())?,
-                Method::Discriminative => model.dbn.classify_discriminative(x.view())?,
-                Method::Gibbs => {
+    check_can_classify(&model)?;
+    let x = inputs.to_matrix(&state, model.dbn.n_inputs()).await?;
+    let probs = match method {
+        Method::FreeEnergy => {
+            state
+                .classify(model.clone(), Classifier::FreeEnergy, x)
+                .await?
+        }
+        Method::Discriminative => {
+            state
+                .classify(model.clone(), Classifier::Discriminative, x)
+                .await?
+        }
+        Method::Gibbs => {
+            let m = model.clone();
+            state
+                .infer(method.as_str(), move || {
                     let mut rng = crate::engine::rng_from_seed(seed);
-                    model.dbn.classify_gibbs(x.view(), steps, &mut rng)?
-                }
-            };
-            let labels = argmax_rows(probs.view());
-            Ok(probs
-                .axis_iter(Axis(0))
-                .zip(labels)
-                .map(|(p, label)| Prediction {
-                    label,
-                    probabilities: p.to_vec(),
+                    Ok(m.dbn.classify_gibbs(x.view(), steps, &mut rng)?)
                 })
-                .collect::<Vec<_>>())
+                .await?
+        }
+    };
+    let labels = argmax_rows(probs.view());
+    let predictions = probs
+        .axis_iter(Axis(0))
+        .zip(labels)
+        .map(|(p, label)| Prediction {
+            label,
+            probabilities: p.to_vec(),
         })
-        .await?;
+        .collect();
+    let model_id = model.id.clone();
     Ok(Json(ClassifyResponse {
         model: model_id,
         method,
@@ -98,13 +109,13 @@ async fn classify(
     }))
 }
 
-/// The model's input matrix, for a model that can classify.
-fn to_matrix(model: &ModelEntry, inputs: Inputs, max_pixels: u64) -> Result<Array2<f32>, ApiError> {
+/// Refuses a model that has neither label units nor a discriminative net.
+fn check_can_classify(model: &ModelEntry) -> Result<(), ApiError> {
     if model.dbn.label_classes() == 0 && model.dbn.classifier().is_none() {
         return Err(ApiError::invalid(
             "model",
             "has no label units and cannot classify",
         ));
     }
-    inputs.into_matrix(model.dbn.n_inputs(), max_pixels)
+    Ok(())
 }

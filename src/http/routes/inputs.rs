@@ -69,7 +69,32 @@ pub enum Inputs {
     Images(Vec<Bytes>),
 }
 
+/// Pixel rows up to this many are checked on the async thread; more, and any image, are
+/// decoded under an inference slot.
+const INLINE_ROWS: usize = 64;
+
 impl Inputs {
+    /// [`Inputs::into_matrix`], computed where its cost belongs: small JSON inputs at once,
+    /// images and large inputs on the blocking pool under an inference slot (so decoding is
+    /// bounded by the same queue as computing).
+    pub async fn to_matrix(
+        self,
+        state: &AppState,
+        n_inputs: usize,
+    ) -> Result<Array2<f32>, ApiError> {
+        let max_pixels = state.config.max_image_pixels;
+        match self {
+            Inputs::Pixels(rows) if rows.len() <= INLINE_ROWS => {
+                Inputs::Pixels(rows).into_matrix(n_inputs, max_pixels)
+            }
+            inputs => {
+                state
+                    .infer("decode", move || inputs.into_matrix(n_inputs, max_pixels))
+                    .await
+            }
+        }
+    }
+
     /// Refuses more than `max` images in one call.
     pub fn check_count(&self, max: usize) -> Result<(), ApiError> {
         let count = match self {

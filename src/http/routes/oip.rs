@@ -255,13 +255,10 @@ async fn infer(
         ));
     }
     let wanted: Option<Vec<String>> = req.outputs.map(|o| o.into_iter().map(|r| r.name).collect());
-    let m = model.clone();
+    let x = Array2::from_shape_vec((rows, n_inputs), data)
+        .map_err(|e| ApiError::internal("input tensor", e))?;
     let probs = state
-        .infer("oip_infer", move || {
-            let x = Array2::from_shape_vec((rows, n_inputs), data)
-                .map_err(|e| ApiError::internal("input tensor", e))?;
-            Ok(m.dbn.classify_free_energy(x.view())?)
-        })
+        .classify(model.clone(), crate::inference::Classifier::FreeEnergy, x)
         .await?;
     let labels: Vec<i64> = argmax_rows(probs.view())
         .into_iter()

@@ -67,10 +67,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         jobs,
         training_examples_per_second: state.jobs.examples_per_sec(),
         models: state.models.list().len(),
-        inference_in_flight: state
-            .config
-            .inference_concurrency
-            .saturating_sub(state.inference.available_permits()),
+        inference: state.inference.snapshot(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
