@@ -176,13 +176,58 @@ fn classify(args: &[String]) {
         std::hint::black_box(dbn.classify_free_energy(x).unwrap());
         i += 1;
     });
+    let mut few = Vec::new();
+    for rows in [4, 8, 16, 32] {
+        let mut i = 0;
+        let t = time_it(500, || {
+            let x = test.images.slice(s![i % 9950..i % 9950 + rows, ..]);
+            std::hint::black_box(dbn.classify_free_energy(x).unwrap());
+            i += rows;
+        });
+        few.push(format!(
+            "rows{rows}_us_per_image={:.1}",
+            t * 1e6 / rows as f64
+        ));
+    }
+    println!("{}", few.join(" "));
+    let mut i = 0;
+    let features = time_it(2000, || {
+        let x = test.images.slice(s![i % 10000..i % 10000 + 1, ..]);
+        std::hint::black_box(dbn.features(x).unwrap());
+        i += 1;
+    });
+    let base: Vec<f32> = (0..2000).map(|j| (j % 37) as f32 * 0.3 - 5.0).collect();
+    let shift: Vec<f32> = (0..2000).map(|j| (j % 11) as f32 * 0.1).collect();
+    let softplus = time_it(2000, || {
+        for _ in 0..10 {
+            std::hint::black_box(dbn_serve::engine::math::softplus_sum_shifted(
+                std::hint::black_box(&base),
+                &shift,
+            ));
+        }
+    });
+    println!("softplus_10x2000_one_thread_us={:.1}", softplus * 1e6);
+    let top = &dbn.layers()[dbn.layers().len() - 1];
+    let h2 = dbn.features(test.images.slice(s![..1, ..])).unwrap();
+    let nf = h2.ncols();
+    let w_f = top.weights.slice(s![..nf, ..]);
+    let mut out = Array2::zeros((1, top.n_hidden()));
+    let gemv = time_it(2000, || x_times_w(h2.view(), w_f, out.view_mut()));
+    println!(
+        "top_gemv_{}x{}_us={:.1} gb_per_s={:.1}",
+        nf,
+        top.n_hidden(),
+        gemv * 1e6,
+        (nf * top.n_hidden() * 4) as f64 / gemv / 1e9
+    );
     let batch = time_it(5, || {
         std::hint::black_box(dbn.classify_free_energy(test.images.view()).unwrap());
     });
     println!(
-        "classify_free_energy threads={} single_image_us_median={:.1} batch10000_s_median={:.3} batch_images_per_s={:.0}",
+        "classify_free_energy threads={} single_image_us_median={:.1} of_which_up_pass_us={:.1} batch10000_s_median={:.3} batch_images_per_s={:.0}",
         rayon::current_num_threads(),
         single * 1e6,
+        features * 1e6,
         batch,
         10000.0 / batch
     );

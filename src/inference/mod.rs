@@ -6,8 +6,8 @@
 //! merged: one task per (model, method) lane takes whatever is waiting, up to
 //! [`BatchConfig::max_batch`] rows, computes it as one engine batch on the blocking pool and
 //! answers each caller with its own rows. When nothing else computes, a lone call goes at
-//! once; while the engine is busy, a lane waits at most [`BatchConfig::max_wait`] for its
-//! batch to fill. A caller that goes away (a deadline, a disconnect) before its batch starts
+//! once; while the engine is busy with other work, a lane waits at most
+//! [`BatchConfig::max_wait`] for its batch to fill. A caller that goes away (a deadline, a disconnect) before its batch starts
 //! is dropped from the batch, so abandoned calls cost nothing.
 //!
 //! Other calls (sampling, Gibbs classification, features) are not batched: they take a slot

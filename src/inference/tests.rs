@@ -57,6 +57,26 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
         .expect("the call finished")
 }
 
+type Answer = Result<Array2<f32>, InferenceError>;
+
+/// Starts one call of `rows` rows (inputs salted by `salt`) in the background.
+fn call(
+    inference: &Inference,
+    model: &Arc<ModelEntry>,
+    how: Classifier,
+    rows: usize,
+    salt: usize,
+) -> tokio::task::JoinHandle<Answer> {
+    let (inference, model) = (inference.clone(), model.clone());
+    tokio::spawn(async move { inference.classify(model, how, inputs(rows, salt)).await })
+}
+
+async fn until_waiting(inference: &Inference, calls: usize) {
+    while inference.snapshot().waiting < calls {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merged_calls_get_the_answers_they_would_get_alone() {
     let model = model();
@@ -64,32 +84,23 @@ async fn merged_calls_get_the_answers_they_would_get_alone() {
     // Hold the only slot so that every call below piles up in the lane, then let go.
     let held = inference.slot().await.unwrap();
     let calls: Vec<_> = (0..20)
-        .map(|c| {
-            let (inference, model) = (inference.clone(), model.clone());
-            let x = inputs(1 + c % 3, c);
-            tokio::spawn(async move {
-                let got = inference
-                    .classify(model, Classifier::FreeEnergy, x.clone())
-                    .await
-                    .unwrap();
-                (x, got)
-            })
-        })
+        .map(|c| call(&inference, &model, Classifier::FreeEnergy, 1 + c % 3, c))
         .collect();
-    while inference.snapshot().waiting < 20 {
-        tokio::task::yield_now().await;
-    }
+    until_waiting(&inference, 20).await;
     drop(held);
-    for call in calls {
-        let (x, got) = within(call).await.unwrap();
-        let alone = model.dbn.classify_free_energy(x.view()).unwrap();
+    for (c, pending) in calls.into_iter().enumerate() {
+        let got = within(pending).await.unwrap().unwrap();
+        let alone = model
+            .dbn
+            .classify_free_energy(inputs(1 + c % 3, c).view())
+            .unwrap();
         assert_eq!(got.dim(), alone.dim());
         for (a, b) in got.iter().zip(&alone) {
             assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
         }
     }
     let stats = inference.snapshot().stats;
-    // 20 calls of 1-3 rows (40 rows) fit in one batch of at most 64 rows.
+    // 20 calls of 1-3 rows (39 rows) fit in one batch of at most 64 rows.
     assert_eq!(stats.batch_rows.count(), 1, "one merged batch");
     assert_eq!(stats.batch_rows.sum(), 39.0);
     assert_eq!(inference.snapshot().waiting, 0);
@@ -103,21 +114,12 @@ async fn batches_are_cut_at_the_row_limit_in_arrival_order() {
     let calls: Vec<_> = [3, 2, 2, 5]
         .into_iter()
         .enumerate()
-        .map(|(c, rows)| {
-            let (inference, model) = (inference.clone(), model.clone());
-            tokio::spawn(async move {
-                inference
-                    .classify(model, Classifier::FreeEnergy, inputs(rows, c))
-                    .await
-            })
-        })
+        .map(|(c, rows)| call(&inference, &model, Classifier::FreeEnergy, rows, c))
         .collect();
-    while inference.snapshot().waiting < 4 {
-        tokio::task::yield_now().await;
-    }
+    until_waiting(&inference, 4).await;
     drop(held);
-    for call in calls {
-        within(call).await.unwrap().unwrap();
+    for pending in calls {
+        within(pending).await.unwrap().unwrap();
     }
     // 3 | 2+2 | 5 (a call larger than the limit computes alone).
     let stats = inference.snapshot().stats;
@@ -131,18 +133,9 @@ async fn a_full_queue_refuses_and_a_drained_one_accepts_again() {
     let inference = Inference::new(config(1, 3, 64, Duration::ZERO));
     let held = inference.slot().await.unwrap();
     let waiting: Vec<_> = (0..3)
-        .map(|c| {
-            let (inference, model) = (inference.clone(), model.clone());
-            tokio::spawn(async move {
-                inference
-                    .classify(model, Classifier::FreeEnergy, inputs(1, c))
-                    .await
-            })
-        })
+        .map(|c| call(&inference, &model, Classifier::FreeEnergy, 1, c))
         .collect();
-    while inference.snapshot().waiting < 3 {
-        tokio::task::yield_now().await;
-    }
+    until_waiting(&inference, 3).await;
     let refused = inference
         .classify(model.clone(), Classifier::FreeEnergy, inputs(1, 9))
         .await;
@@ -155,8 +148,8 @@ async fn a_full_queue_refuses_and_a_drained_one_accepts_again() {
         Err(InferenceError::Overloaded(3))
     ));
     drop(held);
-    for call in waiting {
-        within(call).await.unwrap().unwrap();
+    for pending in waiting {
+        within(pending).await.unwrap().unwrap();
     }
     within(inference.classify(model, Classifier::FreeEnergy, inputs(1, 9)))
         .await
@@ -174,17 +167,8 @@ async fn a_caller_that_gives_up_is_left_out_of_the_batch() {
     )
     .await;
     assert!(impatient.is_err(), "it timed out while the slot was held");
-    let patient = {
-        let (inference, model) = (inference.clone(), model.clone());
-        tokio::spawn(async move {
-            inference
-                .classify(model, Classifier::FreeEnergy, inputs(2, 2))
-                .await
-        })
-    };
-    while inference.snapshot().waiting < 2 {
-        tokio::task::yield_now().await;
-    }
+    let patient = call(&inference, &model, Classifier::FreeEnergy, 2, 2);
+    until_waiting(&inference, 2).await;
     drop(held);
     within(patient).await.unwrap().unwrap();
     let snapshot = inference.snapshot();
@@ -210,16 +194,11 @@ async fn a_busy_engine_lets_the_batch_fill_and_an_idle_one_does_not_wait() {
     let other = inference.slot().await.unwrap();
     let mut calls = Vec::new();
     for c in 0..3 {
-        let (inference, model) = (inference.clone(), model.clone());
-        calls.push(tokio::spawn(async move {
-            inference
-                .classify(model, Classifier::FreeEnergy, inputs(1, c))
-                .await
-        }));
+        calls.push(call(&inference, &model, Classifier::FreeEnergy, 1, c));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    for call in calls {
-        within(call).await.unwrap().unwrap();
+    for pending in calls {
+        within(pending).await.unwrap().unwrap();
     }
     drop(other);
     let stats = inference.snapshot().stats;
@@ -234,21 +213,12 @@ async fn an_engine_error_reaches_each_caller_of_a_merged_batch() {
     let held = inference.slot().await.unwrap();
     // The model has no discriminative net: every call fails, each with its own error.
     let calls: Vec<_> = (0..3)
-        .map(|c| {
-            let (inference, model) = (inference.clone(), model.clone());
-            tokio::spawn(async move {
-                inference
-                    .classify(model, Classifier::Discriminative, inputs(1, c))
-                    .await
-            })
-        })
+        .map(|c| call(&inference, &model, Classifier::Discriminative, 1, c))
         .collect();
-    while inference.snapshot().waiting < 3 {
-        tokio::task::yield_now().await;
-    }
+    until_waiting(&inference, 3).await;
     drop(held);
-    for call in calls {
-        let result = within(call).await.unwrap();
+    for pending in calls {
+        let result = within(pending).await.unwrap();
         assert!(
             matches!(result, Err(InferenceError::Engine(_))),
             "{result:?}"

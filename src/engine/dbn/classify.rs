@@ -13,12 +13,53 @@ use serde::{Deserialize, Serialize};
 
 use super::Dbn;
 use crate::engine::error::{EngineError, Result};
+use std::sync::Mutex;
+
+use crate::engine::math::team::{self, Team};
 use crate::engine::math::{self, matmul, sample_categorical_rows, softmax_bias_rows};
 
 /// Rows below which the per-label sums stay on one thread.
 const PAR_ROWS: usize = 16;
 /// Rows classified at a time: the top layer's input for a block is BLOCK_ROWS × 2000 floats.
 pub const BLOCK_ROWS: usize = 1000;
+
+/// Σ_j softplus(base_rj + w_kj) for every row r and label k (a few images), with the columns
+/// j split over the persistent team and the parts' sums added in part order.
+/// base: [rows, H], w_l: [classes, H] → [rows, classes].
+fn softplus_sums_split(base: ArrayView2<f32>, w_l: ArrayView2<f32>) -> Array2<f32> {
+    let team = Team::global();
+    let blocks: Vec<_> = team::split(base.ncols(), team.parts(), 16).collect();
+    let partial: Vec<Mutex<Vec<f32>>> = blocks.iter().map(|_| Mutex::new(Vec::new())).collect();
+    team.run(&|part| {
+        let cols = blocks[part].clone();
+        let mut sums = Vec::with_capacity(base.nrows() * w_l.nrows());
+        for base_row in base.rows() {
+            let base_row = base_row
+                .as_slice()
+                .expect("rows of an owned array are contiguous");
+            for w_row in w_l.rows() {
+                let shift = w_row
+                    .as_slice()
+                    .expect("rows of the weights are contiguous");
+                sums.push(math::softplus_sum_shifted(
+                    &base_row[cols.clone()],
+                    &shift[cols.clone()],
+                ));
+            }
+        }
+        if let Ok(mut slot) = partial[part].lock() {
+            *slot = sums;
+        }
+    });
+    let mut total = Array2::zeros((base.nrows(), w_l.nrows()));
+    for sums in partial {
+        let sums = sums.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (t, s) in total.iter_mut().zip(sums) {
+            *t += s;
+        }
+    }
+    total
+}
 
 impl Dbn {
     fn require_labels(&self) -> Result<usize> {
@@ -78,7 +119,12 @@ impl Dbn {
                 }
             };
         let rows = base.axis_iter(Axis(0)).zip(out.axis_iter_mut(Axis(0)));
-        if base.nrows() >= PAR_ROWS {
+        if base.nrows() < PAR_ROWS {
+            let sums = softplus_sums_split(base.view(), w_l);
+            for ((f, sum), label) in out.iter_mut().zip(sums).zip((0..k).cycle()) {
+                *f = -b_l[label] - sum;
+            }
+        } else if base.nrows() >= PAR_ROWS {
             base.axis_iter(Axis(0))
                 .into_par_iter()
                 .zip(out.axis_iter_mut(Axis(0)).into_par_iter())

@@ -13,8 +13,8 @@ use super::sparse::SparseRows;
 /// Below this fraction of non-zeros the row-gathering kernels beat dense GEMM (measured: at
 /// 19 % they take about half the time; per useful multiply-add they are ~3× slower).
 const SPARSE_DENSITY: f32 = 0.3;
-/// Up to this many rows a product is a few GEMVs, done by row gathering.
-const GEMV_ROWS: usize = 4;
+/// Up to this many rows a product is a few GEMVs, done by row gathering (on the team).
+const GEMV_ROWS: usize = super::sparse::TEAM_ROWS;
 /// Work (multiply-adds) below which a product stays on one thread.
 pub(crate) const PAR_MIN_WORK: usize = 1 << 17;
 
