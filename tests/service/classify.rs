@@ -456,6 +456,18 @@ fn occupy_the_slot(app: &TestApp, model: &str) -> tokio::task::JoinHandle<u16> {
     })
 }
 
+/// Waits until a call computes (the long call has its slot).
+async fn wait_for_a_computation(app: &TestApp) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while metric(&metrics_text(app).await, "dbn_inference_in_flight") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long call never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 async fn wait_for_queue_depth(app: &TestApp, depth: f64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -499,6 +511,7 @@ async fn concurrent_calls_wait_their_turn_are_merged_and_answered_as_if_alone() 
 
     // Act: 48 one-image calls (JSON and PNG) while a long call holds the slot.
     let long = occupy_the_slot(&app, &model);
+    wait_for_a_computation(&app).await;
     let calls: Vec<_> = rows
         .iter()
         .enumerate()
@@ -551,15 +564,7 @@ async fn only_calls_beyond_the_inference_queue_are_refused() {
     let model = app.train(&small_spec(1)).await;
     let path = format!("/v1/models/{model}/classify");
     let long = occupy_the_slot(&app, &model);
-    // The long call may still be queued for a moment: wait until it computes.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while metric(&metrics_text(&app).await, "dbn_inference_in_flight") < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the long call never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_for_a_computation(&app).await;
     let waiting: Vec<_> = (0..2)
         .map(|_| {
             let (client, url) = (app.client.clone(), app.url(&path));

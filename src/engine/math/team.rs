@@ -170,7 +170,7 @@ fn work(sh: &'static Shared, part: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && awake_since.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && awake_since.elapsed() > SPIN {
                 sh.parked[part].store(true, Ordering::SeqCst);
                 if sh.generation.load(Ordering::SeqCst) == seen {
                     std::thread::park();
