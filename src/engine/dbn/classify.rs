@@ -13,12 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Dbn;
 use crate::engine::error::{EngineError, Result};
-use std::sync::Mutex;
-
 use crate::engine::math::team::{self, Team};
 use crate::engine::math::{self, matmul, sample_categorical_rows, softmax_bias_rows};
 
-/// Rows below which the per-label sums stay on one thread.
+/// Rows below which the per-label sums are split by columns over the team, not by rows.
 const PAR_ROWS: usize = 16;
 /// Rows classified at a time: the top layer's input for a block is BLOCK_ROWS × 2000 floats.
 pub const BLOCK_ROWS: usize = 1000;
@@ -29,9 +27,7 @@ pub const BLOCK_ROWS: usize = 1000;
 fn softplus_sums_split(base: ArrayView2<f32>, w_l: ArrayView2<f32>) -> Array2<f32> {
     let team = Team::global();
     let blocks: Vec<_> = team::split(base.ncols(), team.parts(), 16).collect();
-    let partial: Vec<Mutex<Vec<f32>>> = blocks.iter().map(|_| Mutex::new(Vec::new())).collect();
-    team.run(&|part| {
-        let cols = blocks[part].clone();
+    let partial = team.map(blocks, |_, cols| {
         let mut sums = Vec::with_capacity(base.nrows() * w_l.nrows());
         for base_row in base.rows() {
             let base_row = base_row
@@ -47,13 +43,10 @@ fn softplus_sums_split(base: ArrayView2<f32>, w_l: ArrayView2<f32>) -> Array2<f3
                 ));
             }
         }
-        if let Ok(mut slot) = partial[part].lock() {
-            *slot = sums;
-        }
+        sums
     });
     let mut total = Array2::zeros((base.nrows(), w_l.nrows()));
     for sums in partial {
-        let sums = sums.into_inner().unwrap_or_else(|p| p.into_inner());
         for (t, s) in total.iter_mut().zip(sums) {
             *t += s;
         }
@@ -105,32 +98,28 @@ impl Dbn {
         let w_l = top.weights.slice(s![nf.., ..]);
         let b_l = top.visible_bias.slice(s![nf..]);
         let mut out = Array2::zeros((base.nrows(), k));
-        let one_row =
-            |(base_row, mut out_row): (ndarray::ArrayView1<f32>, ndarray::ArrayViewMut1<f32>)| {
-                let base_row = base_row
-                    .as_slice()
-                    .expect("rows of an owned array are contiguous");
-                for (label, f) in out_row.iter_mut().enumerate() {
-                    let w_row = w_l.row(label);
-                    let shift = w_row
-                        .as_slice()
-                        .expect("rows of the weights are contiguous");
-                    *f = -b_l[label] - math::softplus_sum_shifted(base_row, shift);
-                }
-            };
-        let rows = base.axis_iter(Axis(0)).zip(out.axis_iter_mut(Axis(0)));
         if base.nrows() < PAR_ROWS {
+            // A few images: the columns are split over the team instead of the rows.
             let sums = softplus_sums_split(base.view(), w_l);
             for ((f, sum), label) in out.iter_mut().zip(sums).zip((0..k).cycle()) {
                 *f = -b_l[label] - sum;
             }
-        } else if base.nrows() >= PAR_ROWS {
+        } else {
             base.axis_iter(Axis(0))
                 .into_par_iter()
                 .zip(out.axis_iter_mut(Axis(0)).into_par_iter())
-                .for_each(one_row);
-        } else {
-            rows.for_each(one_row);
+                .for_each(|(base_row, mut out_row)| {
+                    let base_row = base_row
+                        .as_slice()
+                        .expect("rows of an owned array are contiguous");
+                    for (label, f) in out_row.iter_mut().enumerate() {
+                        let shift = w_l.row(label);
+                        let shift = shift
+                            .as_slice()
+                            .expect("rows of the weights are contiguous");
+                        *f = -b_l[label] - math::softplus_sum_shifted(base_row, shift);
+                    }
+                });
         }
         for (mut row, &ft) in out.axis_iter_mut(Axis(0)).zip(&feature_term) {
             row -= ft;

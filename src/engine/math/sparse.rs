@@ -9,8 +9,6 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
-use std::sync::Mutex;
-
 use super::product::PAR_MIN_WORK;
 use super::simd::{dispatch, Fma};
 use super::team::{self, Team};
@@ -163,21 +161,19 @@ impl SparseRows {
             let blocks: Vec<_> = team::split(n, team.parts(), TILE).collect();
             let (idx, vals) = common_columns(self);
             let vals: Vec<&[f32]> = vals.iter().map(Vec::as_slice).collect();
-            let mut views = Vec::with_capacity(blocks.len());
+            let mut parts = Vec::with_capacity(blocks.len());
             let mut rest = out;
-            for range in &blocks {
+            for range in blocks {
                 let (part, tail) = rest.split_at(Axis(1), range.len());
                 rest = tail;
-                views.push(Mutex::new(Some(part)));
+                parts.push((part, range.start));
             }
-            team.run(&|part| {
-                let view = views[part].lock().ok().and_then(|mut v| v.take());
-                if let Some(mut view) = view.filter(|v| v.ncols() > 0) {
+            team.map(parts, |_, (mut view, col0)| {
+                if view.ncols() > 0 {
                     let mut rows: Vec<&mut [f32]> = view
                         .axis_iter_mut(Axis(0))
                         .map(|r| r.into_slice().expect("output rows are contiguous"))
                         .collect();
-                    let col0 = blocks[part].start;
                     rows_block(&idx, &vals, src, stride, col0, &mut rows, alpha, accumulate);
                 }
             });

@@ -157,6 +157,35 @@ impl Team {
     }
 }
 
+impl Team {
+    /// Runs `f(part, input)` with `inputs[part]` for every part (see [`Team::run`]) and returns
+    /// the parts' results in part order. `inputs` has one entry per part.
+    pub fn map<T: Send, R: Send>(
+        &self,
+        inputs: Vec<T>,
+        f: impl Fn(usize, T) -> R + Sync,
+    ) -> Vec<R> {
+        assert_eq!(inputs.len(), self.parts, "one input per part");
+        let slots: Vec<Mutex<(Option<T>, Option<R>)>> = inputs
+            .into_iter()
+            .map(|input| Mutex::new((Some(input), None)))
+            .collect();
+        self.run(&|part| {
+            let mut slot = slots[part].lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(input) = slot.0.take() {
+                slot.1 = Some(f(part, input));
+            }
+        });
+        slots
+            .into_iter()
+            .map(|slot| {
+                let (_, result) = slot.into_inner().unwrap_or_else(|p| p.into_inner());
+                result.expect("every part ran")
+            })
+            .collect()
+    }
+}
+
 /// A worker: waits for each new generation, runs its part, counts itself done.
 fn work(sh: &'static Shared, part: usize) {
     let mut seen = 0;
@@ -271,6 +300,13 @@ mod tests {
             ran.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(ran.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn map_hands_each_part_its_input_and_returns_results_in_part_order() {
+        let team = Team::new(3);
+        let got = team.map(vec![10, 20, 30], |part, input| input + part);
+        assert_eq!(got, vec![10, 21, 32]);
     }
 
     #[test]

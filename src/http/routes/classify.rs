@@ -71,18 +71,14 @@ async fn classify(
     let seed = q.seed.unwrap_or(0);
     check_can_classify(&model)?;
     let x = inputs.to_matrix(&state, model.dbn.n_inputs()).await?;
-    let probs = match method {
-        Method::FreeEnergy => {
-            state
-                .classify(model.clone(), Classifier::FreeEnergy, x)
-                .await?
-        }
-        Method::Discriminative => {
-            state
-                .classify(model.clone(), Classifier::Discriminative, x)
-                .await?
-        }
-        Method::Gibbs => {
+    let merged = match method {
+        Method::FreeEnergy => Some(Classifier::FreeEnergy),
+        Method::Discriminative => Some(Classifier::Discriminative),
+        Method::Gibbs => None,
+    };
+    let probs = match merged {
+        Some(how) => state.classify(model.clone(), how, x).await?,
+        None => {
             let m = model.clone();
             state
                 .infer(method.as_str(), move || {
