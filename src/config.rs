@@ -116,6 +116,15 @@ pub struct ServeConfig {
     /// added or deleted.
     #[arg(long, env = "DBN_MODEL_REFRESH_SECS", default_value_t = 10)]
     pub model_refresh_secs: u64,
+    /// On the first start over an empty model store, install the bundled digit model and
+    /// point the alias `default` at it (`false`: start empty). Decided once per store: a
+    /// deleted default model is not installed again.
+    #[arg(long, env = "DBN_DEFAULT_MODEL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub default_model: bool,
+    /// At start, download MNIST into the MNIST directory when it is missing there (as
+    /// `dbn-serve mnist fetch` does; the server starts either way).
+    #[arg(long, env = "DBN_FETCH_MNIST", default_value_t = false, action = clap::ArgAction::Set)]
+    pub fetch_mnist: bool,
 }
 
 /// What a replica does.

@@ -139,6 +139,7 @@ fn an_autoencoder_stack_reconstructs_real_digits_and_fine_tunes_into_a_classifie
     let test = common::fixture(MnistSplit::Test);
     let spec = TrainingSpec {
         name: Some("ae".into()),
+        alias: None,
         dataset: "mnist".into(),
         architecture: Architecture {
             hidden: vec![200, 100],
@@ -158,6 +159,7 @@ fn an_autoencoder_stack_reconstructs_real_digits_and_fine_tunes_into_a_classifie
             epochs: 10,
             ..BackpropConfig::default()
         })),
+        classifier: None,
         ais: None,
         sequence: None,
     };

@@ -22,6 +22,7 @@ use dbn_serve::engine::{rng_from_seed, EngineError};
 fn spec() -> TrainingSpec {
     TrainingSpec {
         name: None,
+        alias: None,
         dataset: "mnist".into(),
         architecture: Architecture {
             hidden: vec![40, 30],
@@ -45,6 +46,7 @@ fn spec() -> TrainingSpec {
         validation_examples: 100,
         seed: 21,
         finetune: None,
+        classifier: None,
         ais: None,
         sequence: None,
     }
@@ -291,6 +293,62 @@ fn resuming_in_finetuning_gives_the_uninterrupted_model() {
             assert_same(&straight, &resumed);
         }
     }
+}
+
+/// Up-down, then a classifier by backpropagation: one model with both, and a checkpoint of
+/// either stage resumes to the uninterrupted model.
+#[test]
+fn a_classifier_after_up_down_keeps_both_and_resumes_from_either_stage() {
+    let mut spec = finetune_spec(false);
+    spec.classifier = Some(BackpropConfig {
+        epochs: 2,
+        top_only_epochs: 1,
+        batch_size: 50,
+        ..BackpropConfig::default()
+    });
+    let straight = run(&spec, &mut Silent).unwrap();
+    assert!(
+        straight.dbn.is_untied(),
+        "up-down's generative weights are kept"
+    );
+    assert!(
+        straight.dbn.classifier().is_some(),
+        "and the classifier added"
+    );
+    // Up-down alone leaves the same generative weights: the classifier changes nothing else.
+    let up_down_only = run(&finetune_spec(false), &mut Silent).unwrap();
+    for l in 0..straight.dbn.layers().len() - 1 {
+        assert_eq!(
+            straight.dbn.generative(l),
+            up_down_only.dbn.generative(l),
+            "layer {l}"
+        );
+    }
+    assert_eq!(straight.dbn.layers(), up_down_only.dbn.layers());
+    // Checkpoints 1-2: the layers; 3-5: up-down; 6-7: the classifier.
+    for stop_after in 3..=7 {
+        let mut stopper = StopAtCheckpoint::new(stop_after);
+        assert!(matches!(
+            run(&spec, &mut stopper),
+            Err(EngineError::Cancelled)
+        ));
+        let last = stopper.last();
+        let Checkpoint::Finetune(cp) = &last else {
+            panic!("checkpoint {stop_after} is not fine-tuning's");
+        };
+        assert_eq!(
+            cp.state.increments.is_empty(),
+            stop_after <= 5,
+            "{stop_after}"
+        );
+        let resumed = resume(&spec, &mut Silent, last).unwrap();
+        assert_same(&straight, &resumed);
+    }
+    // A classifier needs up-down before it.
+    let mut alone = finetune_spec(true);
+    alone.classifier = spec.classifier.clone();
+    let e = alone.validate(784, 10, &Limits::default()).unwrap_err();
+    assert!(e.to_string().contains("classifier"), "{e}");
 }
 
 #[test]

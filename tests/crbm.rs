@@ -189,6 +189,7 @@ fn ring_sequences(sequences: usize, length: usize, n: usize) -> Dataset {
 fn ring_spec(hidden: Vec<usize>, epochs: usize) -> TrainingSpec {
     TrainingSpec {
         name: Some("ring".into()),
+        alias: None,
         architecture: Architecture {
             hidden,
             labels_in_top: false,
@@ -347,6 +348,7 @@ fn moving_digits_are_shifted_copies_that_stay_on_the_canvas() {
 fn moving_spec(hidden: Vec<usize>) -> TrainingSpec {
     TrainingSpec {
         name: Some("moving".into()),
+        alias: None,
         architecture: Architecture {
             hidden,
             labels_in_top: false,

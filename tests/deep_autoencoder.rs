@@ -135,6 +135,7 @@ fn one_step_follows_the_gradient_of_the_reconstruction_cross_entropy() {
 fn digit_spec(finetune_epochs: usize) -> TrainingSpec {
     TrainingSpec {
         name: Some("deep-ae".into()),
+        alias: None,
         dataset: "mnist".into(),
         architecture: Architecture {
             hidden: vec![200, 30],
@@ -159,6 +160,7 @@ fn digit_spec(finetune_epochs: usize) -> TrainingSpec {
             epochs: finetune_epochs,
             ..AutoencoderConfig::default()
         })),
+        classifier: None,
         ais: None,
         sequence: None,
     }

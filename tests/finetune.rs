@@ -16,6 +16,7 @@ use dbn_serve::engine::{persist, EngineError};
 fn spec(finetune: Option<BackpropConfig>) -> TrainingSpec {
     TrainingSpec {
         name: Some("finetune-test".into()),
+        alias: None,
         dataset: "mnist".into(),
         architecture: Architecture {
             hidden: vec![100, 200],
@@ -31,6 +32,7 @@ fn spec(finetune: Option<BackpropConfig>) -> TrainingSpec {
         validation_examples: 500,
         seed: 4,
         finetune: finetune.map(Finetune::Backprop),
+        classifier: None,
         ais: None,
         sequence: None,
     }

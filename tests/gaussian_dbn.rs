@@ -17,6 +17,7 @@ use dbn_serve::engine::spec::{Architecture, LayerOverride, Limits, TrainingSpec}
 fn gaussian_spec(examples: usize) -> TrainingSpec {
     TrainingSpec {
         name: Some("gaussian".into()),
+        alias: None,
         dataset: "mnist".into(),
         architecture: Architecture {
             hidden: vec![200, 200],
@@ -37,6 +38,7 @@ fn gaussian_spec(examples: usize) -> TrainingSpec {
         validation_examples: 0,
         seed: 3,
         finetune: None,
+        classifier: None,
         ais: None,
         sequence: None,
     }

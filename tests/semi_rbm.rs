@@ -245,6 +245,7 @@ fn a_semi_restricted_first_layer_learns_real_digits_and_survives_a_save_and_load
     let test = common::fixture(MnistSplit::Test);
     let spec = TrainingSpec {
         name: Some("semi".into()),
+        alias: None,
         dataset: "mnist".into(),
         architecture: Architecture {
             hidden: vec![100],
@@ -261,6 +262,7 @@ fn a_semi_restricted_first_layer_learns_real_digits_and_survives_a_save_and_load
         validation_examples: 0,
         seed: 6,
         finetune: None,
+        classifier: None,
         ais: None,
         sequence: None,
     };

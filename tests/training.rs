@@ -13,6 +13,7 @@ use dbn_serve::engine::{rng_from_seed, EngineError};
 fn spec(hidden: Vec<usize>, epochs: usize, examples: usize, seed: u64) -> TrainingSpec {
     TrainingSpec {
         name: Some("test".into()),
+        alias: None,
         dataset: "mnist".into(),
         architecture: Architecture {
             hidden,
@@ -28,6 +29,7 @@ fn spec(hidden: Vec<usize>, epochs: usize, examples: usize, seed: u64) -> Traini
         validation_examples: 0,
         seed,
         finetune: None,
+        classifier: None,
         ais: None,
         sequence: None,
     }

@@ -191,6 +191,7 @@ fn wake_sleep_raises_the_exact_log_likelihood_of_toy_data() {
 fn digit_spec(init: WakeSleepInit) -> TrainingSpec {
     TrainingSpec {
         name: Some("ws".into()),
+        alias: None,
         dataset: "mnist".into(),
         architecture: Architecture {
             hidden: vec![100, 50],
@@ -210,6 +211,7 @@ fn digit_spec(init: WakeSleepInit) -> TrainingSpec {
             init,
             ..WakeSleepConfig::default()
         })),
+        classifier: None,
         ais: None,
         sequence: None,
     }

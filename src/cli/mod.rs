@@ -1,9 +1,12 @@
-//! The command line: `serve` (the default), `openapi`, `train`, `eval` and `sample`. Every
-//! flag also reads a `DBN_…` environment variable.
+//! The command line: `serve` (the default), `openapi`, `healthcheck`, `train`, `finetune`,
+//! `eval`, `compact`, `sample`, `ais` and `mnist fetch`. Every flag also reads a `DBN_…`
+//! environment variable.
 
 mod ais;
+mod compact;
 mod eval;
 mod finetune;
+mod mnist;
 mod progress;
 mod sample;
 mod serve;
@@ -59,6 +62,10 @@ enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Measure a model's error on the MNIST test set, with a confusion matrix.
     Eval(eval::EvalArgs),
+    /// Store a model's weights as bfloat16 (half the bytes) and measure it again.
+    Compact(compact::CompactArgs),
+    /// MNIST on demand: `mnist fetch` downloads the four files.
+    Mnist(mnist::MnistArgs),
     /// Generate digits of a chosen class and save them as a PNG grid.
     Sample(sample::SampleArgs),
     /// Estimate the first RBM's partition function by annealed importance sampling and the
@@ -121,6 +128,8 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(&ctx, args),
         Command::Finetune(args) => finetune::run(&ctx, args),
         Command::Eval(args) => eval::run(&ctx, args),
+        Command::Compact(args) => compact::run(&ctx, args),
+        Command::Mnist(args) => mnist::run(&ctx, args),
         Command::Ais(args) => ais::run(&ctx, args),
         Command::Sample(args) => sample::run(&ctx, args),
     };

@@ -18,6 +18,16 @@ pub fn run(ctx: &Context, config: ServeConfig) -> Result<(), CliError> {
             source,
         })?;
     runtime.block_on(async {
+        if config.fetch_mnist {
+            let plan = crate::fetch::FetchPlan::mnist(&ctx.mnist_dir);
+            if !crate::fetch::is_complete(&plan) {
+                tracing::info!("fetching MNIST into {}", plan.dir.display());
+                match crate::fetch::fetch(&plan).await {
+                    Ok(_) => tracing::info!("MNIST is ready in {}", plan.dir.display()),
+                    Err(e) => tracing::error!("{e}"),
+                }
+            }
+        }
         let server = crate::http::start(config, Some(ctx.mnist_dir.clone())).await?;
         println!("dbn-serve listening on http://{}", server.addr);
         shutdown_signal().await;

@@ -18,6 +18,11 @@ pub struct TrainingSpec {
     /// A name for the resulting model (optional).
     #[serde(default)]
     pub name: Option<String>,
+    /// When a server job of this spec succeeds, the alias to point at its model (optional;
+    /// e.g. `default`, so that clients of the alias get the new model without a new id).
+    /// Changes nothing in what is learned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
     /// Dataset to learn from; `mnist` is the standard MNIST training set.
     #[serde(default = "default_dataset")]
     pub dataset: String,
@@ -41,6 +46,12 @@ pub struct TrainingSpec {
     /// Fine-tuning after greedy pretraining (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune: Option<Finetune>,
+    /// A classifier learned by backpropagation after an `up_down` fine-tuning (default none):
+    /// the classifier starts from the up-down recognition weights, and the model keeps the
+    /// up-down generative weights, so one model classifies at backprop's error and dreams
+    /// with up-down's weights. Takes the settings of `finetune` with `method: backprop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<BackpropConfig>,
     /// After training, estimate the first RBM's partition function by annealed importance
     /// sampling and record the average log-probability of the binarised training and test
     /// images (default none; slow: about 35 s for 784-500 at the paper's schedule here, about
@@ -201,6 +212,7 @@ impl TrainingSpec {
     pub fn digit_model() -> Self {
         TrainingSpec {
             name: Some("mnist-dbn".into()),
+            alias: None,
             dataset: default_dataset(),
             architecture: Architecture {
                 hidden: vec![500, 500, 2000],
@@ -213,6 +225,7 @@ impl TrainingSpec {
             validation_examples: 0,
             seed: 0,
             finetune: None,
+            classifier: None,
             ais: None,
             sequence: None,
         }
@@ -220,6 +233,19 @@ impl TrainingSpec {
 
     /// Checks the spec against the input size and limits; errors name the field.
     pub fn validate(&self, n_inputs: usize, classes: usize, limits: &Limits) -> Result<()> {
+        if let Some(alias) = &self.alias {
+            let ok = !alias.is_empty()
+                && alias.len() <= 64
+                && alias
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(EngineError::invalid(
+                    "alias",
+                    "1-64 characters of letters, digits, '-' and '_'",
+                ));
+            }
+        }
         let hidden = &self.architecture.hidden;
         if hidden.is_empty() || hidden.len() > limits.max_layers {
             return Err(EngineError::invalid(
@@ -410,7 +436,23 @@ impl TrainingSpec {
             }
             None => {}
         }
+        if let Some(c) = &self.classifier {
+            c.validate("classifier")?;
+            if !matches!(self.finetune, Some(Finetune::UpDown(_))) {
+                return Err(EngineError::invalid(
+                    "classifier",
+                    "follows an up_down fine-tuning; for a classifier alone use finetune with \
+                     method backprop",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The fine-tuning stages in the order they run: `finetune`, then the classifier.
+    pub fn finetune_stages(&self) -> Vec<Finetune> {
+        let classifier = self.classifier.clone().map(Finetune::Backprop);
+        self.finetune.iter().cloned().chain(classifier).collect()
     }
 
     /// What a sequence model cannot combine with.
@@ -462,7 +504,9 @@ impl TrainingSpec {
     pub fn pretraining(&self) -> TrainingSpec {
         TrainingSpec {
             name: None,
+            alias: None,
             finetune: None,
+            classifier: None,
             ais: None,
             ..self.clone()
         }
@@ -489,27 +533,76 @@ impl TrainingSpec {
             * self.architecture.hidden[i] as f64
     }
 
-    /// The fraction of a run's arithmetic that fine-tuning takes (0 without fine-tuning):
-    /// backpropagation is three products per layer and example (forward, two backward).
+    /// The fraction of a run's arithmetic that fine-tuning takes (0 without fine-tuning).
     pub fn finetune_share(&self, n_inputs: usize, classes: usize, n: usize) -> f64 {
         let hidden = &self.architecture.hidden;
         let pretrain: f64 = (0..hidden.len())
             .map(|i| self.layer_work(i, n_inputs, classes, n))
             .sum();
+        let (forward, below) = self.forward_work(n_inputs);
+        let stages = self.finetune_stages();
+        if stages.is_empty() {
+            return 0.0;
+        }
+        let mut finetune = 0.0;
+        for stage in &stages {
+            match self.stage_work(stage, n_inputs, classes, n, forward, below) {
+                Some(work) => finetune += work,
+                // Without pretraining all the work is wake-sleep's.
+                None => return 1.0,
+            }
+        }
+        finetune / (pretrain + finetune).max(1.0)
+    }
+
+    /// The shares of fine-tuning's arithmetic that each of its stages takes (summing to 1).
+    pub fn stage_shares(&self, n_inputs: usize, classes: usize, n: usize) -> Vec<f64> {
+        let (forward, below) = self.forward_work(n_inputs);
+        let work: Vec<f64> = self
+            .finetune_stages()
+            .iter()
+            .map(|s| {
+                self.stage_work(s, n_inputs, classes, n, forward, below)
+                    .unwrap_or(1.0)
+            })
+            .collect();
+        let total: f64 = work.iter().sum();
+        work.iter()
+            .map(|w| w / total.max(f64::MIN_POSITIVE))
+            .collect()
+    }
+
+    /// Multiply-adds of one pass up the stack, and the top layer's size.
+    fn forward_work(&self, n_inputs: usize) -> (f64, usize) {
         let mut forward = 0.0;
         let mut below = n_inputs;
-        for &h in hidden {
+        for &h in &self.architecture.hidden {
             forward += (below * h) as f64;
             below = h;
         }
-        let finetune = match &self.finetune {
-            None => return 0.0,
-            Some(Finetune::Backprop(c)) => {
+        (forward, below)
+    }
+
+    /// Multiply-adds of one fine-tuning stage on `n` examples (`None`: wake-sleep from random
+    /// weights, which is all of the run's work); backpropagation is three products per layer
+    /// and example (forward, two backward).
+    fn stage_work(
+        &self,
+        stage: &Finetune,
+        n_inputs: usize,
+        classes: usize,
+        n: usize,
+        forward: f64,
+        below: usize,
+    ) -> Option<f64> {
+        let hidden = &self.architecture.hidden;
+        Some(match stage {
+            Finetune::Backprop(c) => {
                 3.0 * c.epochs as f64 * n as f64 * (forward + (below * classes) as f64)
             }
             // Below the top: six products per layer (up, down, two predictions, two
             // updates); the top: 2k + 3 products.
-            Some(Finetune::UpDown(c)) => {
+            Finetune::UpDown(c) => {
                 let top = (self.layer_visible(hidden.len() - 1, n_inputs, classes)
                     * hidden[hidden.len() - 1]) as f64;
                 let k = c.cd_k.iter().sum::<usize>() as f64 / c.cd_k.len().max(1) as f64;
@@ -518,13 +611,11 @@ impl TrainingSpec {
                     * (6.0 * (forward - top.min(forward)) + (2.0 * k + 3.0) * top)
             }
             // Encoder and decoder: twice the forward products, three each per example.
-            Some(Finetune::Autoencoder(c)) => 6.0 * c.epochs as f64 * n as f64 * forward,
-            // Without pretraining all the work is wake-sleep's.
-            Some(Finetune::WakeSleep(c)) if c.init == WakeSleepInit::Random => return 1.0,
+            Finetune::Autoencoder(c) => 6.0 * c.epochs as f64 * n as f64 * forward,
+            Finetune::WakeSleep(c) if c.init == WakeSleepInit::Random => return None,
             // Wake: up, down and an update per layer; sleep the same.
-            Some(Finetune::WakeSleep(c)) => 6.0 * c.epochs as f64 * n as f64 * forward,
-        };
-        finetune / (pretrain + finetune).max(1.0)
+            Finetune::WakeSleep(c) => 6.0 * c.epochs as f64 * n as f64 * forward,
+        })
     }
 
     /// Visible units of layer `i`: the input, a hidden layer, or features plus labels on top.

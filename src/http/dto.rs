@@ -108,6 +108,21 @@ pub struct Model {
     /// Size of the model file in bytes.
     pub bytes: u64,
     pub created_at: String,
+    /// The aliases that point at this model (e.g. `default`).
+    pub aliases: Vec<String>,
+}
+
+impl Model {
+    /// The model as listed, with the aliases among `aliases` (name → id) that point at it.
+    pub fn with_aliases(m: &ModelEntry, aliases: &BTreeMap<String, String>) -> Self {
+        let mut model = Model::from(m);
+        model.aliases = aliases
+            .iter()
+            .filter(|(_, id)| **id == m.id)
+            .map(|(name, _)| name.clone())
+            .collect();
+        model
+    }
 }
 
 impl From<&ModelEntry> for Model {
@@ -132,6 +147,7 @@ impl From<&ModelEntry> for Model {
             methods,
             bytes: m.bytes,
             created_at: rfc3339(m.card.provenance.created_unix.saturating_mul(1000)),
+            aliases: Vec::new(),
         }
     }
 }

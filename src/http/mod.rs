@@ -230,6 +230,16 @@ fn open_stores(config: &ServeConfig, dir: &std::path::Path) -> Result<Stores, Se
         }
         None => Arc::new(FsModelStore::open(dir)?),
     };
+    if config.default_model && config.role.serves_api() {
+        match crate::bundled::install(&*models)? {
+            crate::bundled::Install::Installed => tracing::info!(
+                "installed the bundled model {} as alias {}",
+                crate::bundled::MODEL_ID,
+                crate::bundled::ALIAS
+            ),
+            other => tracing::debug!("bundled model: {other:?}"),
+        }
+    }
     Ok((jobs, models))
 }
 
@@ -263,6 +273,7 @@ pub fn router(state: AppState) -> Router {
     let short = Router::new()
         .merge(routes::jobs::router())
         .merge(routes::models::router(config.max_model_bytes()))
+        .merge(routes::aliases::router())
         .merge(routes::classify::router())
         .merge(routes::codes::router())
         .merge(routes::generation::router())

@@ -4,7 +4,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes::{classify, codes, datasets, generation, jobs, models, oip, ops, sequences};
+use super::routes::{
+    aliases, classify, codes, datasets, generation, jobs, models, oip, ops, sequences,
+};
 use crate::config::ServeConfig;
 
 #[derive(OpenApi)]
@@ -19,6 +21,7 @@ use crate::config::ServeConfig;
     paths(
         jobs::submit, jobs::list, jobs::show, jobs::cancel, jobs::events,
         models::list, models::show, models::remove, models::weights, models::import,
+        aliases::list, aliases::show, aliases::set, aliases::remove,
         classify::classify, codes::encode, codes::reconstruct, generation::samples, generation::samples_png, generation::chain, generation::features_png,
         sequences::continue_sequence,
         datasets::list, datasets::upload,

@@ -21,6 +21,9 @@ use utoipa::ToSchema;
 pub struct TrainingSpecSchema {
     /// A name for the resulting model.
     name: Option<String>,
+    /// When the job succeeds, point this alias at its model (1-64 of `[A-Za-z0-9_-]`; e.g.
+    /// `default`). Changes nothing in what is learned.
+    alias: Option<String>,
     /// Dataset to learn from (default `mnist`); see `GET /v1/datasets`.
     dataset: Option<String>,
     architecture: ArchitectureSchema,
@@ -35,6 +38,11 @@ pub struct TrainingSpecSchema {
     seed: Option<u64>,
     /// Fine-tuning after pretraining (default none).
     finetune: Option<FinetuneSchema>,
+    /// A classifier learned by backpropagation after an `up_down` fine-tuning (default none;
+    /// the settings of `finetune` with `method: backprop`, without `method`). It starts from
+    /// the up-down recognition weights, and the model keeps the up-down generative weights:
+    /// one model classifies at backprop's error and dreams with up-down's weights.
+    classifier: Option<BackpropSchema>,
     /// After training, measure the average log-probability of the binarised training and
     /// test images under the first RBM, in nats, with its partition function estimated by
     /// annealed importance sampling (default none). The model card gets `ais_log_z`,
@@ -324,6 +332,8 @@ pub struct ProvenanceSchema {
     engine_version: String,
     created_unix: u64,
     train_seconds: f64,
+    /// `f32`, or `bf16` for a compacted model (metrics measured on the bf16 weights).
+    storage: String,
 }
 
 /// A dataset available to training.
@@ -386,6 +396,8 @@ mod tests {
             method: Some(crate::engine::rbm::LayerMethod::Cd),
         });
         spec.finetune = Some(Finetune::Backprop(BackpropConfig::default()));
+        spec.classifier = Some(BackpropConfig::default());
+        spec.alias = Some("default".into());
         spec.ais = Some(crate::engine::spec::AisSpec {
             runs: 10,
             steps: 100,

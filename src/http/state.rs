@@ -39,9 +39,17 @@ impl AppState {
             .map_err(ApiError::from)
     }
 
-    /// A model by id: from memory when loaded, else on the blocking pool (a shared model store
-    /// fetches a model it has not loaded yet from the bucket).
-    pub async fn model(&self, id: &str) -> Result<Arc<ModelEntry>, ApiError> {
+    /// The model id `id_or_alias` stands for: an alias's target, else itself.
+    pub fn resolve(&self, id_or_alias: &str) -> String {
+        self.models
+            .alias(id_or_alias)
+            .unwrap_or_else(|| id_or_alias.to_string())
+    }
+
+    /// A model by id or alias: from memory when loaded, else on the blocking pool (a shared
+    /// model store fetches a model it has not loaded yet from the bucket).
+    pub async fn model(&self, id_or_alias: &str) -> Result<Arc<ModelEntry>, ApiError> {
+        let id = &self.resolve(id_or_alias);
         if let Some(model) = self.models.loaded(id) {
             return Ok(model);
         }

@@ -231,11 +231,17 @@ impl Jobs {
             .info(&spec.dataset)
             .ok_or_else(|| JobError::Invalid {
                 field: "dataset".into(),
-                message: format!(
-                    "no dataset {:?} (available: {})",
-                    spec.dataset,
-                    self.inner.datasets.names().join(", ")
-                ),
+                message: if spec.dataset == datasets::MNIST {
+                    "MNIST is not in this server's MNIST directory: run `dbn-serve mnist fetch` \
+                     (or start the server with DBN_FETCH_MNIST=true), or upload a dataset"
+                        .to_string()
+                } else {
+                    format!(
+                        "no dataset {:?} (available: {})",
+                        spec.dataset,
+                        self.inner.datasets.names().join(", ")
+                    )
+                },
             })?;
         spec.validate(info.n_inputs, info.classes, &self.inner.config.limits)
             .map_err(invalid)?;

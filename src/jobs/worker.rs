@@ -266,19 +266,33 @@ fn store_model(
     {
         return Ok(Ending::Cancelled);
     }
-    match jobs
+    let stored = jobs
         .inner
         .models
-        .insert(&model_id, &bytes, outcome.dbn, card)
-    {
-        Ok(_) => Ok(Ending::Succeeded(model_id)),
+        .insert(&model_id, &bytes, outcome.dbn, card);
+    match stored {
         // Stored by an earlier attempt that died before recording its end.
-        Err(StoreError::Conflict(_)) => Ok(Ending::Succeeded(model_id)),
-        Err(StoreError::Unavailable(e)) => {
-            tracing::warn!(job = %job.id, "storing the model: {e}; back to the queue");
-            std::thread::sleep(Duration::from_secs(5));
-            Ok(Ending::Interrupted)
-        }
-        Err(e) => Err(fail("model_write_failed", &e)),
+        Ok(_) | Err(StoreError::Conflict(_)) => {}
+        Err(StoreError::Unavailable(e)) => return Ok(back_to_queue(job, "storing the model", &e)),
+        Err(e) => return Err(fail("model_write_failed", &e)),
     }
+    // The spec's alias moves once the model is stored; a retry after a store outage finds the
+    // model stored and moves it then.
+    if let Some(alias) = &job.spec.alias {
+        match jobs.inner.models.set_alias(alias, &model_id) {
+            Ok(()) => tracing::info!(job = %job.id, "alias {alias} now points at {model_id}"),
+            Err(StoreError::Unavailable(e)) => {
+                return Ok(back_to_queue(job, "moving the alias", &e))
+            }
+            Err(e) => return Err(fail("alias_failed", &e)),
+        }
+    }
+    Ok(Ending::Succeeded(model_id))
+}
+
+/// A model store out of reach: the job goes back to the queue after a pause.
+fn back_to_queue(job: &JobRecord, doing: &str, e: &dyn std::fmt::Display) -> Ending {
+    tracing::warn!(job = %job.id, "{doing}: {e}; back to the queue");
+    std::thread::sleep(Duration::from_secs(5));
+    Ending::Interrupted
 }

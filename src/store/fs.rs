@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use super::aliases::{check_alias_name, AliasBook};
 use super::{valid_id, Result, StoreError};
 use crate::engine::dbn::Dbn;
 use crate::engine::persist::{self, ModelCard};
@@ -59,6 +60,23 @@ pub trait ModelStore: Send + Sync {
     fn dataset_names(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    /// Aliases (name → model id) as this process knows them; never blocks. A shared store
+    /// learns of other replicas' changes at its refresh.
+    fn aliases(&self) -> BTreeMap<String, String>;
+    /// The model id the alias `name` points at, if it is one.
+    fn alias(&self, name: &str) -> Option<String> {
+        self.aliases().remove(name)
+    }
+    /// Points the alias `name` at the stored model `id`, creating or moving it in one write:
+    /// a caller resolves the alias to the old model or the new, never to neither.
+    fn set_alias(&self, name: &str, id: &str) -> Result<()>;
+    /// Removes an alias; false if there was none.
+    fn delete_alias(&self, name: &str) -> Result<bool>;
+    /// Whether the bundled model `id` was installed here at some earlier start.
+    fn bundled_installed(&self, id: &str) -> Result<bool>;
+    /// Records that the bundled model `id` has been installed (it is not installed again,
+    /// even once deleted).
+    fn record_bundled(&self, id: &str) -> Result<()>;
 }
 
 /// Models in `DIR/models/ID.safetensors`, checkpoints in `DIR/checkpoints/JOB.ckpt`. Owns the
@@ -67,6 +85,9 @@ pub struct FsModelStore {
     models: PathBuf,
     checkpoints: PathBuf,
     index: RwLock<BTreeMap<String, Arc<ModelEntry>>>,
+    /// `DIR/aliases.json` and its contents; writers hold the lock across the file's write.
+    aliases_file: PathBuf,
+    aliases: RwLock<AliasBook>,
 }
 
 const MODEL_EXT: &str = "safetensors";
@@ -108,11 +129,35 @@ impl FsModelStore {
             }
         }
         tracing::info!("{} models in {}", index.len(), models.display());
+        let aliases_file = dir.join("aliases.json");
+        let aliases = match std::fs::read(&aliases_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Invalid(format!("{}: {e}", aliases_file.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AliasBook::default(),
+            Err(e) => return Err(io(&aliases_file, e)),
+        };
         Ok(FsModelStore {
             models,
             checkpoints,
             index: RwLock::new(index),
+            aliases_file,
+            aliases: RwLock::new(aliases),
         })
+    }
+
+    /// Changes the alias book with `change` and, when it changed, writes it atomically; the
+    /// book in memory changes only once the file has.
+    fn change_aliases(&self, change: impl FnOnce(&mut AliasBook) -> bool) -> Result<bool> {
+        let mut book = self.aliases.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = book.clone();
+        if !change(&mut next) {
+            return Ok(false);
+        }
+        let bytes = serde_json::to_vec_pretty(&next)
+            .map_err(|e| StoreError::Invalid(format!("aliases: {e}")))?;
+        persist::write_atomic(&self.aliases_file, &bytes).map_err(engine_io)?;
+        *book = next;
+        Ok(true)
     }
 
     fn model_path(&self, id: &str) -> Result<PathBuf> {
@@ -198,8 +243,41 @@ impl ModelStore for FsModelStore {
         if !index.contains_key(id) {
             return Err(StoreError::NotFound(format!("model {id:?}")));
         }
+        // Aliases of the model go first: a crash in between leaves the model unaliased,
+        // never an alias naming a missing model.
+        self.change_aliases(|book| book.forget_model(id))?;
         std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
         index.remove(id);
+        Ok(())
+    }
+
+    fn aliases(&self) -> BTreeMap<String, String> {
+        let book = self.aliases.read().unwrap_or_else(|p| p.into_inner());
+        book.aliases.clone()
+    }
+
+    fn set_alias(&self, name: &str, id: &str) -> Result<()> {
+        check_alias_name(name)?;
+        // Holding the index keeps the model from being deleted until the alias is written.
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        if !index.contains_key(id) {
+            return Err(StoreError::NotFound(format!("model {id:?}")));
+        }
+        self.change_aliases(|book| book.set(name, id))?;
+        Ok(())
+    }
+
+    fn delete_alias(&self, name: &str) -> Result<bool> {
+        self.change_aliases(|book| book.aliases.remove(name).is_some())
+    }
+
+    fn bundled_installed(&self, id: &str) -> Result<bool> {
+        let book = self.aliases.read().unwrap_or_else(|p| p.into_inner());
+        Ok(book.installed.contains(id))
+    }
+
+    fn record_bundled(&self, id: &str) -> Result<()> {
+        self.change_aliases(|book| book.installed.insert(id.to_string()))?;
         Ok(())
     }
 

@@ -3,12 +3,14 @@
 //! S3-compatible object storage. Each pair sits behind one trait ([`JobStore`],
 //! [`ModelStore`]).
 
+pub mod aliases;
 pub mod fs;
 pub mod jobs;
 pub mod object;
 pub mod postgres;
 pub mod sqlite;
 
+pub use aliases::{check_alias_name, AliasBook};
 pub use fs::{FsModelStore, ModelEntry, ModelStore};
 pub use jobs::{
     EventRelay, Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore,

@@ -38,6 +38,8 @@ fn test_config(data_dir: &Path) -> ServeConfig {
     let mut config = ServeConfig::with_data_dir(data_dir);
     config.addr = "127.0.0.1:0".parse().unwrap();
     config.shutdown_grace_secs = 10;
+    // Tests start from an empty model store unless they test the bundled model.
+    config.default_model = false;
     config
 }
 

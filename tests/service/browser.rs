@@ -123,6 +123,62 @@ async fn drawing_a_digit_shows_a_prediction_and_ten_probabilities() {
     assert_eq!(cleared, "–");
 }
 
+/// A fresh data directory: the page selects the bundled model by itself, reads a drawn 7 and
+/// shows generated digits, without any training.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_server_classifies_a_drawing_and_dreams_in_the_first_minute() {
+    let Some(browser) = Browser::start("browser: first minute").await else {
+        return;
+    };
+    let app = spawn_app_with(|c| c.default_model = true).await;
+    browser.goto(&app.url("/")).await;
+    browser
+        .wait_for(
+            "the default model selected",
+            "return document.getElementById('model').value === 'mnist-dbn-default';",
+            20,
+        )
+        .await;
+    browser
+        .draw(
+            "#pad",
+            &[
+                (-70, -90),
+                (-20, -92),
+                (30, -92),
+                (70, -90),
+                (40, -20),
+                (10, 40),
+                (-10, 100),
+            ],
+        )
+        .await;
+    let shown = browser
+        .wait_for(
+            "a prediction",
+            "const p = document.getElementById('predicted').textContent;
+             return /^[0-9]$/.test(p) ? p : null;",
+            20,
+        )
+        .await;
+    assert_eq!(shown, "7", "the drawn 7 was read as {shown}");
+    browser
+        .screenshot(&screenshots(), "first-minute-classify")
+        .await;
+    browser.click("#tab-dream").await;
+    browser
+        .wait_for(
+            "the samples image",
+            "const i = document.getElementById('samples');
+             return i.complete && i.naturalWidth > 0 ? i.naturalWidth : null;",
+            30,
+        )
+        .await;
+    browser
+        .screenshot(&screenshots(), "first-minute-dream")
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_started_from_the_page_shows_progress_until_it_ends() {
     let Some(browser) = Browser::start("browser: train").await else {

@@ -186,6 +186,12 @@ async fn bad_inputs_get_their_documented_errors_and_the_server_stays_healthy() {
     assert_eq!((status, code(&body)), (413, "image_too_large"));
     let (status, body) = classify_bytes(&app, &model, b"x".to_vec(), "text/plain").await;
     assert_eq!((status, code(&body)), (415, "unsupported_media_type"));
+    // curl's --data-binary labels a picture a form: taken by its first bytes, and only then.
+    let form = "application/x-www-form-urlencoded";
+    let (status, body) = classify_bytes(&app, &model, test_png(0, 1), form).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = classify_bytes(&app, &model, b"a=1".to_vec(), form).await;
+    assert_eq!((status, code(&body)), (415, "unsupported_media_type"));
     let (status, body) = app.post_json(&path, &json!({"pixels": [[0.5, 0.5]]})).await;
     assert_eq!((status, code(&body)), (422, "invalid_request"));
     assert!(body["error"]["message"]

@@ -23,6 +23,8 @@ pub fn start_with(
         .arg(data_dir)
         .arg("--mnist-dir")
         .arg(crate::common::fixture_dir())
+        // An empty model store unless a test asks for the bundled model.
+        .env("DBN_DEFAULT_MODEL", "false")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(logs)

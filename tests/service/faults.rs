@@ -10,6 +10,7 @@ use crate::app::{code, is_terminal, small_spec, spawn_app, spawn_app_in};
 async fn start_error(dir: &std::path::Path) -> Option<String> {
     let mut config = ServeConfig::with_data_dir(dir);
     config.addr = "127.0.0.1:0".parse().unwrap();
+    config.default_model = false;
     match start(config, Some(crate::common::fixture_dir())).await {
         Ok(server) => {
             server.stop().await;

@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod aliases;
 mod app;
 mod auth_and_limits;
 mod browser;
@@ -11,8 +12,10 @@ mod codes;
 mod crash;
 mod faults;
 mod jobs;
+mod mnist_fetch;
 mod models;
 mod openapi;
+mod readme;
 mod scaleout;
 mod sequences;
 mod webdriver;

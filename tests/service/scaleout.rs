@@ -47,7 +47,11 @@ async fn an_api_replica_and_a_worker_replica_share_jobs_events_and_models() {
     };
     let shared = shared_stores(&admin, &endpoint).await;
     let client = crate::common::http_client();
-    let (mut api, api_base) = replica(&shared, &[("DBN_ROLE", "api")]);
+    // The API replica installs the bundled model into the bucket, aliased `default`.
+    let (mut api, api_base) = replica(
+        &shared,
+        &[("DBN_ROLE", "api"), ("DBN_DEFAULT_MODEL", "true")],
+    );
     // The API replica trains nothing: a job waits in the queue until a worker comes.
     let blocker = submit(
         &client,
@@ -147,6 +151,18 @@ async fn an_api_replica_and_a_worker_replica_share_jobs_events_and_models() {
     let card = get(&client, format!("{api_base}/v1/models/{model}")).await;
     assert_eq!(card["provenance"]["dataset"], "digits");
     assert!(card["metrics"]["test_error"].as_f64().is_some(), "{card}");
+    // Aliases live in the bucket: `default` names the bundled model, and moving it is seen.
+    let alias = get(&client, format!("{api_base}/v1/aliases/default")).await;
+    assert_eq!(alias["model_id"], "mnist-dbn-default", "{alias}");
+    let r = client
+        .put(format!("{api_base}/v1/aliases/default"))
+        .json(&json!({ "model_id": model }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let shown = get(&client, format!("{api_base}/v1/models/default")).await;
+    assert_eq!(shown["id"], json!(model));
     kill(&mut worker);
     kill(&mut api);
 }

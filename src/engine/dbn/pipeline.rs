@@ -11,7 +11,7 @@ use crate::engine::finetune::{
     evaluate, train_autoencoder, train_backprop, train_up_down, train_wake_sleep, BeliefNet,
     Classifier, DeepAutoencoder, FinetuneRun, FinetuneState, WakeSleepInit, BOUND_SAMPLES,
 };
-use crate::engine::observer::Observer;
+use crate::engine::observer::{EpochMetrics, Observer};
 use crate::engine::rbm::Rbm;
 use crate::engine::spec::{Finetune, Limits, TrainingSpec};
 use crate::engine::EngineRng;
@@ -167,6 +167,7 @@ fn finetune_fingerprint(spec: &TrainingSpec, train: &Dataset, held_out: usize) -
     // Neither the name nor the measurement after training changes what is learned.
     let unnamed = TrainingSpec {
         name: None,
+        alias: None,
         ais: None,
         ..spec.clone()
     };
@@ -185,12 +186,13 @@ fn run_finetune(
     mut rng: EngineRng,
     resume: Option<(FinetuneState, u64)>,
 ) -> Result<TrainOutcome> {
-    let Some(finetune) = &spec.finetune else {
+    let stages = spec.finetune_stages();
+    if stages.is_empty() {
         return match resume {
             Some(_) => Err(another_run()),
             None => Ok(outcome),
         };
-    };
+    }
     let started = std::time::Instant::now();
     let (train, valid) = spec.split(data);
     (outcome.train_examples, outcome.validation_examples) = (train.len(), valid.len());
@@ -199,72 +201,113 @@ fn run_finetune(
     } else {
         0
     };
-    let resume = match resume {
+    let mut resume = match resume {
         Some((_, taken_with)) if taken_with != fingerprint => return Err(another_run()),
         Some((state, _)) => Some(state),
         None => None,
     };
-    let share = spec.finetune_share(data.n_pixels(), data.classes, train.len());
-    let earlier = std::mem::take(&mut outcome.history);
-    let resumed = resume.is_some();
-    let (x, y) = (train.images.view(), train.labels.as_slice());
-    let mut run = FinetuneRun {
-        observer,
-        fraction: (1.0 - share, 1.0),
-        validation: (!valid.is_empty()).then(|| (valid.images.view(), valid.labels.as_slice())),
-        resume,
-        base: None,
-        earlier: &earlier,
-        fingerprint,
+    // A checkpoint belongs to the stage that took it: only backpropagation keeps momentum
+    // increments, and a classifier stage can only follow up-down, so a checkpoint with
+    // increments in a two-stage run is the second stage's.
+    let first = match &resume {
+        Some(state) if stages.len() > 1 && !state.increments.is_empty() => 1,
+        _ => 0,
     };
-    let history = match finetune {
+    let share = spec.finetune_share(data.n_pixels(), data.classes, train.len());
+    let stage_shares = spec.stage_shares(data.n_pixels(), data.classes, train.len());
+    let mut history = std::mem::take(&mut outcome.history);
+    let mut from = 1.0 - share;
+    for (i, stage) in stages.iter().enumerate() {
+        let to = from + share * stage_shares[i];
+        if i >= first {
+            let run = FinetuneRun {
+                observer: &mut *observer,
+                fraction: (from, if i + 1 == stages.len() { 1.0 } else { to }),
+                validation: (!valid.is_empty())
+                    .then(|| (valid.images.view(), valid.labels.as_slice())),
+                resume: resume.take(),
+                base: None,
+                earlier: &history,
+                fingerprint,
+            };
+            let (dbn, learned) =
+                run_stage(stage, outcome.dbn, run, &train, &valid, spec, &mut rng)?;
+            outcome.dbn = dbn;
+            history.extend(learned);
+        }
+        from = to;
+    }
+    outcome.history = history;
+    // Every fine-tuning epoch measured the held-out error of the model as it then was (the
+    // classifier's, or free energy after up-down); the last one is the final model's.
+    outcome.validation_error = outcome.history.last().and_then(|m| m.validation_error);
+    outcome.seconds += started.elapsed().as_secs_f64();
+    Ok(outcome)
+}
+
+/// Runs one fine-tuning stage on `dbn` (from `run.resume` when that holds a checkpoint's
+/// state) and returns the model and the stage's epochs.
+fn run_stage(
+    stage: &Finetune,
+    mut dbn: Dbn,
+    mut run: FinetuneRun,
+    train: &Dataset,
+    valid: &Dataset,
+    spec: &TrainingSpec,
+    rng: &mut EngineRng,
+) -> Result<(Dbn, Vec<EpochMetrics>)> {
+    let resumed = run.resume.is_some();
+    let (x, y) = (train.images.view(), train.labels.as_slice());
+    let history = match stage {
         Finetune::Backprop(config) => {
-            let mut net = match outcome.dbn.take_classifier() {
+            let mut net = match dbn.take_classifier() {
                 Some(net) if resumed => net,
                 _ if resumed => {
                     return Err(EngineError::Model(
                         "checkpoint: no classifier to go on fine-tuning".into(),
                     ))
                 }
-                _ => Classifier::from_dbn(&outcome.dbn, data.classes, config.init_std, &mut rng)?,
+                _ => Classifier::from_dbn(&dbn, train.classes, config.init_std, rng)?,
             };
-            run.base = Some(&outcome.dbn);
-            let history = train_backprop(&mut net, x, y, config, &mut run, &mut rng)?;
-            outcome.dbn = outcome.dbn.with_classifier(net)?;
+            // Checkpoints hold the model the classifier belongs to; the run is rebuilt around
+            // a borrow of it that lives only as long as the stage.
+            let mut run = FinetuneRun {
+                observer: run.observer,
+                fraction: run.fraction,
+                validation: run.validation,
+                resume: run.resume,
+                base: Some(&dbn),
+                earlier: run.earlier,
+                fingerprint: run.fingerprint,
+            };
+            let history = train_backprop(&mut net, x, y, config, &mut run, rng)?;
+            dbn = dbn.with_classifier(net)?;
             history
         }
         Finetune::Autoencoder(config) => {
-            let mut net = match outcome.dbn.take_autoencoder() {
+            let mut net = match dbn.take_autoencoder() {
                 Some(net) if resumed => net,
                 _ if resumed => {
                     return Err(EngineError::Model(
                         "checkpoint: no autoencoder to go on fine-tuning".into(),
                     ))
                 }
-                _ => DeepAutoencoder::from_dbn(&outcome.dbn)?,
+                _ => DeepAutoencoder::from_dbn(&dbn)?,
             };
             let held_out = (!valid.is_empty()).then(|| valid.images.view());
-            let history = train_autoencoder(
-                &mut net,
-                &outcome.dbn,
-                x,
-                held_out,
-                config,
-                &mut run,
-                &mut rng,
-            )?;
-            outcome.dbn = outcome.dbn.with_autoencoder(net)?;
+            let history = train_autoencoder(&mut net, &dbn, x, held_out, config, &mut run, rng)?;
+            dbn = dbn.with_autoencoder(net)?;
             history
         }
         Finetune::WakeSleep(config) => {
-            let mut net = match outcome.dbn.take_belief_net() {
+            let mut net = match dbn.take_belief_net() {
                 Some(net) if resumed => net,
                 _ if resumed => {
                     return Err(EngineError::Model(
                         "checkpoint: no belief net to go on learning".into(),
                     ))
                 }
-                _ => BeliefNet::from_dbn(&outcome.dbn, x)?,
+                _ => BeliefNet::from_dbn(&dbn, x)?,
             };
             // Progress is measured on held-out images, or else on the first training ones.
             let monitor = if valid.is_empty() {
@@ -275,34 +318,21 @@ fn run_finetune(
             let monitor = monitor.slice(ndarray::s![..monitor.nrows().min(1000), ..]);
             let mut binarise = crate::engine::rng_from_seed(spec.seed ^ MONITOR_STREAM);
             let monitor = crate::engine::rbm::sample_binary(monitor, &mut binarise);
-            let history = train_wake_sleep(
-                &mut net,
-                &outcome.dbn,
-                x,
-                monitor.view(),
-                config,
-                &mut run,
-                &mut rng,
-            )?;
-            outcome.dbn = outcome.dbn.with_belief_net(net)?;
+            let history =
+                train_wake_sleep(&mut net, &dbn, x, monitor.view(), config, &mut run, rng)?;
+            dbn = dbn.with_belief_net(net)?;
             history
         }
         Finetune::UpDown(config) => {
-            if resumed && !outcome.dbn.is_untied() {
+            if resumed && !dbn.is_untied() {
                 return Err(EngineError::Model(
                     "checkpoint: the model's weights are not untied".into(),
                 ));
             }
-            train_up_down(&mut outcome.dbn, x, y, config, &mut run, &mut rng)?
+            train_up_down(&mut dbn, x, y, config, &mut run, rng)?
         }
     };
-    outcome.history = earlier;
-    outcome.history.extend(history);
-    // Every fine-tuning epoch measured the held-out error of the model as it then was (the
-    // classifier's, or free energy after up-down); the last one is the final model's.
-    outcome.validation_error = outcome.history.last().and_then(|m| m.validation_error);
-    outcome.seconds += started.elapsed().as_secs_f64();
-    Ok(outcome)
+    Ok((dbn, history))
 }
 
 /// The spec's log-probability measurement (`spec.ais`) of the first RBM, on the training

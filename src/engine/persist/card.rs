@@ -67,6 +67,7 @@ impl ModelCard {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
                 train_seconds: outcome.seconds,
+                storage: f32_storage(),
             },
             metrics,
         }
@@ -90,4 +91,12 @@ pub struct Provenance {
     /// Seconds since the Unix epoch when training finished.
     pub created_unix: u64,
     pub train_seconds: f64,
+    /// How the file stores real values: `f32`, or `bf16` for a model compacted to half the
+    /// bytes (`dbn-serve compact`), whose metrics are then measured on the bf16 weights.
+    #[serde(default = "f32_storage")]
+    pub storage: String,
+}
+
+fn f32_storage() -> String {
+    "f32".into()
 }

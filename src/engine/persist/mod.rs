@@ -273,7 +273,19 @@ pub(crate) fn read_dbn(
 
 /// Serialises a model to safetensors bytes.
 pub fn to_bytes(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
+    write_bytes(dbn, card, false)
+}
+
+/// As [`to_bytes`] with every real value stored as bfloat16 (round to nearest even): half the
+/// bytes, for a model shipped with the binary. Reading widens the values back to f32, so the
+/// model loaded is the f32 model rounded to 8 bits of mantissa.
+pub fn to_bytes_bf16(dbn: &Dbn, card: &ModelCard) -> Result<Vec<u8>> {
+    write_bytes(dbn, card, true)
+}
+
+fn write_bytes(dbn: &Dbn, card: &ModelCard, bf16: bool) -> Result<Vec<u8>> {
     let mut tensors = Tensors::default();
+    tensors.bf16 = bf16;
     let layout = push_dbn(&mut tensors, dbn);
     let body = ModelMeta {
         layout,

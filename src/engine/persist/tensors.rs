@@ -82,8 +82,19 @@ pub(crate) fn format_of(bytes: &[u8]) -> Option<String> {
 }
 
 /// Tensors on their way into a safetensors file: name, type, shape, little-endian bytes.
+/// With `bf16`, real values are stored as bfloat16 (half the bytes; readers widen them back).
 #[derive(Default)]
-pub(crate) struct Tensors(Vec<(String, Dtype, Vec<usize>, Vec<u8>)>);
+pub(crate) struct Tensors {
+    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    pub(crate) bf16: bool,
+}
+
+/// `v` rounded to the nearest bfloat16 (ties to even), as its 16 bits.
+pub(crate) fn to_bf16(v: f32) -> u16 {
+    let bits = v.to_bits();
+    let rounding = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(rounding) >> 16) as u16
+}
 
 impl Tensors {
     pub(crate) fn push_f32<'a>(
@@ -92,14 +103,23 @@ impl Tensors {
         shape: &[usize],
         values: impl IntoIterator<Item = &'a f32>,
     ) {
-        let bytes = values.into_iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.0
-            .push((name.to_string(), Dtype::F32, shape.to_vec(), bytes));
+        let (dtype, bytes) = if self.bf16 {
+            let bytes = values
+                .into_iter()
+                .flat_map(|v| to_bf16(*v).to_le_bytes())
+                .collect();
+            (Dtype::BF16, bytes)
+        } else {
+            let bytes = values.into_iter().flat_map(|v| v.to_le_bytes()).collect();
+            (Dtype::F32, bytes)
+        };
+        self.tensors
+            .push((name.to_string(), dtype, shape.to_vec(), bytes));
     }
 
     pub(crate) fn push_u32(&mut self, name: &str, values: &[u32]) {
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.0
+        self.tensors
             .push((name.to_string(), Dtype::U32, vec![values.len()], bytes));
     }
 
@@ -146,7 +166,7 @@ impl Tensors {
 
     pub(crate) fn serialize(&self, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
         let views = self
-            .0
+            .tensors
             .iter()
             .map(|(name, dtype, shape, bytes)| {
                 TensorView::new(*dtype, shape.clone(), bytes)
@@ -289,15 +309,22 @@ pub(crate) fn read_f32(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<
     let t = st
         .tensor(name)
         .map_err(|e| EngineError::Model(format!("{name}: {e}")))?;
-    if t.dtype() != Dtype::F32 || t.shape() != shape {
-        return Err(EngineError::Model(format!(
-            "{name}: expected f32 {shape:?}, found {:?} {:?}",
+    match t.dtype() {
+        Dtype::F32 if t.shape() == shape => Ok(t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()),
+        // bfloat16 is the upper half of an f32.
+        Dtype::BF16 if t.shape() == shape => Ok(t
+            .data()
+            .chunks_exact(2)
+            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+            .collect()),
+        _ => Err(EngineError::Model(format!(
+            "{name}: expected f32 or bf16 {shape:?}, found {:?} {:?}",
             t.dtype(),
             t.shape()
-        )));
+        ))),
     }
-    Ok(t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
 }

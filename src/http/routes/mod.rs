@@ -1,5 +1,6 @@
 //! The routes, one module per resource, each owning its `router()`.
 
+pub mod aliases;
 pub mod classify;
 pub mod codes;
 pub mod datasets;

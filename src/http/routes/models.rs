@@ -28,17 +28,19 @@ pub fn router(max_model_bytes: usize) -> Router<AppState> {
 #[utoipa::path(get, path = "/v1/models", tag = "models",
     responses((status = 200, body = ModelList)))]
 async fn list(State(state): State<AppState>) -> Json<ModelList> {
+    let aliases = state.models.aliases();
     Json(ModelList {
         models: state
             .models
             .list()
             .iter()
-            .map(|m| Model::from(&**m))
+            .map(|m| Model::with_aliases(m, &aliases))
             .collect(),
     })
 }
 
-/// One model: architecture, training spec, dataset, metrics (test error), created.
+/// One model (by id or alias): architecture, training spec, dataset, metrics (test error),
+/// created, aliases.
 #[utoipa::path(get, path = "/v1/models/{id}", tag = "models",
     params(("id" = String, Path, description = "Model id")),
     responses((status = 200, body = Model), (status = 404, body = ErrorBody)))]
@@ -46,7 +48,8 @@ async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Model>, ApiError> {
-    Ok(Json(Model::from(&*state.model(&id).await?)))
+    let model = state.model(&id).await?;
+    Ok(Json(Model::with_aliases(&model, &state.models.aliases())))
 }
 
 /// Delete a model.
@@ -62,6 +65,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let models = state.models.clone();
+    let id = state.resolve(&id);
     tokio::task::spawn_blocking(move || models.delete(&id))
         .await
         .map_err(|e| ApiError::internal("deleting", e))??;
@@ -80,6 +84,7 @@ async fn weights(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let models = state.models.clone();
+    let id = state.resolve(&id);
     let name = id.clone();
     let bytes = tokio::task::spawn_blocking(move || models.read_file(&name))
         .await

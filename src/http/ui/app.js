@@ -65,10 +65,14 @@ async function loadModels(select) {
     box.replaceChildren(...models.map((m) => {
       const error = m.metrics.test_error;
       const text = error === undefined ? m.name : `${m.name} (${(100 * error).toFixed(2)} % test error)`;
-      const option = new Option(`${text} — ${m.id}`, m.id);
+      const aliases = (m.aliases || []).length ? ` [${m.aliases.join(", ")}]` : "";
+      const option = new Option(`${text} — ${m.id}${aliases}`, m.id);
       return option;
     }));
+    // The model kept from before, else the one the alias "default" points at.
+    const fallback = models.find((m) => (m.aliases || []).includes("default"));
     if (models.some((m) => m.id === keep)) box.value = keep;
+    else if (fallback) box.value = fallback.id;
     $("model-note").textContent = models.length ? "" : "No models yet: train one below, or import one through the API.";
     modelChanged();
   } catch (e) {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use object_store::path::Path as ObjectPath;
 
+use super::aliases::check_alias_name;
 use super::fs::{DatasetFiles, ModelEntry, ModelStore};
 use super::{valid_id, Result, StoreError};
 use crate::engine::dbn::Dbn;
@@ -43,6 +44,9 @@ pub struct ObjectModelStore {
     /// Whether models stay in memory once loaded or stored (not in a replica that only
     /// trains: it stores models but never serves them).
     keep_loaded: bool,
+    /// Aliases (`aliases/NAME` objects holding a model id) as of the last listing or this
+    /// replica's own change.
+    aliases: RwLock<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for ObjectModelStore {
@@ -88,6 +92,7 @@ impl ObjectModelStore {
             touched: Mutex::new(HashMap::new()),
             unloadable: Mutex::new(Default::default()),
             keep_loaded,
+            aliases: RwLock::new(BTreeMap::new()),
         });
         if !keep_loaded {
             let listed = this.dataset_names()?;
@@ -144,7 +149,29 @@ impl ObjectModelStore {
         for id in gone {
             index.remove(&id);
         }
-        Ok(index.len())
+        let loaded = index.len();
+        drop(index);
+        self.refresh_aliases()?;
+        Ok(loaded)
+    }
+
+    /// Reads every alias object of the bucket.
+    fn refresh_aliases(&self) -> Result<()> {
+        let mut aliases = BTreeMap::new();
+        for key in self.bucket.list("aliases")? {
+            let Some(name) = key.filename().filter(|n| valid_id(n)) else {
+                continue;
+            };
+            let name = name.to_string();
+            if let Some(bytes) = self.bucket.fetch(key)? {
+                let id = String::from_utf8_lossy(&bytes).trim().to_string();
+                if valid_id(&id) {
+                    aliases.insert(name, id);
+                }
+            }
+        }
+        *self.aliases.write().unwrap_or_else(|p| p.into_inner()) = aliases;
+        Ok(())
     }
 
     fn lock<'a, T>(&self, m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
@@ -268,6 +295,15 @@ impl ModelStore for ObjectModelStore {
 
     fn delete(&self, id: &str) -> Result<()> {
         self.get(id)?;
+        // Aliases of the model go first, so none is left naming a missing model.
+        let naming: Vec<String> = self
+            .aliases()
+            .into_iter()
+            .filter_map(|(name, target)| (target == id).then_some(name))
+            .collect();
+        for name in naming {
+            self.delete_alias(&name)?;
+        }
         self.bucket.remove(model_key(id))?;
         self.touch(id);
         self.write_index().remove(id);
@@ -288,6 +324,48 @@ impl ModelStore for ObjectModelStore {
 
     fn shares_datasets(&self) -> bool {
         true
+    }
+
+    fn aliases(&self) -> BTreeMap<String, String> {
+        self.aliases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// One object per alias: moving it is one PUT, which readers see whole.
+    fn set_alias(&self, name: &str, id: &str) -> Result<()> {
+        check_alias_name(name)?;
+        self.get(id)?;
+        self.bucket.put(alias_key(name), id.as_bytes().to_vec())?;
+        self.aliases
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), id.to_string());
+        Ok(())
+    }
+
+    fn delete_alias(&self, name: &str) -> Result<bool> {
+        if !valid_id(name) {
+            return Ok(false);
+        }
+        let known = self.aliases().contains_key(name) || self.bucket.exists(alias_key(name))?;
+        if known {
+            self.bucket.remove(alias_key(name))?;
+        }
+        self.aliases
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(known)
+    }
+
+    fn bundled_installed(&self, id: &str) -> Result<bool> {
+        self.bucket.exists(installed_key(id)?)
+    }
+
+    fn record_bundled(&self, id: &str) -> Result<()> {
+        self.bucket.put(installed_key(id)?, Vec::new())
     }
 
     /// The files go first, then the marker that makes the dataset exist.
@@ -338,6 +416,17 @@ impl ModelStore for ObjectModelStore {
         names.sort();
         Ok(names)
     }
+}
+
+fn alias_key(name: &str) -> ObjectPath {
+    ObjectPath::from(format!("aliases/{name}"))
+}
+
+fn installed_key(id: &str) -> Result<ObjectPath> {
+    if !valid_id(id) {
+        return Err(StoreError::NotFound(format!("model {id:?}")));
+    }
+    Ok(ObjectPath::from(format!("installed/{id}")))
 }
 
 /// The object listing a dataset's files, written last.
