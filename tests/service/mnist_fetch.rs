@@ -80,10 +80,14 @@ async fn serve_file(
     if m.fault == Fault::CutOnce && first {
         // Promise the whole file, send half, then fail the body: the client sees a
         // connection cut mid-file.
+        use futures_util::StreamExt;
         let half = rest[..rest.len() / 2].to_vec();
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-            vec![Ok(half), Err(std::io::Error::other("cut"))];
-        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        // The half is sent (with the head) before the cut comes.
+        let cut = futures_util::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Err::<Vec<u8>, _>(std::io::Error::other("cut"))
+        });
+        let body = Body::from_stream(futures_util::stream::iter([Ok(half)]).chain(cut));
         return (
             status,
             [(header::CONTENT_LENGTH, rest.len().to_string())],
@@ -232,7 +236,7 @@ async fn an_interrupted_download_resumes_where_it_stopped() {
     assert!(matches!(e, FetchError::Unavailable { .. }), "{e}");
     // The cut file's first half is kept to resume, and no file is in place half-written.
     let parts = leftovers(dir.path());
-    assert_eq!(parts.len(), 1, "{parts:?}");
+    assert_eq!(parts.len(), 1, "{parts:?} after {e}");
     let first = &plan.files[0].0;
     assert!(!dir.path().join(first).exists());
     // The second run asks for the rest only, and every file ends whole.
