@@ -9,8 +9,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use dbn_serve::engine::observer::{Phase, Progress};
 use dbn_serve::engine::spec::TrainingSpec;
-use dbn_serve::store::{JobRecord, JobStatus, JobStore, PostgresJobStore, StoreError};
+use dbn_serve::store::{
+    Claim, JobProgress, JobRecord, JobStatus, JobStore, PostgresJobStore, StoreError,
+};
 
 fn replica(url: &str, name: &str, lease: Duration) -> PostgresJobStore {
     PostgresJobStore::connect(url, name.into(), lease).expect("connects and migrates")
@@ -58,15 +61,16 @@ fn replicas_racing_for_jobs_claim_each_exactly_once() {
     let first = &claimed.iter().find(|c| !c.is_empty()).unwrap()[0];
     let holder = claimed.iter().position(|c| c.contains(first)).unwrap();
     let other = (holder + 1) % stores.len();
+    let first_claim = claim(first, 1);
     assert!(!stores[other]
-        .finish(first, JobStatus::Failed, None, None, 3)
+        .finish(&first_claim, JobStatus::Failed, None, None, 3)
         .unwrap());
     assert_eq!(
         stores[0].get(first).unwrap().unwrap().status,
         JobStatus::Running
     );
     assert!(stores[holder]
-        .finish(first, JobStatus::Succeeded, None, Some("m"), 3)
+        .finish(&first_claim, JobStatus::Succeeded, None, Some("m"), 3)
         .unwrap());
     assert_eq!(
         stores[0].get(first).unwrap().unwrap().status,
@@ -109,17 +113,19 @@ fn a_lapsed_lease_moves_the_job_to_another_replica() {
     queue(&a, ["job-1".to_string(), "job-2".to_string()]);
     let job = a.claim_next(10).unwrap().unwrap();
     assert_eq!(job.id, "job-1");
+    let a1 = job.claim();
     // A live lease keeps the job from B; a heartbeat renews a lapsed one before anyone
     // claims it.
     lapse("job-1");
-    let beat = a.heartbeat(&["job-1".into()], 11).unwrap();
+    let beat = a.heartbeat(std::slice::from_ref(&a1), 11).unwrap();
     assert!(beat.lost.is_empty() && beat.cancel.is_empty(), "{beat:?}");
-    assert_eq!(b.claim_next(12).unwrap().unwrap().id, "job-2");
+    let b2 = b.claim_next(12).unwrap().unwrap().claim();
+    assert_eq!(b2.job, "job-2");
     assert!(b.claim_next(12).unwrap().is_none());
     // A cancel asked through A reaches B's heartbeat, and B's job keeps running meanwhile.
     assert!(!a.cancel("job-2", 13).unwrap());
     assert_eq!(
-        b.heartbeat(&["job-2".into()], 13).unwrap().cancel,
+        b.heartbeat(std::slice::from_ref(&b2), 13).unwrap().cancel,
         ["job-2"]
     );
     assert!(a.claim_next(13).unwrap().is_none());
@@ -132,12 +138,11 @@ fn a_lapsed_lease_moves_the_job_to_another_replica() {
         ("job-1", 2, Some(10))
     );
     // A learns it lost the job, and its writes no longer apply.
-    let beat = a.heartbeat(&["job-1".into()], 15).unwrap();
-    assert_eq!(beat.lost, ["job-1"]);
-    assert!(!a.requeue("job-1").unwrap());
-    assert!(!a
-        .finish("job-1", JobStatus::Failed, None, None, 15)
-        .unwrap());
+    let beat = a.heartbeat(std::slice::from_ref(&a1), 15).unwrap();
+    assert_eq!(beat.lost, std::slice::from_ref(&a1));
+    assert!(!a.requeue(&a1).unwrap());
+    assert!(!a.holds(&a1).unwrap());
+    assert!(!a.finish(&a1, JobStatus::Failed, None, None, 15).unwrap());
     assert_eq!(b.get("job-1").unwrap().unwrap().status, JobStatus::Running);
     // B's job-2, asked to cancel, ends cancelled (not retried) when B's lease on it lapses.
     lapse("job-2");
@@ -147,8 +152,65 @@ fn a_lapsed_lease_moves_the_job_to_another_replica() {
         JobStatus::Cancelled
     );
     assert!(b
-        .finish("job-1", JobStatus::Succeeded, None, Some("m"), 17)
+        .finish(&taken.claim(), JobStatus::Succeeded, None, Some("m"), 17)
         .unwrap());
+}
+
+fn claim(job: &str, number: u32) -> Claim {
+    Claim {
+        job: job.into(),
+        number,
+    }
+}
+
+/// The fencing token is the claim, not the replica: a replica that claims its own lapsed job
+/// again (a second worker, after a heartbeat outage) refuses every write of the first claim.
+#[test]
+fn a_replica_that_claims_its_own_lapsed_job_again_fences_the_first_claim() {
+    let Some((admin, _)) = scaleout::services("own_lapsed_job") else {
+        return;
+    };
+    let url = scaleout::fresh_database(&admin);
+    let a = replica(&url, "a", Duration::from_secs(60));
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    queue(&a, ["job-1".to_string()]);
+    let first = a.claim_next(10).unwrap().unwrap().claim();
+    db.execute(
+        "UPDATE dbn_jobs SET lease_expires_at = clock_timestamp() - interval '1 second'",
+        &[],
+    )
+    .unwrap();
+    let second = a.claim_next(11).unwrap().unwrap().claim();
+    assert_eq!((first.number, second.number), (1, 2));
+    let progress = JobProgress {
+        progress: Progress {
+            phase: Phase::Pretrain,
+            layer: 0,
+            layers: 1,
+            epoch: 1,
+            epochs: 1,
+            batch: 0,
+            batches: 1,
+            fraction: 0.5,
+            examples_per_sec: 0.0,
+        },
+        eta_seconds: None,
+    };
+    assert!(!a.holds(&first).unwrap());
+    assert!(!a.record_progress(&first, &progress, Some(&[])).unwrap());
+    assert!(!a.requeue(&first).unwrap());
+    assert!(!a.finish(&first, JobStatus::Failed, None, None, 12).unwrap());
+    // The heartbeat renews the second claim and reports the first lost.
+    let beat = a.heartbeat(&[first.clone(), second.clone()], 13).unwrap();
+    assert_eq!(beat.lost, [first]);
+    assert!(a.holds(&second).unwrap());
+    assert!(a.record_progress(&second, &progress, None).unwrap());
+    assert!(a
+        .finish(&second, JobStatus::Succeeded, None, Some("m"), 14)
+        .unwrap());
+    let job = a.get("job-1").unwrap().unwrap();
+    assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 2));
+    assert_eq!(job.progress.unwrap().progress.fraction, 0.5);
 }
 
 #[test]

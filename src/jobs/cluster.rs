@@ -145,27 +145,31 @@ fn beat_interval(inner: &Inner) -> Duration {
 
 /// Stops every job running here without recording its end: its lease is about to lapse.
 fn stop_all(inner: &Inner) {
-    for id in inner.running.ids() {
-        if inner.running.flag_lost(&id) {
-            tracing::warn!(job = %id, "the job store is out of reach; stopping before the lease lapses");
+    for claim in inner.running.claims() {
+        if inner.running.flag_lost(&claim) {
+            tracing::warn!(job = %claim.job, "the job store is out of reach; stopping before the lease lapses");
         }
     }
 }
 
 /// One heartbeat; false if the store could not be reached.
 fn beat(inner: &Inner) -> bool {
-    let ids = inner.running.ids();
-    if ids.is_empty() {
+    let claims = inner.running.claims();
+    if claims.is_empty() {
         return true;
     }
-    match inner.store.heartbeat(&ids, now_millis()) {
+    match inner.store.heartbeat(&claims, now_millis()) {
         Ok(beat) => {
             for id in &beat.cancel {
                 inner.running.flag_cancel(id);
             }
-            for id in &beat.lost {
-                if inner.running.flag_lost(id) {
-                    tracing::warn!(job = %id, "lease lost: another replica has the job; stopping");
+            for claim in &beat.lost {
+                if inner.running.flag_lost(claim) {
+                    tracing::warn!(
+                        job = %claim.job,
+                        claim = claim.number,
+                        "claim lost: the job was claimed again; stopping"
+                    );
                 }
             }
             true

@@ -21,7 +21,7 @@ use crate::engine::observer::EpochMetrics;
 use crate::engine::spec::{Limits, TrainingSpec};
 use crate::engine::EngineError;
 use crate::store::{
-    new_id, now_millis, JobPage, JobProgress, JobRecord, JobStatus, JobStore, ModelStore,
+    new_id, now_millis, Claim, JobPage, JobProgress, JobRecord, JobStatus, JobStore, ModelStore,
     StoreError,
 };
 
@@ -130,32 +130,35 @@ pub(crate) struct RunFlags {
     pub lost: Arc<AtomicBool>,
 }
 
-/// The jobs running in this process, by id, with their flags.
+/// The runs in this process, by claim, with their flags. A job can have two entries for a
+/// moment: a run that lost its claim and has not noticed yet, and the run of the new claim.
 #[derive(Debug, Default)]
-pub(crate) struct Running(Mutex<HashMap<String, RunFlags>>);
+pub(crate) struct Running(Mutex<HashMap<Claim, RunFlags>>);
 
 impl Running {
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunFlags>> {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Claim, RunFlags>> {
         // Each entry is whole: a panic elsewhere cannot leave the map torn.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn ids(&self) -> Vec<String> {
+    pub fn claims(&self) -> Vec<Claim> {
         self.lock().keys().cloned().collect()
     }
 
-    /// Tells the job, if it runs here, to stop and end cancelled.
+    /// Tells every run of the job here to stop and end cancelled.
     pub fn flag_cancel(&self, id: &str) {
-        if let Some(flags) = self.lock().get(id) {
-            flags.cancel.store(true, Ordering::SeqCst);
+        for (claim, flags) in self.lock().iter() {
+            if claim.job == id {
+                flags.cancel.store(true, Ordering::SeqCst);
+            }
         }
     }
 
-    /// Tells the job, if it runs here, to stop without recording its end; true if it had not
-    /// been told yet.
-    pub fn flag_lost(&self, id: &str) -> bool {
+    /// Tells the run of `claim`, if it runs here, to stop without recording its end; true if
+    /// it had not been told yet.
+    pub fn flag_lost(&self, claim: &Claim) -> bool {
         self.lock()
-            .get(id)
+            .get(claim)
             .is_some_and(|flags| !flags.lost.swap(true, Ordering::SeqCst))
     }
 }
@@ -406,7 +409,7 @@ impl Jobs {
         self.inner.wake.1.notify_all();
     }
 
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunFlags>> {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<Claim, RunFlags>> {
         self.inner.running.lock()
     }
 }

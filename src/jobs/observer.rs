@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{JobEvent, Jobs, RunFlags};
 use crate::engine::dbn::Checkpoint;
 use crate::engine::observer::{Control, EpochMetrics, Observer, Progress};
-use crate::store::JobProgress;
+use crate::store::{Claim, JobProgress};
 
 /// How often progress is written to the store and published, at most.
 const RECORD_EVERY: Duration = Duration::from_millis(1000);
@@ -18,8 +18,10 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 pub(super) struct JobObserver<'a> {
     pub jobs: &'a Jobs,
     pub id: String,
+    /// The claim this run holds the job by: every write carries it.
+    claim: Claim,
     pub cancel: Arc<AtomicBool>,
-    /// Set when another replica has taken the job over.
+    /// Set when the claim no longer holds the job (a later claim, here or elsewhere).
     lost: Arc<AtomicBool>,
     pub history: Vec<EpochMetrics>,
     /// When this attempt started, and the fraction done then (for the ETA).
@@ -30,11 +32,12 @@ pub(super) struct JobObserver<'a> {
 }
 
 impl<'a> JobObserver<'a> {
-    pub fn new(jobs: &'a Jobs, id: String, flags: RunFlags) -> Self {
+    pub fn new(jobs: &'a Jobs, claim: Claim, flags: RunFlags) -> Self {
         let past = Instant::now() - Duration::from_secs(3600);
         JobObserver {
             jobs,
-            id,
+            id: claim.job.clone(),
+            claim,
             cancel: flags.cancel,
             lost: flags.lost,
             history: Vec::new(),
@@ -82,13 +85,18 @@ impl<'a> JobObserver<'a> {
 
     fn record(&mut self, progress: &JobProgress, with_history: bool) {
         let history = with_history.then_some(self.history.as_slice());
-        if let Err(e) = self
+        match self
             .jobs
             .inner
             .store
-            .record_progress(&self.id, progress, history)
+            .record_progress(&self.claim, progress, history)
         {
-            tracing::warn!(job = %self.id, "recording progress: {e}");
+            Ok(true) => {}
+            // A later claim holds the job: this run stops without writing more.
+            Ok(false) => {
+                self.lost.store(true, Ordering::SeqCst);
+            }
+            Err(e) => tracing::warn!(job = %self.id, "recording progress: {e}"),
         }
         self.last_record = Instant::now();
     }
@@ -134,6 +142,20 @@ impl Observer for JobObserver<'_> {
         if self.lost() {
             // The new owner's checkpoints are not this replica's to overwrite.
             return Control::Stop;
+        }
+        // The checkpoint lives in the model store: the claim is checked just before.
+        match self.jobs.inner.store.holds(&self.claim) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.lost.store(true, Ordering::SeqCst);
+                return Control::Stop;
+            }
+            Err(e) => {
+                // Unconfirmed: no checkpoint this epoch; the lease check stops the run if
+                // the store stays away.
+                tracing::warn!(job = %self.id, "checking the claim before a checkpoint: {e}");
+                return self.control();
+            }
         }
         let saved = checkpoint
             .to_bytes()

@@ -2,7 +2,6 @@
 //! when it has one), stores the model and ends the job; sleeps when the queue is empty.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::observer::JobObserver;
@@ -58,8 +57,9 @@ fn wait_for_work(jobs: &Jobs) {
 
 fn run_job(jobs: &Jobs, job: JobRecord) {
     let id = job.id.clone();
+    let claim = job.claim();
     let flags = RunFlags::default();
-    jobs.lock_running().insert(id.clone(), flags.clone());
+    jobs.lock_running().insert(claim.clone(), flags.clone());
     // A cancel that raced with the claim is in the store; honour it.
     if let Ok(Some(current)) = jobs.inner.store.get(&id) {
         if current.cancel_requested {
@@ -72,19 +72,10 @@ fn run_job(jobs: &Jobs, job: JobRecord) {
         status: JobStatus::Running,
     });
     let ending = train(jobs, &job, flags.clone());
-    {
-        // Only this run's entry: a later claim of the same job may have replaced it.
-        let mut running = jobs.lock_running();
-        if running
-            .get(&id)
-            .is_some_and(|f| Arc::ptr_eq(&f.cancel, &flags.cancel))
-        {
-            running.remove(&id);
-        }
-    }
+    jobs.lock_running().remove(&claim);
     if flags.lost.load(Ordering::SeqCst) {
-        // Another replica holds the job now; its end is that replica's to record.
-        tracing::warn!(job = %id, "stopped: the job was taken over by another replica");
+        // A later claim holds the job now; its end is that claim's to record.
+        tracing::warn!(job = %id, claim = claim.number, "stopped: the job was claimed again");
         return;
     }
     let store = &jobs.inner.store;
@@ -99,10 +90,10 @@ fn run_job(jobs: &Jobs, job: JobRecord) {
     let recorded = loop {
         let now = now_millis();
         let result = match &ending {
-            Ending::Succeeded(model) => store.finish(&id, status, None, Some(model), now),
-            Ending::Failed(failure) => store.finish(&id, status, Some(failure), None, now),
-            Ending::Cancelled => store.finish(&id, status, None, None, now),
-            Ending::Interrupted => store.requeue(&id),
+            Ending::Succeeded(model) => store.finish(&claim, status, None, Some(model), now),
+            Ending::Failed(failure) => store.finish(&claim, status, Some(failure), None, now),
+            Ending::Cancelled => store.finish(&claim, status, None, None, now),
+            Ending::Interrupted => store.requeue(&claim),
         };
         match result {
             Err(StoreError::Unavailable(e)) if tries < 3 && !flags.lost.load(Ordering::SeqCst) => {
@@ -155,7 +146,7 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
         Err(e) => return failure("dataset_unavailable", e.to_string()),
     };
     let lost = flags.lost.clone();
-    let mut observer = JobObserver::new(jobs, job.id.clone(), flags);
+    let mut observer = JobObserver::new(jobs, job.claim(), flags);
     let limits = jobs.inner.config.limits;
     let checkpoint = match jobs.inner.models.load_checkpoint(&job.id) {
         Ok(Some(bytes)) => match Checkpoint::from_bytes(&bytes) {
@@ -258,9 +249,18 @@ fn store_model(
     }
     let bytes =
         persist::to_bytes(&outcome.dbn, &card).map_err(|e| fail("model_write_failed", &e))?;
+    // The model lives in the model store: the claim is checked just before the write. A
+    // later claim holds the job: the model is that claim's to store.
+    match jobs.inner.store.holds(&job.claim()) {
+        Ok(true) => {}
+        Ok(false) => {
+            lost.store(true, Ordering::SeqCst);
+            return Ok(Ending::Cancelled);
+        }
+        Err(e) => return Ok(back_to_queue(job, "checking the claim", &e)),
+    }
     // Cancelled before the write: nothing is stored, unless an earlier attempt that died
-    // before recording its end already stored this model (then the job is committed). Taken
-    // over by another replica: the model is that replica's to store.
+    // before recording its end already stored this model (then the job is committed).
     if lost.load(Ordering::SeqCst)
         || (cancel.load(Ordering::SeqCst) && jobs.inner.models.get(&model_id).is_err())
     {

@@ -91,7 +91,25 @@ pub struct JobRecord {
     pub cancel_requested: bool,
 }
 
+/// One claim of a job by a worker: the job's id and its claim number, the `attempts` count
+/// that the claim set. The number is the claim's fencing token: every claim raises it, and a
+/// store applies a claim's writes (progress, end, requeue) only while the number is still the
+/// job's, so a run that lost its job (a lapsed lease, a second claim) changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub job: String,
+    pub number: u32,
+}
+
 impl JobRecord {
+    /// The claim this record (as `claim_next` returned it) stands for.
+    pub fn claim(&self) -> Claim {
+        Claim {
+            job: self.id.clone(),
+            number: self.attempts,
+        }
+    }
+
     /// A new queued job.
     pub fn queued(id: String, spec: TrainingSpec, now: u64) -> Self {
         JobRecord {
@@ -146,25 +164,29 @@ pub trait JobStore: Send + Sync {
         -> Result<JobPage>;
     /// Moves the oldest queued job to `running` and returns it.
     fn claim_next(&self, now: u64) -> Result<Option<JobRecord>>;
-    /// Records progress and, at the end of an epoch, the metrics history.
+    /// Records progress and, at the end of an epoch, the metrics history, while `claim` is
+    /// current; false (nothing written) otherwise.
     fn record_progress(
         &self,
-        id: &str,
+        claim: &Claim,
         progress: &JobProgress,
         history: Option<&[EpochMetrics]>,
-    ) -> Result<()>;
-    /// Ends a running job; false if it was not this process's to end (it ended already, or
-    /// another process holds it now).
+    ) -> Result<bool>;
+    /// Ends a running job; false if it was not this claim's to end (it ended already, or a
+    /// later claim, here or in another process, holds it now).
     fn finish(
         &self,
-        id: &str,
+        claim: &Claim,
         status: JobStatus,
         error: Option<&JobFailure>,
         model_id: Option<&str>,
         now: u64,
     ) -> Result<bool>;
     /// Puts a running job back in the queue (the server is stopping); false as for `finish`.
-    fn requeue(&self, id: &str) -> Result<bool>;
+    fn requeue(&self, claim: &Claim) -> Result<bool>;
+    /// Whether `claim` still holds its job (running, and no later claim): asked before a
+    /// checkpoint or a model is written, which live in another store.
+    fn holds(&self, claim: &Claim) -> Result<bool>;
     /// Cancels a job: a queued one at once (returns true), a running one by setting its
     /// request flag (returns false). A finished job is left as it is.
     fn cancel(&self, id: &str, now: u64) -> Result<bool>;
@@ -173,10 +195,10 @@ pub trait JobStore: Send + Sync {
     fn recover(&self, now: u64) -> Result<usize>;
     /// Jobs in each status.
     fn counts(&self) -> Result<Vec<(JobStatus, u64)>>;
-    /// Called every few seconds with the jobs this process is running: renews their leases
-    /// (in a store shared by several processes) and tells which were asked to cancel and which
-    /// this process no longer holds (another took them over, or they ended elsewhere).
-    fn heartbeat(&self, running: &[String], now: u64) -> Result<Heartbeat>;
+    /// Called every few seconds with the claims this process is running: renews their leases
+    /// (in a store shared by several processes) and tells which jobs were asked to cancel and
+    /// which claims no longer hold their job (a later claim took it over, or it ended).
+    fn heartbeat(&self, running: &[Claim], now: u64) -> Result<Heartbeat>;
     /// Whether running jobs hold leases that lapse when not renewed (a store shared by several
     /// processes): a process that cannot renew them must stop its jobs before they lapse.
     fn leases(&self) -> bool {
@@ -193,8 +215,8 @@ pub trait JobStore: Send + Sync {
 pub struct Heartbeat {
     /// Jobs whose cancellation was asked (possibly through another process).
     pub cancel: Vec<String>,
-    /// Jobs this process no longer holds: it must stop them without recording their end.
-    pub lost: Vec<String>,
+    /// Claims that no longer hold their job: their runs must stop without recording an end.
+    pub lost: Vec<Claim>,
 }
 
 /// Carries job events (serialised) between the processes sharing a job store.

@@ -13,7 +13,7 @@ pub mod sqlite;
 pub use aliases::{check_alias_name, AliasBook};
 pub use fs::{FsModelStore, ModelEntry, ModelStore};
 pub use jobs::{
-    EventRelay, Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore,
+    Claim, EventRelay, Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore,
 };
 pub use object::ObjectModelStore;
 pub use postgres::PostgresJobStore;

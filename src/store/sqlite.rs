@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::jobs::json;
-use super::jobs::{Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore};
+use super::jobs::{
+    Claim, Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore,
+};
 use super::{Result, StoreError};
 use crate::engine::observer::EpochMetrics;
 
@@ -218,27 +220,29 @@ impl JobStore for SqliteJobStore {
 
     fn record_progress(
         &self,
-        id: &str,
+        claim: &Claim,
         progress: &JobProgress,
         history: Option<&[EpochMetrics]>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let conn = self.conn();
-        match history {
+        let changed = match history {
             Some(h) => conn.execute(
-                "UPDATE jobs SET progress = ?2, history = ?3 WHERE id = ?1",
-                params![id, json(progress)?, json(&h)?],
+                "UPDATE jobs SET progress = ?3, history = ?4 \
+                 WHERE id = ?1 AND attempts = ?2 AND status = 'running'",
+                params![claim.job, claim.number, json(progress)?, json(&h)?],
             )?,
             None => conn.execute(
-                "UPDATE jobs SET progress = ?2 WHERE id = ?1",
-                params![id, json(progress)?],
+                "UPDATE jobs SET progress = ?3 \
+                 WHERE id = ?1 AND attempts = ?2 AND status = 'running'",
+                params![claim.job, claim.number, json(progress)?],
             )?,
         };
-        Ok(())
+        Ok(changed == 1)
     }
 
     fn finish(
         &self,
-        id: &str,
+        claim: &Claim,
         status: JobStatus,
         error: Option<&JobFailure>,
         model_id: Option<&str>,
@@ -246,10 +250,11 @@ impl JobStore for SqliteJobStore {
     ) -> Result<bool> {
         let conn = self.conn();
         let changed = conn.execute(
-            "UPDATE jobs SET status = ?2, error_code = ?3, error_message = ?4, model_id = ?5, \
-             finished_at = ?6 WHERE id = ?1 AND status = 'running'",
+            "UPDATE jobs SET status = ?3, error_code = ?4, error_message = ?5, model_id = ?6, \
+             finished_at = ?7 WHERE id = ?1 AND attempts = ?2 AND status = 'running'",
             params![
-                id,
+                claim.job,
+                claim.number,
                 status.as_str(),
                 error.map(|e| e.code.as_str()),
                 error.map(|e| e.message.as_str()),
@@ -260,12 +265,25 @@ impl JobStore for SqliteJobStore {
         Ok(changed == 1)
     }
 
-    fn requeue(&self, id: &str) -> Result<bool> {
+    fn requeue(&self, claim: &Claim) -> Result<bool> {
         let changed = self.conn().execute(
-            "UPDATE jobs SET status = 'queued' WHERE id = ?1 AND status = 'running'",
-            [id],
+            "UPDATE jobs SET status = 'queued' \
+             WHERE id = ?1 AND attempts = ?2 AND status = 'running'",
+            params![claim.job, claim.number],
         )?;
         Ok(changed == 1)
+    }
+
+    fn holds(&self, claim: &Claim) -> Result<bool> {
+        let held: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM jobs WHERE id = ?1 AND attempts = ?2 AND status = 'running'",
+                params![claim.job, claim.number],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(held.is_some())
     }
 
     fn cancel(&self, id: &str, now: u64) -> Result<bool> {
@@ -301,26 +319,24 @@ impl JobStore for SqliteJobStore {
         Ok(requeued)
     }
 
-    /// One process owns the database (the data directory's lock), so no lease needs
-    /// renewing: this reads the cancel flags, and which jobs are no longer running.
-    fn heartbeat(&self, running: &[String], _now: u64) -> Result<Heartbeat> {
+    fn heartbeat(&self, running: &[Claim], _now: u64) -> Result<Heartbeat> {
         let conn = self.conn();
         let mut beat = Heartbeat::default();
-        for id in running {
-            let row: Option<(String, i64)> = conn
+        for claim in running {
+            let row: Option<(String, i64, u32)> = conn
                 .query_row(
-                    "SELECT status, cancel_requested FROM jobs WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    "SELECT status, cancel_requested, attempts FROM jobs WHERE id = ?1",
+                    [&claim.job],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
             match row {
-                Some((status, cancel)) if status == "running" => {
+                Some((status, cancel, number)) if status == "running" && number == claim.number => {
                     if cancel != 0 {
-                        beat.cancel.push(id.clone());
+                        beat.cancel.push(claim.job.clone());
                     }
                 }
-                _ => beat.lost.push(id.clone()),
+                _ => beat.lost.push(claim.clone()),
             }
         }
         Ok(beat)
@@ -385,19 +401,67 @@ mod tests {
         queued(&store, "a");
         let b = JobRecord::queued("b".into(), TrainingSpec::digit_model(), 1);
         assert!(matches!(store.insert(&b, 1), Err(StoreError::Full(_))));
-        store.claim_next(2).unwrap();
+        let claim = store.claim_next(2).unwrap().unwrap().claim();
         store
-            .finish("a", JobStatus::Succeeded, None, Some("m"), 3)
+            .finish(&claim, JobStatus::Succeeded, None, Some("m"), 3)
             .unwrap();
         // Neither a cancel nor a second finish changes a finished job.
         assert!(!store.cancel("a", 4).unwrap());
-        assert!(!store.finish("a", JobStatus::Failed, None, None, 5).unwrap());
+        assert!(!store
+            .finish(&claim, JobStatus::Failed, None, None, 5)
+            .unwrap());
         let a = store.get("a").unwrap().unwrap();
         assert_eq!(
             (a.status, a.model_id.as_deref(), a.finished_at),
             (JobStatus::Succeeded, Some("m"), Some(3))
         );
         assert_eq!(store.counts().unwrap()[2], (JobStatus::Succeeded, 1));
+    }
+
+    #[test]
+    fn only_the_latest_claim_of_a_job_may_write_it() {
+        let store = SqliteJobStore::in_memory().unwrap();
+        queued(&store, "a");
+        let first = store.claim_next(1).unwrap().unwrap().claim();
+        assert!(store.holds(&first).unwrap());
+        // The job is taken up again (a restart's recovery) and claimed a second time.
+        store.recover(2).unwrap();
+        let second = store.claim_next(3).unwrap().unwrap().claim();
+        assert_eq!((first.number, second.number), (1, 2));
+        let progress = JobProgress {
+            progress: crate::engine::observer::Progress {
+                phase: crate::engine::observer::Phase::Pretrain,
+                layer: 0,
+                layers: 1,
+                epoch: 1,
+                epochs: 1,
+                batch: 0,
+                batches: 1,
+                fraction: 0.0,
+                examples_per_sec: 0.0,
+            },
+            eta_seconds: None,
+        };
+        // The first claim's writes are all refused; the second's apply.
+        assert!(!store.holds(&first).unwrap());
+        assert!(!store.record_progress(&first, &progress, Some(&[])).unwrap());
+        assert!(!store.requeue(&first).unwrap());
+        assert!(!store
+            .finish(&first, JobStatus::Failed, None, None, 4)
+            .unwrap());
+        let beat = store
+            .heartbeat(&[first.clone(), second.clone()], 5)
+            .unwrap();
+        assert_eq!(beat.lost, [first]);
+        assert!(store.record_progress(&second, &progress, None).unwrap());
+        assert!(store
+            .finish(&second, JobStatus::Succeeded, None, Some("m"), 6)
+            .unwrap());
+        let a = store.get("a").unwrap().unwrap();
+        assert_eq!(
+            (a.status, a.model_id.as_deref()),
+            (JobStatus::Succeeded, Some("m"))
+        );
     }
 
     #[test]

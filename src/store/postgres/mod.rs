@@ -21,7 +21,7 @@ use postgres::{Client, Row};
 
 use super::jobs::json;
 use super::jobs::{
-    EventRelay, Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore,
+    Claim, EventRelay, Heartbeat, JobFailure, JobPage, JobProgress, JobRecord, JobStatus, JobStore,
 };
 use super::{Result, StoreError};
 use crate::engine::observer::EpochMetrics;
@@ -266,26 +266,33 @@ impl JobStore for PostgresJobStore {
 
     fn record_progress(
         &self,
-        id: &str,
+        claim: &Claim,
         progress: &JobProgress,
         history: Option<&[EpochMetrics]>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let progress = json(progress)?;
         let history = history.map(|h| json(&h)).transpose()?;
         self.with(|c| {
-            c.execute(
-                "UPDATE dbn_jobs SET progress = $3, history = COALESCE($4, history), \
-                 lease_expires_at = clock_timestamp() + make_interval(secs => $5) \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-                &[&id, &self.owner, &progress, &history, &self.lease_secs()],
+            let changed = c.execute(
+                "UPDATE dbn_jobs SET progress = $4, history = COALESCE($5, history), \
+                 lease_expires_at = clock_timestamp() + make_interval(secs => $6) \
+                 WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'",
+                &[
+                    &claim.job,
+                    &self.owner,
+                    &(claim.number as i32),
+                    &progress,
+                    &history,
+                    &self.lease_secs(),
+                ],
             )?;
-            Ok(())
+            Ok(changed == 1)
         })
     }
 
     fn finish(
         &self,
-        id: &str,
+        claim: &Claim,
         status: JobStatus,
         error: Option<&JobFailure>,
         model_id: Option<&str>,
@@ -293,12 +300,13 @@ impl JobStore for PostgresJobStore {
     ) -> Result<bool> {
         self.with(|c| {
             let changed = c.execute(
-                "UPDATE dbn_jobs SET status = $3, error_code = $4, error_message = $5, \
-                 model_id = $6, finished_at = $7, lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                "UPDATE dbn_jobs SET status = $4, error_code = $5, error_message = $6, \
+                 model_id = $7, finished_at = $8, lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'",
                 &[
-                    &id,
+                    &claim.job,
                     &self.owner,
+                    &(claim.number as i32),
                     &status.as_str(),
                     &error.map(|e| e.code.as_str()),
                     &error.map(|e| e.message.as_str()),
@@ -310,15 +318,27 @@ impl JobStore for PostgresJobStore {
         })
     }
 
-    fn requeue(&self, id: &str) -> Result<bool> {
+    fn requeue(&self, claim: &Claim) -> Result<bool> {
         self.with(|c| {
             let changed = c.execute(
                 "UPDATE dbn_jobs SET status = 'queued', lease_owner = NULL, \
                  lease_expires_at = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-                &[&id, &self.owner],
+                 WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'",
+                &[&claim.job, &self.owner, &(claim.number as i32)],
             )?;
             Ok(changed == 1)
+        })
+    }
+
+    /// Held: running under this replica's unexpired lease, with no later claim.
+    fn holds(&self, claim: &Claim) -> Result<bool> {
+        self.with(|c| {
+            let row = c.query_opt(
+                "SELECT 1 FROM dbn_jobs WHERE id = $1 AND lease_owner = $2 AND attempts = $3 \
+                 AND status = 'running' AND lease_expires_at > clock_timestamp()",
+                &[&claim.job, &self.owner, &(claim.number as i32)],
+            )?;
+            Ok(row.is_some())
         })
     }
 
@@ -360,30 +380,37 @@ impl JobStore for PostgresJobStore {
         })
     }
 
-    fn heartbeat(&self, running: &[String], _now: u64) -> Result<Heartbeat> {
+    /// Renews only the leases of claims that are still the job's: a lapsed claim whose job
+    /// was claimed again (here or elsewhere) is reported lost, never renewed.
+    fn heartbeat(&self, running: &[Claim], _now: u64) -> Result<Heartbeat> {
         if running.is_empty() {
             return Ok(Heartbeat::default());
         }
+        let ids: Vec<&str> = running.iter().map(|c| c.job.as_str()).collect();
+        let numbers: Vec<i32> = running.iter().map(|c| c.number as i32).collect();
         self.with(|c| {
             let rows = c.query(
-                "UPDATE dbn_jobs \
-                 SET lease_expires_at = clock_timestamp() + make_interval(secs => $3) \
-                 WHERE id = ANY($1) AND lease_owner = $2 AND status = 'running' \
-                 RETURNING id, cancel_requested",
-                &[&running, &self.owner, &self.lease_secs()],
+                "UPDATE dbn_jobs AS j \
+                 SET lease_expires_at = clock_timestamp() + make_interval(secs => $4) \
+                 FROM unnest($1::text[], $2::int[]) AS r(id, attempts) \
+                 WHERE j.id = r.id AND j.attempts = r.attempts AND j.lease_owner = $3 \
+                 AND j.status = 'running' \
+                 RETURNING j.id, j.attempts, j.cancel_requested",
+                &[&ids, &numbers, &self.owner, &self.lease_secs()],
             )?;
             let mut beat = Heartbeat::default();
             let mut held = Vec::with_capacity(rows.len());
             for row in &rows {
                 let id: String = row.try_get(0)?;
-                if row.try_get::<_, bool>(1)? {
+                let number = row.try_get::<_, i32>(1)? as u32;
+                if row.try_get::<_, bool>(2)? {
                     beat.cancel.push(id.clone());
                 }
-                held.push(id);
+                held.push(Claim { job: id, number });
             }
             beat.lost = running
                 .iter()
-                .filter(|id| !held.contains(id))
+                .filter(|c| !held.contains(c))
                 .cloned()
                 .collect();
             Ok(beat)
