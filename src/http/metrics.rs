@@ -30,6 +30,8 @@ pub struct Metrics {
 pub struct Gauges {
     pub jobs: Vec<(&'static str, u64)>,
     pub training_examples_per_second: f64,
+    /// Jobs ended by a panic caught at the worker boundary.
+    pub job_panics: u64,
     pub models: usize,
     pub inference: Snapshot,
 }
@@ -114,6 +116,11 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP dbn_job_panics_total Jobs that ended failed on a panic caught at the worker boundary.\n# TYPE dbn_job_panics_total counter\ndbn_job_panics_total {}",
+            gauges.job_panics
+        );
+        let _ = writeln!(
+            out,
             "# HELP dbn_models Models in the store.\n# TYPE dbn_models gauge\ndbn_models {}",
             gauges.models
         );
@@ -160,6 +167,7 @@ mod tests {
         let text = m.render(&Gauges {
             jobs: vec![("queued", 2)],
             training_examples_per_second: 0.0,
+            job_panics: 0,
             models: 1,
             inference: Snapshot {
                 waiting: 3,

@@ -111,6 +111,8 @@ struct Inner {
     wake: (Mutex<()>, Condvar),
     shutdown: AtomicBool,
     workers_alive: AtomicUsize,
+    /// Jobs that ended on a panic caught at the worker boundary.
+    panics: AtomicU64,
     /// Examples per second of the latest training progress (f64 bits), for metrics.
     examples_per_sec: AtomicU64,
     /// Events to and from the other replicas, when the store is shared.
@@ -120,6 +122,11 @@ struct Inner {
     /// When the heartbeat last got through to the store.
     renewed: Mutex<std::time::Instant>,
 }
+
+/// Test builds only (feature `fault-injection`): a job of this name panics in its observer
+/// at the end of its second epoch, after its first checkpoint.
+#[cfg(feature = "fault-injection")]
+pub const INJECT_PANIC: &str = "fault-injection:panic";
 
 /// What tells a running job to stop.
 #[derive(Debug, Clone, Default)]
@@ -193,6 +200,7 @@ impl Jobs {
                 wake: (Mutex::new(()), Condvar::new()),
                 shutdown: AtomicBool::new(false),
                 workers_alive: AtomicUsize::new(0),
+                panics: AtomicU64::new(0),
                 examples_per_sec: AtomicU64::new(0),
                 relay,
                 stop_background,
@@ -359,6 +367,11 @@ impl Jobs {
     }
 
     /// Training examples per second last reported by a running job.
+    /// Jobs that ended `failed` on a panic caught at the worker boundary, since start.
+    pub fn panics(&self) -> u64 {
+        self.inner.panics.load(Ordering::Relaxed)
+    }
+
     pub fn examples_per_sec(&self) -> f64 {
         f64::from_bits(self.inner.examples_per_sec.load(Ordering::Relaxed))
     }

@@ -29,6 +29,9 @@ pub(super) struct JobObserver<'a> {
     start_fraction: Option<f64>,
     last_record: Instant,
     last_publish: Instant,
+    /// Test builds only: panic at the end of the second epoch (after one checkpoint).
+    #[cfg(feature = "fault-injection")]
+    pub panic_at_epoch: bool,
 }
 
 impl<'a> JobObserver<'a> {
@@ -45,6 +48,8 @@ impl<'a> JobObserver<'a> {
             start_fraction: None,
             last_record: past,
             last_publish: past,
+            #[cfg(feature = "fault-injection")]
+            panic_at_epoch: false,
         }
     }
 
@@ -120,6 +125,10 @@ impl Observer for JobObserver<'_> {
     }
 
     fn on_epoch(&mut self, p: &Progress, metrics: &EpochMetrics) -> Control {
+        #[cfg(feature = "fault-injection")]
+        if self.panic_at_epoch && !self.history.is_empty() {
+            panic!("injected fault: a panic in the observer at {}", file!());
+        }
         self.history.push(metrics.clone());
         let progress = self.job_progress(p);
         self.record(&progress, true);

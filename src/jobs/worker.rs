@@ -10,7 +10,7 @@ use crate::engine::data::MnistSplit;
 use crate::engine::dbn::{log_prob_metrics, test_metrics, train_model, Checkpoint, TrainOutcome};
 use crate::engine::persist::{self, ModelCard};
 use crate::engine::EngineError;
-use crate::store::{now_millis, JobFailure, JobRecord, JobStatus, StoreError};
+use crate::store::{now_millis, Claim, JobFailure, JobRecord, JobStatus, StoreError};
 
 /// How a job's run ended.
 enum Ending {
@@ -35,13 +35,54 @@ pub(super) fn run(jobs: &Jobs) {
     };
     while !jobs.inner.shutdown.load(Ordering::SeqCst) {
         match jobs.inner.store.claim_next(now_millis()) {
-            Ok(Some(job)) => pool.install(|| run_job(jobs, job)),
+            Ok(Some(job)) => {
+                let claim = job.claim();
+                // A panic in a job (the engine, the observer, a store) ends that job, not the
+                // worker: the thread goes on taking jobs.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    pool.install(|| run_job(jobs, job))
+                }));
+                if let Err(panic) = ran {
+                    end_panicked(jobs, &claim, panic.as_ref());
+                }
+            }
             Ok(None) => wait_for_work(jobs),
             Err(e) => {
                 tracing::error!("claiming a job: {e}");
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// Ends the job whose run panicked: `failed` with an `internal` error that says nothing of the
+/// panic (its message, which may name paths, goes to the log only). Unlike a finished job's,
+/// its checkpoint is kept for whoever looks into it. The end applies only while the claim
+/// holds, as every end does.
+fn end_panicked(jobs: &Jobs, claim: &Claim, panic: &(dyn std::any::Any + Send)) {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    tracing::error!(job = %claim.job, claim = claim.number, "the job panicked: {what}");
+    jobs.inner.panics.fetch_add(1, Ordering::Relaxed);
+    jobs.lock_running().remove(claim);
+    let failure = JobFailure {
+        code: "internal".into(),
+        message: "the job stopped on an internal error; it was logged".into(),
+    };
+    match jobs
+        .inner
+        .store
+        .finish(claim, JobStatus::Failed, Some(&failure), None, now_millis())
+    {
+        Ok(true) => jobs.publish(JobEvent::Status {
+            job: claim.job.clone(),
+            status: JobStatus::Failed,
+        }),
+        Ok(false) => {}
+        Err(e) => tracing::error!(job = %claim.job, "recording the panicked job's end: {e}"),
     }
 }
 
@@ -147,6 +188,10 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
     };
     let lost = flags.lost.clone();
     let mut observer = JobObserver::new(jobs, job.claim(), flags);
+    #[cfg(feature = "fault-injection")]
+    {
+        observer.panic_at_epoch = spec.name.as_deref() == Some(super::INJECT_PANIC);
+    }
     let limits = jobs.inner.config.limits;
     let checkpoint = match jobs.inner.models.load_checkpoint(&job.id) {
         Ok(Some(bytes)) => match Checkpoint::from_bytes(&bytes) {

@@ -224,3 +224,36 @@ async fn a_full_disk_fails_the_job_clearly_and_harms_nothing_stored() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_fails_cleanly_and_the_worker_goes_on() {
+    let app = spawn_app().await;
+    let mut spec = small_spec(3);
+    spec["name"] = dbn_serve::jobs::INJECT_PANIC.into();
+    let id = app.submit(&spec).await;
+    let job = app.wait_job(&id, is_terminal).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(code(&job), "internal", "{job}");
+    let message = job["error"]["message"].as_str().unwrap();
+    for leak in ["panic", ".rs", "/", "injected"] {
+        assert!(
+            !message.contains(leak),
+            "the message leaks {leak:?}: {message}"
+        );
+    }
+    // The checkpoint of the epoch before the panic is kept.
+    assert!(app
+        .data_dir()
+        .join("checkpoints")
+        .join(format!("{id}.ckpt"))
+        .is_file());
+    // Counted, still ready, and the worker takes the next job.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "dbn_job_panics_total 1"),
+        "{metrics}"
+    );
+    let (status, _) = app.get_json("/readyz").await;
+    assert_eq!(status, 200);
+    app.train(&small_spec(1)).await;
+}

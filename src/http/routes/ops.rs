@@ -66,6 +66,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let gauges = Gauges {
         jobs,
         training_examples_per_second: state.jobs.examples_per_sec(),
+        job_panics: state.jobs.panics(),
         models: state.models.list().len(),
         inference: state.inference.snapshot(),
     };
