@@ -26,6 +26,13 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// The body of an error answer of the Open Inference Protocol routes (`/v2/…`), the shape
+/// KServe clients read; the house code travels in the `x-error-code` header.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OipErrorBody {
+    pub error: String,
+}
+
 /// What went wrong: a stable machine-readable code and a message for people.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {

@@ -48,6 +48,45 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     response
 }
 
+/// The Open Inference Protocol's routes (`/v2/…`) answer errors in its own shape,
+/// `{"error": "message"}`, which KServe clients read; the house code goes in the
+/// `x-error-code` header. Every error of those paths passes here, whoever made it (the
+/// handler, an extractor, the key check, the deadline, the fallback).
+pub async fn oip_errors(req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/v2/") {
+        return next.run(req).await;
+    }
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // House error bodies are small; anything larger is not one.
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let house: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    let detail = house.as_ref().map(|v| &v["error"]);
+    let message = detail
+        .and_then(|d| d["message"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    if let Some(code) = detail
+        .and_then(|d| d["code"].as_str())
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        parts.headers.insert("x-error-code", code);
+    }
+    let body = serde_json::json!({ "error": message }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 /// Answers 503 `timeout` when a short call takes longer than the configured deadline.
 pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
     // Uploads of models and datasets may take long on slow links; they are bounded by size.

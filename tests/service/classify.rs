@@ -378,10 +378,37 @@ async fn samples_come_as_json_or_png_features_as_png_and_oip_infer_classifies() 
     assert_eq!(labels, labels_of(&native));
     let mut bad = infer.clone();
     bad["inputs"][0]["shape"] = json!([3, 100]);
-    let (status, _) = app
+    let (status, body) = app
         .post_json(&format!("/v2/models/{model}/infer"), &bad)
         .await;
     assert_eq!(status, 422);
+    // Errors of the /v2 routes come in the protocol's own shape, whoever raised them.
+    assert!(
+        body["error"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    let r = app.get("/v2/models/no-such-model").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-error-code"], "not_found");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("no-such-model"),
+        "{body}"
+    );
+    let r = app
+        .client
+        .post(app.url(&format!("/v2/models/{model}/infer")))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    // The /v1 routes keep the house shape.
+    let (status, body) = app.get_json("/v1/models/no-such-model").await;
+    assert_eq!((status, code(&body)), (404, "not_found"));
     let (status, live) = app.get_json("/v2/health/live").await;
     assert_eq!((status, &live["live"]), (200, &json!(true)));
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::engine::dbn::argmax_rows;
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::{ApiError, OipErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
 
@@ -124,7 +124,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyResponse
 /// Model metadata (OIP v2). The model name is its id.
 #[utoipa::path(get, path = "/v2/models/{name}", tag = "oip-v2",
     params(("name" = String, Path, description = "Model id")),
-    responses((status = 200, body = ModelMetadata), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ModelMetadata), (status = 404, body = OipErrorBody)))]
 async fn metadata(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -158,7 +158,7 @@ async fn metadata(
 /// Model readiness (OIP v2): stored models are loaded and ready.
 #[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "oip-v2",
     params(("name" = String, Path, description = "Model id")),
-    responses((status = 200, body = ModelReadyResponse), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ModelReadyResponse), (status = 404, body = OipErrorBody)))]
 async fn model_ready(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -194,11 +194,11 @@ fn flatten(value: &serde_json::Value, out: &mut Vec<f32>) -> Result<(), ApiError
     request_body = InferRequest,
     responses(
         (status = 200, body = InferResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Wrong datatype, shape or values", body = ErrorBody),
-        (status = 429, body = ErrorBody),
+        (status = 400, description = "Malformed JSON", body = OipErrorBody),
+        (status = 404, body = OipErrorBody),
+        (status = 415, description = "Not JSON", body = OipErrorBody),
+        (status = 422, description = "Wrong datatype, shape or values", body = OipErrorBody),
+        (status = 429, body = OipErrorBody),
     ))]
 async fn infer(
     State(state): State<AppState>,
