@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::engine::data::{parse_idx, Dataset, MnistSplit};
 use crate::engine::persist::write_atomic;
 use crate::engine::{DataError, EngineError};
-use crate::store::{valid_id, ModelStore};
+use crate::store::{valid_id, ModelStore, StoreError};
 
 /// The built-in dataset's name.
 pub const MNIST: &str = "mnist";
@@ -75,30 +75,30 @@ impl Datasets {
         }
     }
 
-    fn dir(&self, name: &str) -> Option<PathBuf> {
+    /// The dataset's directory; an upload that only the shared store holds is fetched first.
+    /// A shared store out of reach is an error, not an absent dataset.
+    fn dir(&self, name: &str) -> Result<Option<PathBuf>, StoreError> {
         if name == MNIST {
-            return self.mnist_dir.clone();
+            return Ok(self.mnist_dir.clone());
         }
         if !valid_id(name) {
-            return None;
+            return Ok(None);
         }
         let dir = self.uploads.join(name);
         if !dir.exists() {
-            self.fetch_shared(name, &dir);
+            self.fetch_shared(name, &dir)?;
         }
-        Some(dir)
+        Ok(Some(dir))
     }
 
     /// Copies an upload that another replica stored into `dir`, if the shared store has it.
-    fn fetch_shared(&self, name: &str, dir: &Path) {
-        let Some(shared) = &self.shared else { return };
-        let files = match shared.fetch_dataset(name) {
-            Ok(Some(files)) => files,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!("fetching dataset {name} from the shared store: {e}");
-                return;
-            }
+    fn fetch_shared(&self, name: &str, dir: &Path) -> Result<(), StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let files = match shared.fetch_dataset(name)? {
+            Some(files) => files,
+            None => return Ok(()),
         };
         let files: Vec<(&str, &[u8])> = files
             .iter()
@@ -108,6 +108,7 @@ impl Datasets {
         if let Err(e) = self.write_dir(name, dir, &files, true) {
             tracing::warn!("writing dataset {name} fetched from the shared store: {e}");
         }
+        Ok(())
     }
 
     /// Writes `files` into a hidden directory, then renames it to `dir`: never half a dataset.
@@ -142,17 +143,21 @@ impl Datasets {
     }
 
     /// The dataset's description, if it exists.
-    pub fn info(&self, name: &str) -> Option<DatasetInfo> {
-        let dir = self.dir(name)?;
-        let train_examples = count(&dir, TRAIN_LABELS)?;
-        Some(DatasetInfo {
+    pub fn info(&self, name: &str) -> Result<Option<DatasetInfo>, StoreError> {
+        let Some(dir) = self.dir(name)? else {
+            return Ok(None);
+        };
+        let Some(train_examples) = count(&dir, TRAIN_LABELS) else {
+            return Ok(None);
+        };
+        Ok(Some(DatasetInfo {
             name: name.to_string(),
             source: if name == MNIST { "builtin" } else { "uploaded" },
             train_examples,
             test_examples: count(&dir, TEST_LABELS).unwrap_or(0),
             n_inputs: 28 * 28,
             classes: 10,
-        })
+        }))
     }
 
     /// Names of the datasets that exist.
@@ -183,7 +188,10 @@ impl Datasets {
     }
 
     pub fn list(&self) -> Vec<DatasetInfo> {
-        self.names().iter().filter_map(|n| self.info(n)).collect()
+        self.names()
+            .iter()
+            .filter_map(|n| self.info(n).ok().flatten())
+            .collect()
     }
 
     /// Loads one split, or its first `limit` examples; the test split of a dataset without
@@ -193,15 +201,19 @@ impl Datasets {
         name: &str,
         split: MnistSplit,
         limit: Option<usize>,
-    ) -> Result<Option<Dataset>, DataError> {
-        let dir = self.dir(name).ok_or_else(|| DataError::Io {
-            path: name.to_string(),
-            message: "no such dataset".into(),
+    ) -> Result<Option<Dataset>, DatasetError> {
+        let dir = self.dir(name)?.ok_or_else(|| {
+            EngineError::from(DataError::Io {
+                path: name.to_string(),
+                message: "no such dataset".into(),
+            })
         })?;
         if split == MnistSplit::Test && count(&dir, TEST_LABELS).is_none() {
             return Ok(None);
         }
-        Dataset::load_mnist_first(&dir, split, limit).map(Some)
+        Ok(Dataset::load_mnist_first(&dir, split, limit)
+            .map(Some)
+            .map_err(EngineError::from)?)
     }
 
     /// Checks an upload (IDX headers, 28×28 images, counts, labels 0–9) and stores it as
@@ -254,7 +266,7 @@ impl Datasets {
                 return Err(DatasetError::Store(e));
             }
         }
-        self.info(name).ok_or_else(|| {
+        self.info(name)?.ok_or_else(|| {
             EngineError::Model(format!("dataset {name} vanished after writing")).into()
         })
     }

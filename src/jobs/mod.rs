@@ -239,7 +239,7 @@ impl Jobs {
         let info = self
             .inner
             .datasets
-            .info(&spec.dataset)
+            .info(&spec.dataset)?
             .ok_or_else(|| JobError::Invalid {
                 field: "dataset".into(),
                 message: if spec.dataset == datasets::MNIST {

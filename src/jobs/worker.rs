@@ -179,12 +179,12 @@ fn failure(code: &str, message: impl Into<String>) -> Ending {
 
 fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
     let spec = &job.spec;
-    let datasets = &jobs.inner.datasets;
     // Only the examples the spec uses are loaded (the split takes a prefix).
-    let data = match datasets.load(&spec.dataset, MnistSplit::Train, spec.train_examples) {
+    let data = match load_with_retries(jobs, job, MnistSplit::Train, spec.train_examples) {
         Ok(Some(d)) => d,
         Ok(None) => return failure("dataset_unavailable", "the dataset has no training split"),
-        Err(e) => return failure("dataset_unavailable", e.to_string()),
+        Err(Retry::Later) => return Ending::Interrupted,
+        Err(Retry::Never(e)) => return failure("dataset_unavailable", e.to_string()),
     };
     let lost = flags.lost.clone();
     let mut observer = JobObserver::new(jobs, job.claim(), flags);
@@ -230,6 +230,47 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
     store_model(jobs, job, &data, outcome, &observer.cancel, &lost).unwrap_or_else(Ending::Failed)
 }
 
+/// Why a dataset did not load: for now (its shared store is out of reach), or for good.
+enum Retry {
+    Later,
+    Never(crate::jobs::DatasetError),
+}
+
+/// Pauses between tries to load a dataset whose shared store is out of reach; after the last,
+/// the job goes back to the queue.
+const DATASET_RETRIES: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+
+/// Loads a split of the job's dataset, trying again with backoff while the shared store is
+/// out of reach (`Retry::Later` once the tries are spent, or the server is stopping).
+fn load_with_retries(
+    jobs: &Jobs,
+    job: &JobRecord,
+    split: MnistSplit,
+    limit: Option<usize>,
+) -> Result<Option<crate::engine::data::Dataset>, Retry> {
+    let mut pauses = DATASET_RETRIES.iter();
+    loop {
+        match jobs.inner.datasets.load(&job.spec.dataset, split, limit) {
+            Ok(data) => return Ok(data),
+            Err(crate::jobs::DatasetError::Store(StoreError::Unavailable(e))) => {
+                let Some(pause) = pauses.next() else {
+                    return Err(Retry::Later);
+                };
+                if jobs.inner.shutdown.load(Ordering::SeqCst) {
+                    return Err(Retry::Later);
+                }
+                tracing::warn!(job = %job.id, "loading the dataset: {e}; trying again in {pause:?}");
+                std::thread::sleep(*pause);
+            }
+            Err(e) => return Err(Retry::Never(e)),
+        }
+    }
+}
+
 /// The stable code of an engine failure.
 fn engine_code(e: &EngineError) -> &'static str {
     match e {
@@ -270,11 +311,11 @@ fn store_model(
         "train_seconds".into(),
         outcome.history.iter().map(|m| m.seconds).sum(),
     );
-    let test = jobs
-        .inner
-        .datasets
-        .load(&job.spec.dataset, MnistSplit::Test, None)
-        .map_err(|e| fail("dataset_unavailable", &e))?;
+    let test = match load_with_retries(jobs, job, MnistSplit::Test, None) {
+        Ok(test) => test,
+        Err(Retry::Later) => return Ok(Ending::Interrupted),
+        Err(Retry::Never(e)) => return Err(fail("dataset_unavailable", &e)),
+    };
     if let Some(test) = &test {
         let metrics = test_metrics(Some(&job.spec), &outcome.dbn, test)
             .map_err(|e| fail("evaluation_failed", &e))?;
