@@ -392,7 +392,12 @@ async fn a_cancel_at_any_moment_leaves_job_and_model_in_agreement() {
             }
             other => panic!("job ended {other}: {job}"),
         }
+        // The worker removes the checkpoint right after recording the end.
         let checkpoint = app.data_dir().join(format!("checkpoints/{id}.ckpt"));
+        let waited = std::time::Instant::now();
+        while checkpoint.exists() && waited.elapsed() < std::time::Duration::from_secs(5) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert!(!checkpoint.exists(), "checkpoint kept for {job}");
         *outcomes
             .entry(job["status"].as_str().unwrap().to_string())
