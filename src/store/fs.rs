@@ -256,6 +256,12 @@ impl ModelStore for FsModelStore {
         book.aliases.clone()
     }
 
+    /// On every model lookup: one entry read under the lock, no copy of the book.
+    fn alias(&self, name: &str) -> Option<String> {
+        let book = self.aliases.read().unwrap_or_else(|p| p.into_inner());
+        book.aliases.get(name).cloned()
+    }
+
     fn set_alias(&self, name: &str, id: &str) -> Result<()> {
         check_alias_name(name)?;
         // Holding the index keeps the model from being deleted until the alias is written.

@@ -18,6 +18,24 @@ fn screenshots() -> PathBuf {
         })
 }
 
+/// Draws a "7" on the pad: a bar along the top, then down to the lower left.
+async fn draw_seven(browser: &Browser) {
+    browser
+        .draw(
+            "#pad",
+            &[
+                (-70, -90),
+                (-20, -92),
+                (30, -92),
+                (70, -90),
+                (40, -20),
+                (10, 40),
+                (-10, 100),
+            ],
+        )
+        .await;
+}
+
 /// The page with a model in the server, the model selected.
 async fn open_page(app: &TestApp, browser: &Browser) -> String {
     open_page_with(app, browser, &small_spec(3)).await
@@ -44,21 +62,7 @@ async fn drawing_a_digit_shows_a_prediction_and_ten_probabilities() {
     };
     let app = spawn_app().await;
     open_page(&app, &browser).await;
-    // A "7": a bar along the top, then down to the lower left.
-    browser
-        .draw(
-            "#pad",
-            &[
-                (-70, -90),
-                (-20, -92),
-                (30, -92),
-                (70, -90),
-                (40, -20),
-                (10, 40),
-                (-10, 100),
-            ],
-        )
-        .await;
+    draw_seven(&browser).await;
     let shown = browser
         .wait_for(
             "a prediction",
@@ -139,20 +143,7 @@ async fn a_fresh_server_classifies_a_drawing_and_dreams_in_the_first_minute() {
             20,
         )
         .await;
-    browser
-        .draw(
-            "#pad",
-            &[
-                (-70, -90),
-                (-20, -92),
-                (30, -92),
-                (70, -90),
-                (40, -20),
-                (10, 40),
-                (-10, 100),
-            ],
-        )
-        .await;
+    draw_seven(&browser).await;
     let shown = browser
         .wait_for(
             "a prediction",

@@ -333,6 +333,15 @@ impl ModelStore for ObjectModelStore {
             .clone()
     }
 
+    /// On every model lookup: one entry read under the lock, no copy of the map.
+    fn alias(&self, name: &str) -> Option<String> {
+        self.aliases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
     /// One object per alias: moving it is one PUT, which readers see whole.
     fn set_alias(&self, name: &str, id: &str) -> Result<()> {
         check_alias_name(name)?;
