@@ -20,15 +20,28 @@
 # Usage: bench/k8s-validate.sh            (from anywhere)
 #   K8S_VERSIONS="1.30.0 1.37.0"  Kubernetes versions to validate against (the tool bundles
 #                                 schemas for 1.25-1.37)
-#   PYTHON=python3                interpreter that has (or gets) kubernetes-validate
+#   PYTHON=…                      interpreter that has (or gets) kubernetes-validate
+#                                 (default: the virtual environment /tmp/dbn-ci-venv, the one
+#                                 .ci/run makes for moto; created with `python3 -m venv` when
+#                                 missing, because a system Python may refuse pip installs)
 # Exit status: 0 when everything passes, 1 otherwise.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 K8S_DIR="$ROOT/docker/k8s"
-PYTHON="${PYTHON:-python3}"
 VALIDATOR_VERSION="1.37.0"
 K8S_VERSIONS="${K8S_VERSIONS:-1.30.0 1.37.0}"
+if [[ -z "${PYTHON:-}" ]]; then
+    venv=/tmp/dbn-ci-venv
+    # Made again when it lacks pip (a `python3 -m venv` that failed half-way leaves one so).
+    if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+        python3 -m venv "$venv" || {
+            echo "cannot make a virtual environment with python3 -m venv (on Debian: apt-get install python3-venv)" >&2
+            exit 1
+        }
+    fi
+    PYTHON="$venv/bin/python"
+fi
 
 if ! "$PYTHON" -c 'import kubernetes_validate' 2>/dev/null; then
     echo "== installing kubernetes-validate==$VALIDATOR_VERSION"

@@ -41,10 +41,15 @@ pub struct ServeConfig {
     /// the engine is busy; an idle engine starts at once.
     #[arg(long, env = "DBN_BATCH_MAX_WAIT_US", default_value_t = 1000)]
     pub batch_max_wait_us: u64,
-    /// Bearer key required by mutating endpoints (unset: no authentication).
+    /// Bearer key (unset: no authentication). When set, every call other than GET, HEAD and
+    /// OPTIONS needs it: writes, and the POST inference calls (classify, samples, chain,
+    /// encode, reconstruct, continue, `/v2/…/infer`). The health probes and the page stay
+    /// open.
     #[arg(long, env = "DBN_API_KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
-    /// Require the key for reads and inference too.
+    /// Require the key for GET and HEAD calls too (listings, `samples.png`, `features.png`,
+    /// job event streams, `/metrics`, `/openapi.json`); the health probes and the page stay
+    /// open.
     #[arg(long, env = "DBN_API_KEY_FOR_READS", default_value_t = false)]
     pub api_key_for_reads: bool,
     /// Origins allowed by CORS, comma-separated; `*` allows any (default: none).
@@ -58,16 +63,16 @@ pub struct ServeConfig {
     pub max_image_pixels: u64,
     /// Largest number of weights a trained or uploaded model may have; uploads larger than
     /// such a model's file are refused.
-    #[arg(long, env = "DBN_MAX_PARAMETERS", default_value_t = 50_000_000)]
+    #[arg(long, env = "DBN_MAX_PARAMETERS", default_value_t = Limits::DEFAULT.max_parameters)]
     pub max_parameters: usize,
     /// Memory a training job may need, in MiB (estimated from the data and layer sizes).
     #[arg(long, env = "DBN_MAX_TRAIN_MEMORY_MB", default_value_t = 8192)]
     pub max_train_memory_mb: u64,
     /// Largest layer a spec may ask for.
-    #[arg(long, env = "DBN_MAX_UNITS", default_value_t = 20_000)]
+    #[arg(long, env = "DBN_MAX_UNITS", default_value_t = Limits::DEFAULT.max_units)]
     pub max_units: usize,
     /// Most layers a spec may ask for.
-    #[arg(long, env = "DBN_MAX_LAYERS", default_value_t = 10)]
+    #[arg(long, env = "DBN_MAX_LAYERS", default_value_t = Limits::DEFAULT.max_layers)]
     pub max_layers: usize,
     /// Most images classified by one call.
     #[arg(long, env = "DBN_MAX_BATCH", default_value_t = 10_000)]
@@ -253,5 +258,11 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("redacted"), "{shown}");
         assert_eq!(config.api_key.unwrap().expose(), "hunter2-key");
+    }
+
+    #[test]
+    fn the_server_defaults_to_the_limits_the_command_line_trains_within() {
+        let config = ServeConfig::with_data_dir(std::path::Path::new("d"));
+        assert_eq!(config.limits(), Limits::default());
     }
 }

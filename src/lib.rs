@@ -3,8 +3,12 @@
 
 /// The digit model that ships inside the binary, installed on a first start.
 pub mod bundled;
-/// Command-line subcommands: serve, openapi, healthcheck, train, finetune, eval, compact,
-/// sample, ais, mnist.
+/// The command line. Subcommands: `serve` (the HTTP server; the default), `openapi` (print the
+/// OpenAPI document), `healthcheck` (probe a running server's `/healthz`), `train` (train a
+/// model from a spec), `finetune` (fine-tune a greedily trained model), `eval` (test error and
+/// confusion matrix), `compact` (store weights as bfloat16), `sample` (generated digits as a
+/// PNG grid), `ais` (log-probability by annealed importance sampling) and `mnist fetch`
+/// (download MNIST).
 pub mod cli;
 /// Server settings from flags and `DBN_…` variables.
 pub mod config;
@@ -18,9 +22,14 @@ pub mod http;
 pub mod imaging;
 /// Inference admission and dynamic batching of concurrent classification calls.
 pub mod inference;
-/// The training job queue and its workers.
+/// The training job queue: validation, worker threads, the observer that records progress and
+/// writes checkpoints, training datasets by name, and (`cluster.rs`) the lease heartbeat and
+/// event relay that let several replicas share one job store.
 pub mod jobs;
 /// Image grids as PNG.
 pub mod render;
-/// Jobs in SQLite or PostgreSQL; models, aliases and checkpoints as files or in S3.
+/// Where state lives. Jobs: an embedded SQLite file (`sqlite.rs`) or a shared PostgreSQL
+/// database (`postgres/`, with its connection pool, TLS and event relay). Models, aliases and
+/// checkpoints: files under the data directory (`fs.rs`) or an S3-compatible bucket
+/// (`object/`), which also keeps uploaded datasets for the other replicas.
 pub mod store;

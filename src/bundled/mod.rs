@@ -40,7 +40,7 @@ pub fn install(models: &dyn ModelStore) -> Result<Install, StoreError> {
     }
     let bytes = model_bytes();
     let (dbn, card) = persist::from_bytes(bytes)
-        .map_err(|e| StoreError::Invalid(format!("the bundled model: {e}")))?;
+        .map_err(|e| StoreError::Corrupt(format!("the bundled model: {e}")))?;
     match models.insert(MODEL_ID, bytes, dbn, card) {
         // Another replica of a shared store installed it first.
         Ok(_) | Err(StoreError::Conflict(_)) => {}

@@ -1,6 +1,20 @@
-//! The command line: `serve` (the default), `openapi`, `healthcheck`, `train`, `finetune`,
-//! `eval`, `compact`, `sample`, `ais` and `mnist fetch`. Every flag also reads a `DBN_…`
-//! environment variable.
+//! The command line. The subcommands:
+//!
+//! - `serve` (the default): run the HTTP server.
+//! - `openapi`: print the OpenAPI document, or write it to a file.
+//! - `healthcheck`: exit 0 when the server at `--addr` answers `/healthz`.
+//! - `train`: train a model from a JSON training spec and save it.
+//! - `finetune`: fine-tune a greedily trained model as a spec's `finetune` section says.
+//! - `eval`: a model's MNIST test error and confusion matrix.
+//! - `compact`: store a model's weights as bfloat16 and measure it again.
+//! - `sample`: generated digits of a chosen class as a PNG grid.
+//! - `ais`: the first RBM's partition function by annealed importance sampling, and the test
+//!   set's average log-probability.
+//! - `mnist fetch`: download the four MNIST files.
+//!
+//! The server's settings, the global `--threads` and `--mnist-dir`, `healthcheck --addr` and
+//! `mnist fetch --mirror` also read `DBN_…` environment variables; the other subcommands'
+//! flags do not.
 
 mod ais;
 mod compact;

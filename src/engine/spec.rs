@@ -197,14 +197,69 @@ pub struct Limits {
     pub max_parameters: usize,
 }
 
+impl Limits {
+    /// The one set of default bounds: the server's settings default to these, and the
+    /// command line trains within them, so whatever it trains the server accepts.
+    pub const DEFAULT: Limits = Limits {
+        max_layers: 10,
+        max_units: 20_000,
+        max_parameters: 50_000_000,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_layers: 10,
-            max_units: 20_000,
-            max_parameters: 200_000_000,
-        }
+        Limits::DEFAULT
     }
+}
+
+impl Limits {
+    /// Checks a trained model (one read from a file) against the bounds a spec is held to.
+    pub fn check_model(&self, dbn: &crate::engine::dbn::Dbn) -> Result<()> {
+        let layers = dbn.layers();
+        if layers.len() > self.max_layers {
+            return Err(EngineError::invalid(
+                "model",
+                format!(
+                    "{} layers exceed the limit of {}",
+                    layers.len(),
+                    self.max_layers
+                ),
+            ));
+        }
+        if let Some(widest) = layers.iter().map(|l| l.n_hidden()).max() {
+            if widest > self.max_units {
+                return Err(EngineError::invalid(
+                    "model",
+                    format!(
+                        "a layer of {widest} units exceeds the limit of {}",
+                        self.max_units
+                    ),
+                ));
+            }
+        }
+        let params = dbn.parameter_count();
+        if params > self.max_parameters {
+            return Err(EngineError::invalid(
+                "model",
+                format!(
+                    "{params} weights exceed the limit of {}",
+                    self.max_parameters
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Weights of one layer of `below` visible and `hidden` hidden units, counting a sequence
+/// model's conditioning weights for `order` past frames (A: [order·V, V], B: [order·V, H]).
+/// Saturates rather than overflows, so absurd sizes compare as too large.
+pub fn layer_parameters(below: usize, hidden: usize, order: usize) -> usize {
+    let past = order.saturating_mul(below);
+    below
+        .saturating_mul(hidden)
+        .saturating_add(past.saturating_mul(below.saturating_add(hidden)))
 }
 
 impl TrainingSpec {
@@ -265,13 +320,7 @@ impl TrainingSpec {
                     format!("must be in 1..={}, got {h}", limits.max_units),
                 ));
             }
-            let below = self.layer_visible(i, n_inputs, classes);
-            params = params.saturating_add(below.saturating_mul(h));
-            if let Some(seq) = &self.sequence {
-                // The conditioning weights: A is [order·V, V] and B [order·V, H].
-                let past = seq.order.saturating_mul(below);
-                params = params.saturating_add(past.saturating_mul(below.saturating_add(h)));
-            }
+            params = params.saturating_add(self.layer_parameters(i, n_inputs, classes));
         }
         if params > limits.max_parameters {
             return Err(EngineError::invalid(
@@ -619,6 +668,16 @@ impl TrainingSpec {
     }
 
     /// Visible units of layer `i`: the input, a hidden layer, or features plus labels on top.
+    /// Weights of layer `i`, conditioning weights included ([`layer_parameters`]).
+    pub fn layer_parameters(&self, i: usize, n_inputs: usize, classes: usize) -> usize {
+        let order = self.sequence.as_ref().map_or(0, |s| s.order);
+        layer_parameters(
+            self.layer_visible(i, n_inputs, classes),
+            self.architecture.hidden[i],
+            order,
+        )
+    }
+
     pub fn layer_visible(&self, i: usize, n_inputs: usize, classes: usize) -> usize {
         let below = if i == 0 {
             self.model_inputs(n_inputs)
@@ -688,5 +747,72 @@ impl TrainingSpec {
             c.method = o.method.unwrap_or(c.method);
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::dbn::Dbn;
+    use crate::engine::rbm::Rbm;
+
+    fn spec(hidden: &[usize]) -> TrainingSpec {
+        let mut spec = TrainingSpec::digit_model();
+        spec.architecture.hidden = hidden.to_vec();
+        spec
+    }
+
+    /// A 8-6-5 stack with 3 labels joined to the top, as the spec would train it.
+    fn model() -> Dbn {
+        let mut rng = crate::engine::rng_from_seed(1);
+        let bottom = Rbm::new(8, 6, 0, 0.1, &mut rng).unwrap();
+        let top = Rbm::new(6 + 3, 5, 3, 0.1, &mut rng).unwrap();
+        Dbn::new(vec![bottom, top]).unwrap()
+    }
+
+    #[test]
+    fn a_spec_and_the_model_it_trains_count_the_same_weights() {
+        let spec = spec(&[6, 5]);
+        let planned: usize = (0..2).map(|i| spec.layer_parameters(i, 8, 3)).sum();
+        assert_eq!(planned, 8 * 6 + 9 * 5);
+        assert_eq!(model().parameter_count(), planned);
+    }
+
+    #[test]
+    fn conditioning_weights_count_order_times_the_past() {
+        // A: [2·4, 4] and B: [2·4, 3] besides W: [4, 3].
+        assert_eq!(layer_parameters(4, 3, 2), 4 * 3 + 8 * 4 + 8 * 3);
+        assert_eq!(layer_parameters(usize::MAX, 2, 1), usize::MAX);
+    }
+
+    #[test]
+    fn a_model_is_held_to_every_bound_a_spec_is() {
+        let dbn = model();
+        let at = Limits {
+            max_layers: 2,
+            max_units: 6,
+            max_parameters: dbn.parameter_count(),
+        };
+        assert!(at.check_model(&dbn).is_ok());
+        for (past, what) in [
+            (
+                Limits {
+                    max_layers: 1,
+                    ..at
+                },
+                "layers",
+            ),
+            (Limits { max_units: 5, ..at }, "units"),
+            (
+                Limits {
+                    max_parameters: at.max_parameters - 1,
+                    ..at
+                },
+                "weights",
+            ),
+        ] {
+            let err = past.check_model(&dbn).unwrap_err().to_string();
+            assert!(err.contains(what), "{what}: {err}");
+        }
     }
 }

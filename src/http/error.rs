@@ -125,6 +125,15 @@ impl From<StoreError> for ApiError {
                 "storage_full",
                 "no space left to store this",
             ),
+            StoreError::Corrupt(m) => {
+                tracing::error!("stored object unreadable: {m}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_corrupt",
+                    "the stored copy of this object is damaged and cannot be read; \
+                     delete it or restore it from a backup",
+                )
+            }
             StoreError::Busy(m) => {
                 tracing::warn!("job database busy: {m}");
                 ApiError::new(
@@ -141,7 +150,9 @@ impl From<StoreError> for ApiError {
                     "the job database or model store cannot be reached; try again shortly",
                 )
             }
-            other => ApiError::internal("storage", other),
+            other @ (StoreError::Database(_) | StoreError::Io { .. }) => {
+                ApiError::internal("storage", other)
+            }
         }
     }
 }
@@ -172,7 +183,10 @@ impl From<EngineError> for ApiError {
             EngineError::Model(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", m)
             }
-            other => ApiError::internal("computation", other),
+            other
+            @ (EngineError::Cancelled | EngineError::Diverged(_) | EngineError::Io { .. }) => {
+                ApiError::internal("computation", other)
+            }
         }
     }
 }

@@ -103,8 +103,12 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServeError> {
     }
 }
 
-/// Opens the stores under the data directory, requeues interrupted jobs, starts the workers
-/// and begins serving. `threads` is the inference thread count (recorded in models).
+/// Serves with the settings in `config`: takes the data directory's lock, opens the stores it
+/// names (PostgreSQL and S3 when set, else SQLite and files in the data directory), requeues
+/// interrupted jobs, starts the training workers and begins serving. `mnist_dir` is where the
+/// dataset `mnist` is read from; `None` leaves that dataset out. Each training job computes
+/// with `config.train_threads` threads (default: all cores). Inference threads are not set
+/// here.
 pub async fn start(
     config: ServeConfig,
     mnist_dir: Option<PathBuf>,
@@ -258,8 +262,14 @@ impl RunningServer {
         let jobs = self.jobs.clone();
         let grace = self.grace;
         let workers = self.workers;
-        let _ = tokio::task::spawn_blocking(move || jobs.shutdown(workers, grace)).await;
-        match tokio::time::timeout(grace, self.server).await {
+        // One deadline for both: the workers stop while the connections drain.
+        let deadline = tokio::time::Instant::now() + grace;
+        let workers_stopped = tokio::task::spawn_blocking(move || jobs.shutdown(workers, grace));
+        let (_, server) = tokio::join!(
+            workers_stopped,
+            tokio::time::timeout_at(deadline, self.server)
+        );
+        match server {
             Ok(Ok(())) => tracing::info!("server stopped"),
             Ok(Err(e)) => tracing::error!("server task: {e}"),
             Err(_) => tracing::warn!("connections still open after {grace:?}; exiting anyway"),
@@ -346,7 +356,13 @@ fn cors(config: &ServeConfig) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(origins)
-            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,

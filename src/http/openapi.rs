@@ -16,7 +16,10 @@ use crate::config::ServeConfig;
         description = "Deep belief nets (Hinton 2007) learned by contrastive divergence and served: \
                        training jobs, models, classification, generation. Errors are \
                        `{\"error\": {\"code\", \"message\"}}`. With an API key configured, \
-                       mutating calls need `Authorization: Bearer <key>`."
+                       every call other than GET, HEAD and OPTIONS (writes and the POST \
+                       inference calls) needs `Authorization: Bearer <key>`; with \
+                       `DBN_API_KEY_FOR_READS`, GET and HEAD calls need it too. The health \
+                       probes and the page stay open."
     ),
     paths(
         jobs::submit, jobs::list, jobs::show, jobs::cancel, jobs::events,

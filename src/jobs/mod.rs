@@ -456,8 +456,9 @@ fn memory_estimate(spec: &TrainingSpec, info: &DatasetInfo) -> u64 {
     let widest = hidden.iter().copied().max().unwrap_or(0) as u64;
     let data = n * (info.n_inputs + info.classes) as u64;
     let activations = 2 * n * (widest + info.classes as u64);
+    // The largest layer's weights, a sequence model's conditioning weights included.
     let weights = (0..hidden.len())
-        .map(|i| (spec.layer_visible(i, info.n_inputs, info.classes) * hidden[i]) as u64)
+        .map(|i| spec.layer_parameters(i, info.n_inputs, info.classes) as u64)
         .max()
         .unwrap_or(0);
     if let Some(seq) = &spec.sequence {
@@ -471,15 +472,7 @@ fn memory_estimate(spec: &TrainingSpec, info: &DatasetInfo) -> u64 {
         };
         let inputs = spec.model_inputs(info.n_inputs) as u64;
         let test_frames = (crate::engine::crbm::MAX_TEST_SEQUENCES * seq.length) as u64 * inputs;
-        let conditioning = (0..hidden.len())
-            .map(|i| {
-                let v = spec.layer_visible(i, info.n_inputs, info.classes) as u64;
-                seq.order as u64 * v * (v + hidden[i] as u64) + v * hidden[i] as u64
-            })
-            .max()
-            .unwrap_or(0);
-        return 4
-            * (2 * data + 2 * frames * inputs + frames * widest + test_frames + 6 * conditioning);
+        return 4 * (2 * data + 2 * frames * inputs + frames * widest + test_frames + 6 * weights);
     }
     4 * (data + activations + 4 * weights)
 }

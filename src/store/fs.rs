@@ -102,7 +102,7 @@ fn io(path: &Path, source: std::io::Error) -> StoreError {
 fn engine_io(e: EngineError) -> StoreError {
     match e {
         EngineError::Io { path, source } => StoreError::Io { path, source },
-        other => StoreError::Invalid(other.to_string()),
+        other => StoreError::Corrupt(other.to_string()),
     }
 }
 
@@ -132,7 +132,7 @@ impl FsModelStore {
         let aliases_file = dir.join("aliases.json");
         let aliases = match std::fs::read(&aliases_file) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Invalid(format!("{}: {e}", aliases_file.display())))?,
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", aliases_file.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => AliasBook::default(),
             Err(e) => return Err(io(&aliases_file, e)),
         };

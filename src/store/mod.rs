@@ -33,6 +33,10 @@ pub enum StoreError {
     /// The content offered for storing is invalid (a model file that does not load).
     #[error("{0}")]
     Invalid(String),
+    /// Something already stored cannot be read back (a damaged model object or file, alias
+    /// book or dataset manifest): the store's fault, not the caller's.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
     #[error("database: {0}")]
     Database(String),
     /// The database or object store cannot be reached (down, or the network failed).

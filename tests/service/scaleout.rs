@@ -347,3 +347,44 @@ async fn while_the_model_store_is_gone_uploads_get_503_and_jobs_wait_for_it() {
     get(&client, format!("{base}/v1/models/{model}")).await;
     kill(&mut server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_model_object_answers_its_own_server_error_not_a_client_error() {
+    let Some((admin, endpoint)) = services::services("damaged_model_object") else {
+        return;
+    };
+    let shared = shared_stores(&admin, &endpoint).await;
+    let store_url = &shared
+        .iter()
+        .find(|(k, _)| k == "DBN_MODEL_STORE")
+        .unwrap()
+        .1;
+    let client = crate::common::http_client();
+    let (mut server, base) = replica(&shared, &[]);
+    // Something else wrote a truncated file where a model object belongs.
+    let key = store_url.trim_start_matches("s3://");
+    let object = format!(
+        "{}/{key}/models/model-damaged01.safetensors",
+        endpoint.trim_end_matches('/')
+    );
+    let put = reqwest::Client::new()
+        .put(&object)
+        .body(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+
+    let r = client
+        .get(format!("{base}/v1/models/model-damaged01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_corrupt", "{body}");
+    assert!(!body.to_string().contains("models-under-test"), "{body}");
+    // The rest of the store still serves.
+    get(&client, format!("{base}/v1/models")).await;
+    kill(&mut server);
+}

@@ -42,11 +42,20 @@ fn binaries() -> Option<(PathBuf, PathBuf)> {
     Some((browser, driver))
 }
 
+/// Whether a browser that cannot run fails the test instead of skipping it (set in CI).
+fn browser_required() -> bool {
+    std::env::var_os("DBN_TEST_REQUIRE_BROWSER").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
 impl Browser {
     /// Starts chromedriver and a headless session, or returns None (after saying so on
     /// stderr) when Chromium or chromedriver is not installed.
     pub async fn start(test: &str) -> Option<Browser> {
         let Some((browser, driver)) = binaries() else {
+            assert!(
+                !browser_required(),
+                "{test}: DBN_TEST_REQUIRE_BROWSER is set but chromium or chromedriver is not installed"
+            );
             eprintln!(
                 "SKIPPED {test}: chromium and chromedriver are not installed \
                  (apt-get install chromium chromium-driver)"
@@ -102,7 +111,7 @@ impl Browser {
             _profile: profile,
         };
         // A browser that is installed but cannot start here (no sandbox support, no shared
-        // memory) is reported and skipped, unless DBN_REQUIRE_BROWSER=1 makes it a failure.
+        // memory) is reported and skipped, unless DBN_TEST_REQUIRE_BROWSER=1 makes it a failure.
         let created = b
             .client
             .post(format!("{}/session", b.base))
@@ -116,10 +125,7 @@ impl Browser {
             Some(id) if ok => b.session = id.to_string(),
             _ => {
                 let why = created["value"]["message"].as_str().unwrap_or("no session");
-                assert!(
-                    std::env::var_os("DBN_REQUIRE_BROWSER").is_none(),
-                    "{test}: Chromium did not start: {why}"
-                );
+                assert!(!browser_required(), "{test}: Chromium did not start: {why}");
                 eprintln!("SKIPPED {test}: Chromium is installed but did not start: {why}");
                 return None;
             }

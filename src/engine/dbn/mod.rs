@@ -296,6 +296,16 @@ impl Dbn {
         &self.layers
     }
 
+    /// Weights across all layers, a sequence model's conditioning weights included; the
+    /// count [`crate::engine::spec::Limits`] bounds.
+    pub fn parameter_count(&self) -> usize {
+        let order = self.temporal().map_or(0, |t| t.order);
+        self.layers
+            .iter()
+            .map(|l| crate::engine::spec::layer_parameters(l.n_visible(), l.n_hidden(), order))
+            .fold(0, usize::saturating_add)
+    }
+
     pub fn top(&self) -> &Rbm {
         self.layers.last().expect("a DBN has at least one layer")
     }

@@ -123,25 +123,8 @@ async fn import(
     let limits = state.config.limits();
     let entry = tokio::task::spawn_blocking(move || {
         let (dbn, card) = crate::engine::persist::from_bytes(&body)?;
-        let conditioning: usize = dbn.temporal().map_or(0, |t| {
-            t.layers
-                .iter()
-                .map(|c| c.past_visible.len() + c.past_hidden.len())
-                .sum()
-        });
-        let params = conditioning + dbn.layers().iter().map(|l| l.weights.len()).sum::<usize>();
-        if params > limits.max_parameters || dbn.layers().len() > limits.max_layers {
-            return Err(ApiError::invalid(
-                "model",
-                format!(
-                    "{params} weights in {} layers exceed this server's limits ({} weights, {} layers)",
-                    dbn.layers().len(),
-                    limits.max_parameters,
-                    limits.max_layers
-                ),
-            ));
-        }
-        Ok(models.insert(&new_id("model"), &body, dbn, card)?)
+        limits.check_model(&dbn)?;
+        Ok::<_, ApiError>(models.insert(&new_id("model"), &body, dbn, card)?)
     })
     .await
     .map_err(|e| ApiError::internal("importing", e))??;

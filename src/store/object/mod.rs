@@ -70,7 +70,7 @@ fn checkpoint_key(job: &str) -> Result<ObjectPath> {
 
 fn entry(id: &str, bytes: &[u8]) -> Result<ModelEntry> {
     let (dbn, card) =
-        persist::from_bytes(bytes).map_err(|e| StoreError::Invalid(format!("model {id}: {e}")))?;
+        persist::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("model {id}: {e}")))?;
     Ok(ModelEntry {
         id: id.to_string(),
         card,
@@ -134,7 +134,7 @@ impl ObjectModelStore {
                 Ok(_) => {}
                 // Deleted since the listing.
                 Err(StoreError::NotFound(_)) => {}
-                Err(StoreError::Invalid(m)) => {
+                Err(StoreError::Corrupt(m)) => {
                     tracing::warn!("skipping {m}");
                     self.lock(&self.unloadable).insert(id.clone());
                 }
@@ -398,13 +398,13 @@ impl ModelStore for ObjectModelStore {
             return Ok(None);
         };
         let names: Vec<String> = serde_json::from_slice(&manifest)
-            .map_err(|e| StoreError::Invalid(format!("dataset {name}: manifest: {e}")))?;
+            .map_err(|e| StoreError::Corrupt(format!("dataset {name}: manifest: {e}")))?;
         let mut files = Vec::with_capacity(names.len());
         for file in names {
             let bytes = self
                 .bucket
                 .fetch(prefix.clone().join(file.as_str()))?
-                .ok_or_else(|| StoreError::Invalid(format!("dataset {name}: {file} is missing")))?;
+                .ok_or_else(|| StoreError::Corrupt(format!("dataset {name}: {file} is missing")))?;
             files.push((file, bytes));
         }
         Ok(Some(files))
