@@ -8,8 +8,8 @@ use super::progress::ConsoleProgress;
 use super::{CliError, Context};
 use crate::engine::data::Dataset;
 use crate::engine::data::MnistSplit;
-use crate::engine::dbn::{log_prob_metrics, test_metrics, train_model, Checkpoint, TrainOutcome};
-use crate::engine::persist::{self, ModelCard};
+use crate::engine::dbn::{evaluated_card, train_model, Checkpoint, TrainOutcome};
+use crate::engine::persist;
 use crate::engine::spec::{Limits, TrainingSpec};
 use crate::engine::EngineError;
 
@@ -122,12 +122,6 @@ pub(super) fn save_trained(
     out: &std::path::Path,
     test: bool,
 ) -> Result<(), CliError> {
-    let mut card = ModelCard::for_training(
-        spec,
-        outcome,
-        Some(spec.image_shape(train.image_rows, train.image_cols)),
-        ctx.threads,
-    );
     if let Some(v) = outcome.validation_error {
         tracing::info!("validation error: {:.2}%", 100.0 * v);
     }
@@ -138,26 +132,17 @@ pub(super) fn save_trained(
     } else {
         None
     };
-    if let Some(test) = &test {
-        let metrics = test_metrics(Some(spec), &outcome.dbn, test)?;
-        for (name, value) in &metrics {
-            if name.starts_with("test_error") {
-                tracing::info!("{name} ({} images): {:.2}%", test.len(), 100.0 * value);
-            } else if spec.sequence.is_some() {
-                tracing::info!("{name} (test sequences): {value:.3}");
-            } else {
-                tracing::info!("{name} ({} images): {value:.3}", test.len());
+    let card = evaluated_card(spec, outcome, train, test.as_ref(), ctx.threads, true)?;
+    for (name, value) in &card.metrics {
+        match &test {
+            Some(t) if name.starts_with("test_error") => {
+                tracing::info!("{name} ({} images): {:.2}%", t.len(), 100.0 * value)
             }
+            _ if name.starts_with("test_") && spec.sequence.is_some() => {
+                tracing::info!("{name} (test sequences): {value:.3}")
+            }
+            _ => tracing::info!("{name}: {value:.3}"),
         }
-        card.metrics.extend(metrics);
-    }
-    if let Some(ais) = &spec.ais {
-        let (used, _) = spec.split(train);
-        let metrics = log_prob_metrics(&outcome.dbn, ais, &used, test.as_ref(), spec.seed)?;
-        for (name, value) in &metrics {
-            tracing::info!("{name}: {value:.2}");
-        }
-        card.metrics.extend(metrics);
     }
     persist::save(out, &outcome.dbn, &card)?;
     println!("{}", out.display());

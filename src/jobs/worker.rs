@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::observer::JobObserver;
 use super::{JobEvent, Jobs, RunFlags};
 use crate::engine::data::MnistSplit;
-use crate::engine::dbn::{log_prob_metrics, test_metrics, train_model, Checkpoint, TrainOutcome};
-use crate::engine::persist::{self, ModelCard};
+use crate::engine::dbn::{evaluated_card, train_model, Checkpoint, TrainOutcome};
+use crate::engine::persist;
 use crate::engine::EngineError;
 use crate::store::{now_millis, Claim, JobFailure, JobRecord, JobStatus, StoreError};
 
@@ -301,38 +301,22 @@ fn store_model(
         message: e.to_string(),
     };
     let model_id = job.id.replacen("job-", "model-", 1);
-    let mut card = ModelCard::for_training(
-        &job.spec,
-        &outcome,
-        Some(job.spec.image_shape(data.image_rows, data.image_cols)),
-        rayon::current_num_threads(),
-    );
-    card.metrics.insert(
-        "train_seconds".into(),
-        outcome.history.iter().map(|m| m.seconds).sum(),
-    );
     let test = match load_with_retries(jobs, job, MnistSplit::Test, None) {
         Ok(test) => test,
         Err(Retry::Later) => return Ok(Ending::Interrupted),
         Err(Retry::Never(e)) => return Err(fail("dataset_unavailable", &e)),
     };
-    if let Some(test) = &test {
-        let metrics = test_metrics(Some(&job.spec), &outcome.dbn, test)
-            .map_err(|e| fail("evaluation_failed", &e))?;
-        card.metrics.extend(metrics);
-    }
-    // The slow measurement is skipped once a cancel has come; the check below decides.
-    if let Some(ais) = job
-        .spec
-        .ais
-        .as_ref()
-        .filter(|_| !cancel.load(Ordering::SeqCst))
-    {
-        let (train, _) = job.spec.split(data);
-        let metrics = log_prob_metrics(&outcome.dbn, ais, &train, test.as_ref(), job.spec.seed)
-            .map_err(|e| fail("evaluation_failed", &e))?;
-        card.metrics.extend(metrics);
-    }
+    // The slow log-probability measurement is skipped once a cancel has come; the check
+    // below decides.
+    let card = evaluated_card(
+        &job.spec,
+        &outcome,
+        data,
+        test.as_ref(),
+        rayon::current_num_threads(),
+        !cancel.load(Ordering::SeqCst),
+    )
+    .map_err(|e| fail("evaluation_failed", &e))?;
     let bytes =
         persist::to_bytes(&outcome.dbn, &card).map_err(|e| fail("model_write_failed", &e))?;
     // The model lives in the model store: the claim is checked just before the write. A

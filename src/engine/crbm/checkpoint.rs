@@ -8,9 +8,9 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use super::model::Conditioning;
-use crate::engine::dbn::check_resume_point;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::EpochMetrics;
+use crate::engine::persist::check_resume_point;
 use crate::engine::persist::{
     body_of, metadata_of, read_conditioning, read_f32, read_matrix, read_rbm, read_u32, Tensors,
 };

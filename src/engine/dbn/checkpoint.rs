@@ -21,7 +21,6 @@ use crate::engine::persist::{
 };
 use crate::engine::rbm::{LayerState, Rbm};
 use crate::engine::EngineRng;
-use rand::SeedableRng;
 
 /// The `format` metadata value of checkpoint files.
 pub const CHECKPOINT_FORMAT: &str = "dbn-serve.checkpoint";
@@ -83,23 +82,6 @@ impl Checkpoint {
             }
         }
     }
-}
-
-/// Checks the resume point every checkpoint records: the next epoch lies in 1..=`max_epochs`
-/// and the generator is not the all-zero state (which never advances). The message is for the
-/// caller to prefix with its kind of checkpoint.
-pub(crate) fn check_resume_point(
-    next_epoch: usize,
-    max_epochs: usize,
-    rng: &EngineRng,
-) -> std::result::Result<(), String> {
-    if next_epoch == 0 || next_epoch > max_epochs {
-        return Err(format!("next epoch {next_epoch} is out of range"));
-    }
-    if *rng == EngineRng::from_seed([0; 32]) {
-        return Err("the generator state is all zeros".into());
-    }
-    Ok(())
 }
 
 /// Greedy training stopped after an epoch.
@@ -202,8 +184,12 @@ impl GreedyCheckpoint {
         if meta.label_units.len().checked_sub(1) != Some(meta.layer) {
             return Err(bad("layer count and label units disagree".into()));
         }
-        check_resume_point(meta.next_epoch, crate::engine::rbm::MAX_EPOCHS, &meta.rng)
-            .map_err(bad)?;
+        crate::engine::persist::check_resume_point(
+            meta.next_epoch,
+            crate::engine::rbm::MAX_EPOCHS,
+            &meta.rng,
+        )
+        .map_err(bad)?;
         let done = (0..meta.layer)
             .map(|i| read_rbm(&st, &format!("done.{i}"), None, meta.label_units[i]))
             .collect::<Result<Vec<_>>>()?;

@@ -76,7 +76,7 @@ impl FinetuneCheckpoint {
         if st.len() != expected {
             return Err(bad(format!("{} tensors, expected {expected}", st.len())));
         }
-        super::checkpoint::check_resume_point(meta.next_epoch, MAX_FINETUNE_EPOCHS, &meta.rng)
+        crate::engine::persist::check_resume_point(meta.next_epoch, MAX_FINETUNE_EPOCHS, &meta.rng)
             .map_err(bad)?;
         let dbn = read_dbn(&st, &meta.layout, None)?;
         let layers = dbn.classifier().map_or(&[][..], |c| c.layers());

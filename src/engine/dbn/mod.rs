@@ -12,13 +12,12 @@ mod input_norm;
 mod lower_bound;
 mod pipeline;
 
-pub(crate) use checkpoint::check_resume_point;
 pub use checkpoint::{run_fingerprint, Checkpoint, GreedyCheckpoint, CHECKPOINT_FORMAT};
 pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
 pub use finetune_checkpoint::{FinetuneCheckpoint, FINETUNE_CHECKPOINT_FORMAT};
 pub use greedy::{resume_greedy, train_greedy, TrainOutcome};
 pub use input_norm::{InputNorm, MIN_SCALE};
-pub use pipeline::{finetune_model, log_prob_metrics, test_metrics, train_model};
+pub use pipeline::{evaluated_card, finetune_model, log_prob_metrics, test_metrics, train_model};
 
 use ndarray::{Array2, ArrayView2, CowArray, Ix2};
 

@@ -411,3 +411,30 @@ pub fn test_metrics(
     }
     Ok(metrics)
 }
+
+/// The card of a finished run, with what it measured: the test metrics when `test` is given
+/// ([`test_metrics`]) and, when `measure_log_prob` and the spec asks for it, the
+/// log-probability measurement on the run's training part and the test set
+/// ([`log_prob_metrics`]). The one evaluation both the command line and the job worker use.
+pub fn evaluated_card(
+    spec: &TrainingSpec,
+    outcome: &TrainOutcome,
+    train: &Dataset,
+    test: Option<&Dataset>,
+    threads: usize,
+    measure_log_prob: bool,
+) -> Result<crate::engine::persist::ModelCard> {
+    let shape = spec.image_shape(train.image_rows, train.image_cols);
+    let mut card =
+        crate::engine::persist::ModelCard::for_training(spec, outcome, Some(shape), threads);
+    if let Some(test) = test {
+        card.metrics
+            .extend(test_metrics(Some(spec), &outcome.dbn, test)?);
+    }
+    if let Some(ais) = spec.ais.as_ref().filter(|_| measure_log_prob) {
+        let (used, _) = spec.split(train);
+        card.metrics
+            .extend(log_prob_metrics(&outcome.dbn, ais, &used, test, spec.seed)?);
+    }
+    Ok(card)
+}

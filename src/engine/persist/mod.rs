@@ -369,3 +369,20 @@ pub fn load(path: &Path) -> Result<(Dbn, ModelCard)> {
     let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
     from_bytes(&bytes)
 }
+
+/// Checks the resume point every checkpoint records: the next epoch lies in 1..=`max_epochs`
+/// and the generator is not the all-zero state (which never advances). The message is for the
+/// caller to prefix with its kind of checkpoint.
+pub(crate) fn check_resume_point(
+    next_epoch: usize,
+    max_epochs: usize,
+    rng: &crate::engine::EngineRng,
+) -> std::result::Result<(), String> {
+    if next_epoch == 0 || next_epoch > max_epochs {
+        return Err(format!("next epoch {next_epoch} is out of range"));
+    }
+    if *rng == <crate::engine::EngineRng as rand::SeedableRng>::from_seed([0; 32]) {
+        return Err("the generator state is all zeros".into());
+    }
+    Ok(())
+}

@@ -12,7 +12,7 @@
 //! than the mean field alone: on pixel pairs that flip together given the hidden state, a
 //! product of mean-field means cannot show the pair's correlation, the lateral weights grow
 //! without bound, and the exact log-likelihood fell from −4.2 to −16.8 nats in the oracle
-//! test, where the sampled reconstruction reaches −2.6 (`tests/semi_rbm.rs`). Starting the
+//! test, where the sampled reconstruction reaches −2.6 (`tests/engine/semi_rbm.rs`). Starting the
 //! sweep at the data instead (−2.2 there) kept reconstructions so close to the data on MNIST
 //! that the model's own chains collapsed to blank images. The mean field remains the
 //! reconstruction callers see.

@@ -22,7 +22,9 @@ use crate::store::ModelEntry;
 const DEFAULT_STEPS: usize = 10;
 /// Most frames one call generates.
 pub const MAX_CONTINUE_STEPS: usize = 100;
-const DEFAULT_GIBBS_STEPS: usize = 30;
+/// One step keeps the digit longest: with 30, only 16–30 % of generated frames still read
+/// as the digit, with one 54–68 % (bench/RESULTS.md, "Continuations that keep the digit").
+const DEFAULT_GIBBS_STEPS: usize = 1;
 /// Display size of the animation's frames: each pixel drawn 4 × 4, 10 frames a second.
 const ZOOM: usize = 4;
 const FRAME_MS: u16 = 100;
@@ -46,7 +48,8 @@ pub struct ContinueRequest {
     pub example: Option<usize>,
     /// New frames to generate (default 10).
     pub steps: Option<usize>,
-    /// Alternating Gibbs steps per new frame in the top layer (default 30).
+    /// Alternating Gibbs steps per new frame in the top layer (default 1: more steps let
+    /// the frame drift from the digit the past shows).
     pub gibbs_steps: Option<usize>,
     /// Use mean values instead of samples in the chain: the same continuation every time
     /// (default false: sampled).

@@ -3,7 +3,7 @@
 //! statistics, generates pixels in [0, 1], and its unrolled classifier computes what the DBN
 //! computes on raw inputs.
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::data::MnistSplit;
 use dbn_serve::engine::dbn::{error_rate, train_greedy, Dbn, TrainOutcome};

@@ -2,7 +2,7 @@
 //! hold) over one database never claim a job twice, a lapsed lease hands the job to another
 //! replica and the first learns it lost it, and migrations run once and refuse a newer schema.
 
-#[path = "common/scaleout.rs"]
+#[path = "../common/scaleout.rs"]
 mod scaleout;
 
 use std::collections::HashSet;

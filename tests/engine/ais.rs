@@ -1,8 +1,8 @@
 //! Annealed importance sampling against the exact partition function of RBMs small enough to
 //! enumerate (2^16 visible states, hidden units summed out analytically by the free energy,
-//! which tests/exact_rbm.rs checks against brute force).
+//! which tests/engine/exact_rbm.rs checks against brute force).
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::rbm::{base_rate_biases, estimate_log_z, mean_log_prob, AisConfig, Rbm};
 use dbn_serve::engine::rng_from_seed;

@@ -1,7 +1,5 @@
 //! Shapes and ranges of the conditionals, and the batched classifiers against naive loops.
 
-mod common;
-
 use dbn_serve::engine::dbn::Dbn;
 use dbn_serve::engine::rbm::Rbm;
 use dbn_serve::engine::rng_from_seed;

@@ -1,7 +1,5 @@
 //! Saving and loading: exact round trips, and corrupt or foreign files rejected.
 
-mod common;
-
 use dbn_serve::engine::dbn::Dbn;
 use dbn_serve::engine::persist::{self, ModelCard, Provenance};
 use dbn_serve::engine::rbm::Rbm;

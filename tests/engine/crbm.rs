@@ -2,7 +2,7 @@
 //! sampling against the exact conditional distribution by enumeration, learning against the
 //! exact conditional likelihood of a toy sequence, moving-digit videos, stacking, files.
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::crbm::{
     gather_past, train_temporal, Conditioning, ContinueConfig, Crbm, SequenceSpec, Temporal,

@@ -3,7 +3,7 @@
 //! and learning must raise the exact log-likelihood of toy data. On real digits, starting
 //! from the pretrained stack must beat starting from random weights (the seed's claim).
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::data::MnistSplit;
 use dbn_serve::engine::dbn::{test_metrics, train_model, Dbn};

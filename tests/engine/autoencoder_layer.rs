@@ -3,7 +3,7 @@
 //! central differences; and a stack learned this way on real MNIST pixels must reconstruct
 //! and, fine-tuned by backpropagation, classify.
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::data::MnistSplit;
 use dbn_serve::engine::dbn::{test_metrics, train_model};

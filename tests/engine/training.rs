@@ -1,7 +1,7 @@
 //! Greedy DBN training on the committed real-MNIST subset: reproducibility, cancellation,
 //! validation and a real accuracy floor.
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::data::MnistSplit;
 use dbn_serve::engine::dbn::{error_rate, train_greedy};

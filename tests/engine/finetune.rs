@@ -1,7 +1,7 @@
 //! Discriminative fine-tuning on the real-MNIST fixture: it lowers the error of the greedy
 //! model, stops within a batch when cancelled, and survives a save and load.
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::data::MnistSplit;
 use dbn_serve::engine::dbn::{error_rate, test_metrics, train_model};

@@ -1,6 +1,6 @@
 //! The command line end to end on the committed MNIST subset: train, eval, sample.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -59,7 +59,7 @@ fn train_eval_and_sample_work_from_the_command_line() {
         total, 500,
         "every test image lands in the confusion matrix once"
     );
-    // Accuracy is the job of tests/training.rs; here the report must agree with itself.
+    // Accuracy is the job of tests/engine/training.rs; here the report must agree with itself.
     let errors = report["errors"].as_u64().unwrap();
     assert!((report["error_rate"].as_f64().unwrap() - errors as f64 / 500.0).abs() < 1e-12);
 

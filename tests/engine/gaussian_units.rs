@@ -4,7 +4,7 @@
 //! binary side and integrating the Gaussian side in closed form gives the exact marginals,
 //! means and partition functions the engine is checked against.
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::rbm::{Rbm, RbmTrainConfig, Units, VisibleBiasInit};
 use dbn_serve::engine::{rng_from_seed, EngineRng};

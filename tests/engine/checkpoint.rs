@@ -2,7 +2,7 @@
 //! the serialised checkpoint ends with exactly the model of the uninterrupted run; a
 //! checkpoint of another run is refused.
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::data::MnistSplit;
 use dbn_serve::engine::dbn::{

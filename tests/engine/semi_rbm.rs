@@ -4,7 +4,7 @@
 //! point; and on data of copied pixel pairs, which one hidden unit cannot explain but lateral
 //! weights can, the semi-restricted machine must beat the restricted one.
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::data::MnistSplit;
 use dbn_serve::engine::dbn::{train_greedy, Dbn};

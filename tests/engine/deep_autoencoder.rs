@@ -4,7 +4,7 @@
 //! test reconstruction error of the unrolled pretrained stack, and the model must survive a
 //! save and load.
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::data::MnistSplit;
 use dbn_serve::engine::dbn::{test_metrics, train_greedy, train_model, Dbn};

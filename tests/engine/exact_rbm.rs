@@ -2,7 +2,7 @@
 //! function, the log-likelihood and its gradient are computed exactly (in f64) and the
 //! engine's free energy, Gibbs sampler and learning rule are checked against them.
 
-mod common;
+use crate::common;
 
 use dbn_serve::engine::rbm::{Rbm, RbmTrainConfig, VisibleBiasInit};
 use dbn_serve::engine::{rng_from_seed, EngineRng};
