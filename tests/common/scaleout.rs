@@ -39,8 +39,38 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Creates an empty database on the server of `admin_url` and returns its URL.
-pub fn fresh_database(admin_url: &str) -> String {
+/// A database made for one test. Dropping the guard drops the database (closing any
+/// connections left open), also when the test fails, so test runs do not fill the server.
+pub struct TestDatabase {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl std::ops::Deref for TestDatabase {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // The synchronous client runs a runtime of its own: keep it off async threads.
+        let dropped = std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&admin, postgres::NoTls)?;
+            client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Creates an empty database on the server of `admin_url`; the guard drops it again.
+pub fn fresh_database(admin_url: &str) -> TestDatabase {
     let name = unique("dbn_test_");
     let admin = admin_url.to_string();
     let create = name.clone();
@@ -54,7 +84,11 @@ pub fn fresh_database(admin_url: &str) -> String {
     .join()
     .unwrap();
     let (base, _) = admin_url.rsplit_once('/').expect("a URL with a database");
-    format!("{base}/{name}")
+    TestDatabase {
+        url: format!("{base}/{name}"),
+        admin: admin_url.to_string(),
+        name,
+    }
 }
 
 /// Creates an empty bucket on the S3-compatible server and returns its `s3://` URL.

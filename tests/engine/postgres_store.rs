@@ -222,7 +222,7 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
     // Replicas starting together each see the same, once-migrated schema.
     let starts: Vec<_> = (0..3)
         .map(|i| {
-            let url = url.clone();
+            let url = url.url.clone();
             std::thread::spawn(move || {
                 replica(&url, &format!("r{i}"), Duration::from_secs(5));
             })
@@ -288,15 +288,40 @@ fn the_connection_is_encrypted_when_the_server_offers_tls_and_verified_when_aske
         "{encrypted:?}"
     );
     // verify-full checks the certificate: this server's self-signed one is refused.
-    let strict = format!("{url}?sslmode=verify-full");
+    let strict = format!("{}?sslmode=verify-full", url.url);
     match PostgresJobStore::connect(&strict, "v".into(), Duration::from_secs(5)) {
         Err(StoreError::Unavailable(m)) => assert!(m.contains("TLS"), "{m}"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("an unverifiable certificate was accepted"),
     }
     // disable never encrypts.
-    let plain = format!("{url}?sslmode=disable");
+    let plain = format!("{}?sslmode=disable", url.url);
     drop(store);
     let store = PostgresJobStore::connect(&plain, "p".into(), Duration::from_secs(5)).unwrap();
     store.counts().unwrap();
+}
+
+#[test]
+fn a_test_database_is_dropped_even_when_its_test_fails() {
+    let Some((admin, _)) = scaleout::services("test_database_guard") else {
+        return;
+    };
+    let made = std::sync::Mutex::new(String::new());
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = scaleout::fresh_database(&admin);
+        *made.lock().unwrap() = db.url.rsplit('/').next().unwrap().to_string();
+        panic!("a test failing with its database open");
+    }));
+    assert!(failed.is_err());
+    let name = made.into_inner().unwrap();
+    assert!(name.starts_with("dbn_test_"), "{name}");
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "{name} is still there");
 }

@@ -13,25 +13,66 @@ use serde_json::{json, Value};
 
 use crate::crash::{kill, start_with, submit, wait as wait_job};
 
-/// The environment of replicas sharing a fresh database and a fresh bucket.
-async fn shared_stores(admin: &str, endpoint: &str) -> Vec<(String, String)> {
-    services::env(
-        &services::fresh_database(admin),
-        &services::fresh_bucket(endpoint).await,
-        endpoint,
-    )
+/// The environment of replicas sharing a fresh database and a fresh bucket; the database
+/// goes when this does.
+struct Shared {
+    env: Vec<(String, String)>,
+    _database: services::TestDatabase,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = [(String, String)];
+    fn deref(&self) -> &Self::Target {
+        &self.env
+    }
+}
+
+async fn shared_stores(admin: &str, endpoint: &str) -> Shared {
+    let database = services::fresh_database(admin);
+    Shared {
+        env: services::env(&database, &services::fresh_bucket(endpoint).await, endpoint),
+        _database: database,
+    }
+}
+
+/// A replica's process and its local data directory: dropping it stops the process (if a
+/// test has not already) and removes the directory, also when the test fails.
+struct Replica {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Replica {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Replica {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Starts a replica with the shared stores, a fresh local data directory and `extra` settings.
-fn replica(shared: &[(String, String)], extra: &[(&str, &str)]) -> (Child, String) {
-    let dir = tempfile::tempdir().unwrap().keep();
+fn replica(shared: &[(String, String)], extra: &[(&str, &str)]) -> (Replica, String) {
+    let dir = tempfile::tempdir().unwrap();
     let mut env: Vec<(&str, &str)> = shared
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     env.push(("DBN_LOG", "warn"));
     env.extend_from_slice(extra);
-    start_with(&dir, &env, Stdio::inherit())
+    let (child, base) = start_with(dir.path(), &env, Stdio::inherit());
+    (Replica { child, _dir: dir }, base)
 }
 
 async fn get(client: &reqwest::Client, url: String) -> Value {
