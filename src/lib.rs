@@ -16,7 +16,8 @@ pub mod config;
 pub mod engine;
 /// MNIST on demand: checked, atomic, resumable downloads from public mirrors.
 pub mod fetch;
-/// The HTTP API: routes, errors, OpenAPI, middleware.
+/// The HTTP API: routers, routes, errors, OpenAPI, middleware (over whatever stores
+/// `startup` chose).
 pub mod http;
 /// PNG/JPEG decoding and conversion of pictures to MNIST's form.
 pub mod imaging;
@@ -28,6 +29,9 @@ pub mod inference;
 pub mod jobs;
 /// Image grids as PNG.
 pub mod render;
+/// Start-up and shutdown: the data directory's lock, the choice of stores, the workers and
+/// the server.
+pub mod startup;
 /// Where state lives. Jobs: an embedded SQLite file (`sqlite.rs`) or a shared PostgreSQL
 /// database (`postgres/`, with its connection pool, TLS and event relay). Models, aliases and
 /// checkpoints: files under the data directory (`fs.rs`) or an S3-compatible bucket

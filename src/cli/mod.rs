@@ -97,7 +97,7 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Serve(#[from] crate::http::ServeError),
+    Serve(#[from] crate::startup::ServeError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -28,7 +28,7 @@ pub fn run(ctx: &Context, config: ServeConfig) -> Result<(), CliError> {
                 }
             }
         }
-        let server = crate::http::start(config, Some(ctx.mnist_dir.clone())).await?;
+        let server = crate::startup::start(config, Some(ctx.mnist_dir.clone())).await?;
         println!("dbn-serve listening on http://{}", server.addr);
         shutdown_signal().await;
         tracing::info!("shutting down");

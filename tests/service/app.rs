@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dbn_serve::config::ServeConfig;
-use dbn_serve::http::{start, RunningServer};
+use dbn_serve::startup::{start, RunningServer};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tempfile::TempDir;

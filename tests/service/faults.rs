@@ -2,7 +2,7 @@
 //! a panic, and the server stays healthy.
 
 use dbn_serve::config::ServeConfig;
-use dbn_serve::http::start;
+use dbn_serve::startup::start;
 
 use crate::app::{code, is_terminal, small_spec, spawn_app, spawn_app_in};
 
