@@ -325,3 +325,42 @@ fn a_test_database_is_dropped_even_when_its_test_fails() {
         .get(0);
     assert_eq!(left, 0, "{name} is still there");
 }
+
+#[test]
+fn start_up_gives_up_on_a_migration_lock_held_too_long_with_a_clear_error() {
+    use dbn_serve::store::postgres::MIGRATION_LOCK;
+    let Some((admin, _)) = scaleout::services("migration_lock_timeout") else {
+        return;
+    };
+    let url = scaleout::fresh_database(&admin);
+    // A stale session holds the lock.
+    let mut stale = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    stale
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .unwrap();
+    let started = std::time::Instant::now();
+    let refused = PostgresJobStore::connect_waiting(
+        &url,
+        "late".into(),
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    );
+    let err = match refused {
+        Ok(_) => panic!("connected while the migration lock was held"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("migration lock") && err.contains("pg_locks"),
+        "{err}"
+    );
+    // Once the lock is free, start-up goes through.
+    stale
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .unwrap();
+    replica(&url, "on-time", Duration::from_secs(5));
+}

@@ -51,7 +51,11 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE dbn_jobs (
 
 /// Advisory-lock keys (arbitrary constants of this project): one serialises migrations at
 /// start-up, one serialises the queue-capacity check with the insert.
-const MIGRATION_LOCK: i64 = 0x6462_6e5f_6d69_6772;
+/// The advisory lock held while the schema is migrated (public for tests and operators:
+/// `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = …`).
+pub const MIGRATION_LOCK: i64 = 0x6462_6e5f_6d69_6772;
+/// How long start-up waits for another replica's migration before giving up.
+pub const MIGRATION_WAIT: Duration = Duration::from_secs(60);
 const INSERT_LOCK: i64 = 0x6462_6e5f_696e_7374;
 
 const COLUMNS: &str = "id, status, spec, created_at, started_at, finished_at, progress, history, \
@@ -69,8 +73,18 @@ impl PostgresJobStore {
     /// Connects to `url` (`postgres://user:password@host:port/db`), brings the schema up to
     /// date and names this replica `owner` on its leases, which last `lease`.
     pub fn connect(url: &str, owner: String, lease: Duration) -> Result<Self> {
+        Self::connect_waiting(url, owner, lease, MIGRATION_WAIT)
+    }
+
+    /// As [`PostgresJobStore::connect`], waiting at most `wait` for the migration lock.
+    pub fn connect_waiting(
+        url: &str,
+        owner: String,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Self> {
         let pool = Pool::new(Connector::from_url(url, lease)?);
-        pool.with(migrate)?;
+        pool.with(|client| migrate(client, wait))?;
         Ok(PostgresJobStore { pool, owner, lease })
     }
 
@@ -86,8 +100,27 @@ impl PostgresJobStore {
 /// Applies the migrations this database lacks, one transaction each, under an advisory lock so
 /// that replicas starting together apply each once. A database migrated by a newer server is
 /// refused untouched.
-fn migrate(client: &mut Client) -> Result<()> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+fn migrate(client: &mut Client, wait: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK])?
+            .get(0);
+        if locked {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StoreError::Database(format!(
+                "another session has held the schema migration lock for {}s: a replica may be \
+                 migrating a large database (start again later), or a stale session holds it \
+                 (find it with SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND \
+                 objid = {} and end it with pg_terminate_backend)",
+                wait.as_secs(),
+                MIGRATION_LOCK & 0xffff_ffff
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let result = (|| -> Result<()> {
         client.batch_execute(
             "CREATE TABLE IF NOT EXISTS dbn_migrations (
