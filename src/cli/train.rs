@@ -122,9 +122,6 @@ pub(super) fn save_trained(
     out: &std::path::Path,
     test: bool,
 ) -> Result<(), CliError> {
-    if let Some(v) = outcome.validation_error {
-        tracing::info!("validation error: {:.2}%", 100.0 * v);
-    }
     // Every model has test metrics: errors for those that classify, reconstruction error
     // (and a wake-sleep net's bound) for the others.
     let test = if test {
@@ -137,6 +134,9 @@ pub(super) fn save_trained(
         match &test {
             Some(t) if name.starts_with("test_error") => {
                 tracing::info!("{name} ({} images): {:.2}%", t.len(), 100.0 * value)
+            }
+            _ if name.ends_with("validation_error") => {
+                tracing::info!("{name}: {:.2}%", 100.0 * value)
             }
             _ if name.starts_with("test_") && spec.sequence.is_some() => {
                 tracing::info!("{name} (test sequences): {value:.3}")

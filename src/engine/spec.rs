@@ -205,50 +205,39 @@ impl Limits {
         max_units: 20_000,
         max_parameters: 50_000_000,
     };
+
+    /// Checks a trained model (one read from a file) against the bounds a spec is held to.
+    pub fn check_model(&self, dbn: &crate::engine::dbn::Dbn) -> Result<()> {
+        let exceeds = |what: String| Err(EngineError::invalid("model", what));
+        let layers = dbn.layers();
+        if layers.len() > self.max_layers {
+            let n = layers.len();
+            return exceeds(format!(
+                "{n} layers exceed the limit of {}",
+                self.max_layers
+            ));
+        }
+        let widest = layers.iter().map(|l| l.n_hidden()).max().unwrap_or(0);
+        if widest > self.max_units {
+            return exceeds(format!(
+                "a layer of {widest} units exceeds the limit of {}",
+                self.max_units
+            ));
+        }
+        let params = dbn.parameter_count();
+        if params > self.max_parameters {
+            return exceeds(format!(
+                "{params} weights exceed the limit of {}",
+                self.max_parameters
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits::DEFAULT
-    }
-}
-
-impl Limits {
-    /// Checks a trained model (one read from a file) against the bounds a spec is held to.
-    pub fn check_model(&self, dbn: &crate::engine::dbn::Dbn) -> Result<()> {
-        let layers = dbn.layers();
-        if layers.len() > self.max_layers {
-            return Err(EngineError::invalid(
-                "model",
-                format!(
-                    "{} layers exceed the limit of {}",
-                    layers.len(),
-                    self.max_layers
-                ),
-            ));
-        }
-        if let Some(widest) = layers.iter().map(|l| l.n_hidden()).max() {
-            if widest > self.max_units {
-                return Err(EngineError::invalid(
-                    "model",
-                    format!(
-                        "a layer of {widest} units exceeds the limit of {}",
-                        self.max_units
-                    ),
-                ));
-            }
-        }
-        let params = dbn.parameter_count();
-        if params > self.max_parameters {
-            return Err(EngineError::invalid(
-                "model",
-                format!(
-                    "{params} weights exceed the limit of {}",
-                    self.max_parameters
-                ),
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -667,7 +656,6 @@ impl TrainingSpec {
         })
     }
 
-    /// Visible units of layer `i`: the input, a hidden layer, or features plus labels on top.
     /// Weights of layer `i`, conditioning weights included ([`layer_parameters`]).
     pub fn layer_parameters(&self, i: usize, n_inputs: usize, classes: usize) -> usize {
         let order = self.sequence.as_ref().map_or(0, |s| s.order);
@@ -678,6 +666,7 @@ impl TrainingSpec {
         )
     }
 
+    /// Visible units of layer `i`: the input, a hidden layer, or features plus labels on top.
     pub fn layer_visible(&self, i: usize, n_inputs: usize, classes: usize) -> usize {
         let below = if i == 0 {
             self.model_inputs(n_inputs)

@@ -17,7 +17,7 @@ use crate::engine::crbm::{TemporalCheckpoint, TEMPORAL_CHECKPOINT_FORMAT};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::EpochMetrics;
 use crate::engine::persist::{
-    body_of, format_of, metadata_of, read_f32, read_rbm, read_u32, Tensors,
+    body_of, check_resume_point, format_of, metadata_of, read_f32, read_rbm, read_u32, Tensors,
 };
 use crate::engine::rbm::{LayerState, Rbm};
 use crate::engine::EngineRng;
@@ -184,12 +184,8 @@ impl GreedyCheckpoint {
         if meta.label_units.len().checked_sub(1) != Some(meta.layer) {
             return Err(bad("layer count and label units disagree".into()));
         }
-        crate::engine::persist::check_resume_point(
-            meta.next_epoch,
-            crate::engine::rbm::MAX_EPOCHS,
-            &meta.rng,
-        )
-        .map_err(bad)?;
+        check_resume_point(meta.next_epoch, crate::engine::rbm::MAX_EPOCHS, &meta.rng)
+            .map_err(bad)?;
         let done = (0..meta.layer)
             .map(|i| read_rbm(&st, &format!("done.{i}"), None, meta.label_units[i]))
             .collect::<Result<Vec<_>>>()?;

@@ -11,7 +11,8 @@ use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::{FinetuneState, MAX_FINETUNE_EPOCHS};
 use crate::engine::observer::EpochMetrics;
 use crate::engine::persist::{
-    body_of, metadata_of, push_dbn, read_dbn, read_dense, read_u32, DbnLayout, Tensors,
+    body_of, check_resume_point, metadata_of, push_dbn, read_dbn, read_dense, read_u32, DbnLayout,
+    Tensors,
 };
 use crate::engine::EngineRng;
 
@@ -76,8 +77,7 @@ impl FinetuneCheckpoint {
         if st.len() != expected {
             return Err(bad(format!("{} tensors, expected {expected}", st.len())));
         }
-        crate::engine::persist::check_resume_point(meta.next_epoch, MAX_FINETUNE_EPOCHS, &meta.rng)
-            .map_err(bad)?;
+        check_resume_point(meta.next_epoch, MAX_FINETUNE_EPOCHS, &meta.rng).map_err(bad)?;
         let dbn = read_dbn(&st, &meta.layout, None)?;
         let layers = dbn.classifier().map_or(&[][..], |c| c.layers());
         let increments = (0..meta.increments)
