@@ -41,13 +41,14 @@ pub struct ServeConfig {
     /// the engine is busy; an idle engine starts at once.
     #[arg(long, env = "DBN_BATCH_MAX_WAIT_US", default_value_t = 1000)]
     pub batch_max_wait_us: u64,
-    /// Bearer key (unset: no authentication). When set, every call other than GET, HEAD and
-    /// OPTIONS needs it: writes, and the POST inference calls (classify, samples, chain,
-    /// encode, reconstruct, continue, `/v2/…/infer`). The health probes and the page stay
+    /// Bearer key (unset: no authentication). When set, every call that changes state or
+    /// runs a model needs it: every POST, PUT and DELETE (writes, and the inference calls
+    /// classify, samples, chain, encode, reconstruct, continue, `/v2/…/infer`) and the GETs
+    /// that run a model (`samples.png`, `features.png`). The health probes and the page stay
     /// open.
     #[arg(long, env = "DBN_API_KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
-    /// Require the key for GET and HEAD calls too (listings, `samples.png`, `features.png`,
+    /// Require the key for the plain reads too (listings, model and job details, weights,
     /// job event streams, `/metrics`, `/openapi.json`); the health probes and the page stay
     /// open.
     #[arg(long, env = "DBN_API_KEY_FOR_READS", default_value_t = false)]

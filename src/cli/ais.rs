@@ -42,6 +42,11 @@ pub struct AisArgs {
     /// Seed of the annealing and of the binarisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Measure the last this many training images instead of the test set, to choose
+    /// settings without looking at it; the base-rate model then uses the other training
+    /// images (0: the test set).
+    #[arg(long, default_value_t = 0)]
+    validation: usize,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -52,7 +57,19 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
     dbn.refuse_sequence_model("log-probability by AIS")?;
     let rbm = &dbn.layers()[0];
     let train = ctx.load_mnist(MnistSplit::Train)?;
-    let test = ctx.load_mnist(MnistSplit::Test)?;
+    let (train, test, held) = if args.validation > 0 {
+        if args.validation >= train.len() {
+            return Err(CliError::Usage(format!(
+                "--validation {} leaves no training images (MNIST has {})",
+                args.validation,
+                train.len()
+            )));
+        }
+        let (train, valid) = train.split_last(args.validation);
+        (train, valid, "validation")
+    } else {
+        (train, ctx.load_mnist(MnistSplit::Test)?, "test")
+    };
     if rbm.label_units > 0 || rbm.n_visible() != test.n_pixels() {
         return Err(CliError::Usage(format!(
             "the model's first RBM has {} visible units ({} of them labels); MNIST has {} pixels",
@@ -89,7 +106,7 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
         &mut rng,
     )?;
     if args.json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "model": args.model,
             "runs": args.runs,
             "steps": args.steps,
@@ -97,12 +114,13 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
             "log_z_low": est.log_z_low,
             "log_z_high": est.log_z_high,
             "log_z_base": est.log_z_base,
-            "test_log_prob": test_lp,
+            "measured_on": held,
             "train_log_prob": train_lp,
             "dbn_top_log_z": bound.as_ref().map(|(e, _)| e.log_z),
             "test_log_prob_dbn_bound": bound.as_ref().map(|(_, b)| *b),
             "seconds": seconds,
         });
+        out[format!("{held}_log_prob")] = test_lp.into();
         println!("{out}");
     } else {
         let (lo, hi) = report.range(test_lp);
@@ -118,12 +136,12 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
             "ln Z = {:.2} (±3 s.e.: {:.2} .. {:.2}; base-rate model {:.2})",
             est.log_z, est.log_z_low, est.log_z_high, est.log_z_base
         );
-        println!("average log-probability, test: {test_lp:.2} nats ({lo:.2} .. {hi:.2})");
+        println!("average log-probability, {held}: {test_lp:.2} nats ({lo:.2} .. {hi:.2})");
         println!("average log-probability, train: {train_lp:.2} nats");
         if let Some((top, b)) = &bound {
             println!(
                 "whole DBN: top RBM ln Z = {:.2} (±3 s.e.: {:.2} .. {:.2}); variational lower \
-                 bound on the test log-probability: {b:.2} nats ({} samples per image)",
+                 bound on the {held} log-probability: {b:.2} nats ({} samples per image)",
                 top.log_z, top.log_z_low, top.log_z_high, args.dbn_samples
             );
         }

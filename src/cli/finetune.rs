@@ -45,7 +45,7 @@ pub fn run(ctx: &Context, args: FinetuneArgs) -> Result<(), CliError> {
         ));
     }
     let train = ctx.load_mnist(MnistSplit::Train)?;
-    spec.validate(train.n_pixels(), train.classes, &Limits::default())?;
+    let spec = spec.check_for(&train, &Limits::default())?;
     // Fine-tuning fills in the split's sizes.
     let outcome = TrainOutcome {
         dbn,

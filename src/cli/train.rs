@@ -46,7 +46,7 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         )));
     }
     let train = ctx.load_mnist(MnistSplit::Train)?;
-    spec.validate(train.n_pixels(), train.classes, &Limits::default())?;
+    let spec = spec.check_for(&train, &Limits::default())?;
     let out = default_out(&spec, args.out);
 
     let mut progress = ConsoleProgress::new(args.checkpoint.clone(), args.stop_after_epochs);
@@ -71,14 +71,7 @@ pub fn run(ctx: &Context, args: TrainArgs) -> Result<(), CliError> {
         tracing::info!("resuming at {}", checkpoint.position());
     }
     let mut rng = crate::engine::rng_from_seed(spec.seed);
-    let outcome = train_model(
-        &spec,
-        &train,
-        &Limits::default(),
-        &mut progress,
-        &mut rng,
-        resume_from,
-    );
+    let outcome = train_model(&spec, &train, &mut progress, &mut rng, resume_from);
     let outcome = match outcome {
         Err(EngineError::Cancelled) if progress.stopped_on_request() => {
             let path = args

@@ -38,6 +38,8 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
     }
     add("RbmTrainConfig", "momentum_initial", unit_open.clone());
     add("RbmTrainConfig", "init_std", step(10.0));
+    add("RbmTrainConfig", "cd_k_final", positive(MAX_CD_K));
+    add("RbmTrainConfig", "learning_rate_decay", step(1.0));
     add(
         "LayerOverride",
         "layer",
@@ -252,16 +254,22 @@ mod tests {
             let mut spec = serde_json::to_value(TrainingSpec::digit_model()).unwrap();
             spec["pretrain"][field] = value;
             let spec: TrainingSpec = serde_json::from_value(spec).unwrap();
-            spec.validate(784, 10, &limits).is_ok()
+            spec.check(crate::engine::spec::DataShape::MNIST, &limits)
+                .is_ok()
         };
         let rbm = props("RbmTrainConfig");
-        for field in ["epochs", "batch_size", "cd_k"] {
+        for field in ["epochs", "batch_size", "cd_k", "cd_k_final"] {
             let max = rbm[field]["maximum"].as_u64().unwrap();
             assert!(check(field, json!(max)), "{field} = {max}");
             assert!(!check(field, json!(max + 1)), "{field} = {max} + 1");
             assert!(!check(field, json!(0)), "{field} = 0");
         }
-        for field in ["learning_rate", "bias_learning_rate", "init_std"] {
+        for field in [
+            "learning_rate",
+            "bias_learning_rate",
+            "init_std",
+            "learning_rate_decay",
+        ] {
             let max = rbm[field]["maximum"].as_f64().unwrap();
             assert!(check(field, json!(max)), "{field} = {max}");
             assert!(!check(field, json!(max * 1.01)), "{field} past {max}");

@@ -171,6 +171,17 @@ pub enum Method {
 }
 
 impl Method {
+    /// What a call that names no method gets: the discriminative net of a model fine-tuned
+    /// by backpropagation (its best classifier, and the one its card's `test_error` reports),
+    /// otherwise the free energy.
+    pub fn default_for(model: &crate::store::ModelEntry) -> Method {
+        if model.dbn.classifier().is_some() {
+            Method::Discriminative
+        } else {
+            Method::FreeEnergy
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Method::FreeEnergy => "free_energy",
@@ -184,7 +195,8 @@ impl Method {
 #[derive(Debug, Default, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ClassifyQuery {
-    /// `free_energy` (default), `gibbs`, or `discriminative` for fine-tuned models.
+    /// `free_energy`, `gibbs`, or `discriminative` for models fine-tuned by backpropagation
+    /// (their default; `free_energy` is the others').
     pub method: Option<Method>,
     /// Gibbs steps (method `gibbs`; default 200).
     pub gibbs_steps: Option<usize>,

@@ -120,11 +120,21 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", m)
             }
-            StoreError::Io { ref source, .. } if is_disk_full(source) => ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "storage_full",
-                "no space left to store this",
-            ),
+            StoreError::Io {
+                ref path,
+                ref source,
+            } if io_fault(source).is_some() => {
+                tracing::error!("{}: {source}", path.display());
+                io_fault(source).expect("checked by the guard")
+            }
+            StoreError::StorageFull(m) => {
+                tracing::error!("job database: {m}");
+                storage_full()
+            }
+            StoreError::Unwritable(m) => {
+                tracing::error!("job database: {m}");
+                unwritable()
+            }
             StoreError::Corrupt(m) => {
                 tracing::error!("stored object unreadable: {m}");
                 ApiError::new(
@@ -161,6 +171,36 @@ fn is_disk_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 
+/// The answer to a file-system fault that is the machine's state rather than a bug: a full
+/// disk (507) or a data directory that cannot be written (503, until an operator fixes it).
+/// None for other faults.
+fn io_fault(e: &std::io::Error) -> Option<ApiError> {
+    use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
+    if is_disk_full(e) {
+        Some(storage_full())
+    } else if matches!(e.kind(), PermissionDenied | ReadOnlyFilesystem) {
+        Some(unwritable())
+    } else {
+        None
+    }
+}
+
+fn storage_full() -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "storage_full",
+        "no space left on the server's disk to store this",
+    )
+}
+
+fn unwritable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unwritable",
+        "the server cannot write its data directory; try again once an operator has fixed it",
+    )
+}
+
 impl From<crate::jobs::DatasetError> for ApiError {
     fn from(e: crate::jobs::DatasetError) -> Self {
         match e {
@@ -182,6 +222,13 @@ impl From<EngineError> for ApiError {
             ),
             EngineError::Model(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", m)
+            }
+            EngineError::Io {
+                ref path,
+                ref source,
+            } if io_fault(source).is_some() => {
+                tracing::error!("{}: {source}", path.display());
+                io_fault(source).expect("checked by the guard")
             }
             other
             @ (EngineError::Cancelled | EngineError::Diverged(_) | EngineError::Io { .. }) => {

@@ -107,8 +107,10 @@ pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -
     }
 }
 
-/// With an API key configured, mutating calls (and, if so configured, every call) need
-/// `Authorization: Bearer KEY`, compared in constant time.
+/// With an API key configured, every call that changes state or computes needs
+/// `Authorization: Bearer KEY`, compared in constant time: every POST, PUT and DELETE, and
+/// the GETs that run a model (`samples.png`, `features.png`). Plain reads need it too when
+/// `api_key_for_reads` is set. Health probes and the page stay open ([`is_open`]).
 pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(key) = state
         .config
@@ -119,8 +121,9 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
     else {
         return next.run(req).await;
     };
-    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !(mutating || state.config.api_key_for_reads) || is_open(req.uri().path()) {
+    let plain_read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && !computes(req.uri().path());
+    if (plain_read && !state.config.api_key_for_reads) || is_open(req.uri().path()) {
         return next.run(req).await;
     }
     let offered = req
@@ -145,6 +148,13 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
+/// The GET routes that run a model rather than read what is stored: they cost as much as
+/// the POSTs and are guarded like them.
+fn computes(path: &str) -> bool {
+    path.starts_with("/v1/models/")
+        && (path.ends_with("/samples.png") || path.ends_with("/features.png"))
+}
+
 /// Health probes stay open so orchestrators can reach them without the key, and so does the
 /// page, which asks for the key itself.
 fn is_open(path: &str) -> bool {
@@ -163,6 +173,101 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= (x ^ y) as usize;
     }
     diff == 0
+}
+
+/// Every error answer in the house shape, whoever made it: the router's 405, the
+/// extractors' plain-text refusals (an id that is not UTF-8, a malformed header) and empty
+/// bodies become `{"error": {"code", "message"}}` with a code named after the status. Answers
+/// that say "try again later" (429, 503) carry `Retry-After`. House answers pass unchanged.
+pub async fn house_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    if matches!(status.as_u16(), 429 | 503) && !parts.headers.contains_key(header::RETRY_AFTER) {
+        parts.headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
+    }
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return Response::from_parts(parts, body);
+    }
+    // Plain-text refusals are short; anything longer is cut.
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.chars().take(500).collect()
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut answer = ApiError::new(status, status_code_name(status), message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
+/// The interactive API documentation (`/docs`, Swagger UI) loads only its own files: no
+/// script, style or frame from elsewhere, and no other page may frame it.
+pub async fn docs_policy(req: Request, next: Next) -> Response {
+    let docs = req.uri().path().starts_with("/docs");
+    let mut response = next.run(req).await;
+    if docs {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CSP),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    response
+}
+
+/// Swagger UI styles its elements inline and shows images as data URIs; everything else is
+/// its own files and the document at `/openapi.json`.
+const DOCS_CSP: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; \
+                        img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; \
+                        form-action 'none'";
+
+/// Seconds a client should wait before trying an overloaded or timed-out call again.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// The house code for an answer that did not come with one.
+fn status_code_name(status: axum::http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        408 => "request_timeout",
+        411 => "length_required",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "unprocessable",
+        429 => "overloaded",
+        503 => "unavailable",
+        s if s >= 500 => "internal",
+        _ => "bad_request",
+    }
 }
 
 #[cfg(test)]

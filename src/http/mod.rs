@@ -61,6 +61,8 @@ pub fn router(state: AppState) -> Router {
         app = app.layer(cors);
     }
     app.layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(middleware::docs_policy))
+        .layer(axum::middleware::from_fn(middleware::house_errors))
         .layer(axum::middleware::from_fn(middleware::oip_errors))
         .layer(from_fn_with_state(state.clone(), middleware::observe))
         .with_state(state)

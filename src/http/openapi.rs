@@ -16,10 +16,10 @@ use crate::config::ServeConfig;
         description = "Deep belief nets (Hinton 2007) learned by contrastive divergence and served: \
                        training jobs, models, classification, generation. Errors are \
                        `{\"error\": {\"code\", \"message\"}}`. With an API key configured, \
-                       every call other than GET, HEAD and OPTIONS (writes and the POST \
-                       inference calls) needs `Authorization: Bearer <key>`; with \
-                       `DBN_API_KEY_FOR_READS`, GET and HEAD calls need it too. The health \
-                       probes and the page stay open."
+                       every call that changes state or runs a model needs \
+                       `Authorization: Bearer <key>`: every POST, PUT and DELETE, and the \
+                       GETs `samples.png` and `features.png`; with `DBN_API_KEY_FOR_READS`, \
+                       the plain reads need it too. The health probes and the page stay open."
     ),
     paths(
         jobs::submit, jobs::list, jobs::show, jobs::cancel, jobs::events,

@@ -36,6 +36,11 @@ pub struct TrainingSpecSchema {
     validation_examples: Option<usize>,
     /// Seed of every random draw (default 0).
     seed: Option<u64>,
+    /// Learn from binarised images (default false): each pixel of the training and held-out
+    /// images is on with its intensity as probability, drawn once with `seed`, as in the
+    /// binarised MNIST on which log-probabilities are usually reported. Needs binary visible
+    /// units and no `sequence`.
+    binarize: Option<bool>,
     /// Fine-tuning after pretraining (default none).
     finetune: Option<FinetuneSchema>,
     /// A classifier learned by backpropagation after an `up_down` fine-tuning (default none;
@@ -232,8 +237,13 @@ pub struct RbmTrainConfigSchema {
     momentum_switch_epoch: Option<usize>,
     /// L2 weight decay (default 0.0002).
     weight_decay: Option<f32>,
-    /// Gibbs steps of the negative phase (default 1).
+    /// Gibbs steps of the negative phase (default 1); with `cd_k_final`, the first epoch's.
     cd_k: Option<usize>,
+    /// When set, k rises linearly from `cd_k` in the first epoch to this in the last
+    /// (default: k stays `cd_k`).
+    cd_k_final: Option<usize>,
+    /// Both step sizes are multiplied by this after every epoch (default 1: constant).
+    learning_rate_decay: Option<f32>,
     /// Persistent CD (default false).
     persistent: Option<bool>,
     /// `data` (default) or `zero`.
@@ -383,6 +393,9 @@ mod tests {
         spec.architecture.top_units = crate::engine::rbm::Units::Gaussian;
         spec.architecture.lateral = true;
         spec.pretrain.method = crate::engine::rbm::LayerMethod::Autoencoder;
+        spec.pretrain.cd_k_final = Some(25);
+        spec.pretrain.learning_rate_decay = 0.98;
+        spec.binarize = true;
         spec.layer_overrides.push(LayerOverride {
             layer: 0,
             epochs: Some(1),

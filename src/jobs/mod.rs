@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 pub use datasets::{DatasetError, DatasetInfo, Datasets, Upload};
 
 use crate::engine::observer::EpochMetrics;
-use crate::engine::spec::{Limits, TrainingSpec};
+use crate::engine::spec::{DataShape, Limits, TrainingSpec};
 use crate::engine::EngineError;
 use crate::store::{
     new_id, now_millis, Claim, JobPage, JobProgress, JobRecord, JobStatus, JobStore, ModelStore,
@@ -254,26 +254,13 @@ impl Jobs {
                     )
                 },
             })?;
-        spec.validate(info.n_inputs, info.classes, &self.inner.config.limits)
+        let shape = DataShape {
+            n_inputs: info.n_inputs,
+            classes: info.classes,
+            examples: info.train_examples,
+        };
+        spec.check(shape, &self.inner.config.limits)
             .map_err(invalid)?;
-        if let Some(seq) = &spec.sequence {
-            // The frames a run would build must fit the engine's limit.
-            let n = spec
-                .train_examples
-                .map_or(info.train_examples, |t| t.min(info.train_examples));
-            let sequences = n / seq.examples_per_sequence();
-            if sequences > seq.max_sequences(spec.model_inputs(info.n_inputs)) {
-                return Err(JobError::Invalid {
-                    field: "train_examples".into(),
-                    message: format!(
-                        "{sequences} sequences of {} frames exceed the limit of {} frame values: \
-                         use fewer examples",
-                        seq.length,
-                        crate::engine::crbm::MAX_FRAME_VALUES
-                    ),
-                });
-            }
-        }
         let need = memory_estimate(&spec, &info);
         if need > self.inner.config.max_memory {
             return Err(JobError::Invalid {
@@ -355,10 +342,13 @@ impl Jobs {
         Ok(self.inner.store.counts()?)
     }
 
-    /// Whether the queue can work: the store answers and, in a replica that trains, the
-    /// workers are alive.
+    /// Whether the queue can work: the store answers, the model store can be written (a full
+    /// or read-only data directory is not ready) and, in a replica that trains, the workers
+    /// are alive.
     pub fn healthy(&self) -> bool {
-        self.workers_ok() && self.inner.store.counts().is_ok()
+        self.workers_ok()
+            && self.inner.store.counts().is_ok()
+            && self.inner.models.check_writable().is_ok()
     }
 
     /// Whether the training workers are alive (true for a replica that runs none).

@@ -184,7 +184,7 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
         Ok(Some(d)) => d,
         Ok(None) => return failure("dataset_unavailable", "the dataset has no training split"),
         Err(Retry::Later) => return Ending::Interrupted,
-        Err(Retry::Never(e)) => return failure("dataset_unavailable", e.to_string()),
+        Err(Retry::Never(e)) => return failure("dataset_unavailable", public_message(&job.id, &e)),
     };
     let lost = flags.lost.clone();
     let mut observer = JobObserver::new(jobs, job.claim(), flags);
@@ -192,7 +192,12 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
     {
         observer.panic_at_epoch = spec.name.as_deref() == Some(super::INJECT_PANIC);
     }
-    let limits = jobs.inner.config.limits;
+    // Checked at submission against the dataset's description; checked once more against
+    // the data as loaded, and the checked value is what the engine takes.
+    let checked = match spec.check_for(&data, &jobs.inner.config.limits) {
+        Ok(checked) => checked,
+        Err(e) => return failure(engine_code(&e), public_message(&job.id, &e)),
+    };
     let checkpoint = match jobs.inner.models.load_checkpoint(&job.id) {
         Ok(Some(bytes)) => match Checkpoint::from_bytes(&bytes) {
             Ok(cp) => Some(cp),
@@ -212,7 +217,7 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
         observer.history = cp.history().to_vec();
     }
     let mut rng = crate::engine::rng_from_seed(spec.seed);
-    let outcome = train_model(spec, &data, &limits, &mut observer, &mut rng, checkpoint);
+    let outcome = train_model(&checked, &data, &mut observer, &mut rng, checkpoint);
     let outcome = match outcome {
         Ok(o) => o,
         Err(EngineError::Cancelled) => {
@@ -222,7 +227,7 @@ fn train(jobs: &Jobs, job: &JobRecord, flags: RunFlags) -> Ending {
                 Ending::Interrupted
             }
         }
-        Err(e) => return failure(engine_code(&e), e.to_string()),
+        Err(e) => return failure(engine_code(&e), public_message(&job.id, &e)),
     };
     if observer.cancel.load(Ordering::SeqCst) {
         return Ending::Cancelled;
@@ -271,6 +276,28 @@ fn load_with_retries(
     }
 }
 
+/// What a client may read of a job's failure: the error's message, except that a file the
+/// server could not read or write is not named (its path is logged instead).
+fn public_message(job: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    use crate::engine::DataError;
+    use crate::jobs::DatasetError;
+    let source = match e.downcast_ref::<DatasetError>() {
+        Some(DatasetError::Engine(inner)) => return public_message(job, inner),
+        Some(DatasetError::Store(inner)) => return public_message(job, inner),
+        None => match (
+            e.downcast_ref::<EngineError>(),
+            e.downcast_ref::<StoreError>(),
+        ) {
+            (Some(EngineError::Io { source, .. }), _)
+            | (_, Some(StoreError::Io { source, .. })) => source.to_string(),
+            (Some(EngineError::Data(DataError::Io { message, .. })), _) => message.clone(),
+            _ => return e.to_string(),
+        },
+    };
+    tracing::warn!(job, "{e}");
+    format!("a file of the server could not be read or written: {source}")
+}
+
 /// The stable code of an engine failure.
 fn engine_code(e: &EngineError) -> &'static str {
     match e {
@@ -296,9 +323,9 @@ fn store_model(
     cancel: &AtomicBool,
     lost: &AtomicBool,
 ) -> Result<Ending, JobFailure> {
-    let fail = |code: &str, e: &dyn std::fmt::Display| JobFailure {
+    let fail = |code: &str, e: &(dyn std::error::Error + 'static)| JobFailure {
         code: code.into(),
-        message: e.to_string(),
+        message: public_message(&job.id, e),
     };
     let model_id = job.id.replacen("job-", "model-", 1);
     let test = match load_with_retries(jobs, job, MnistSplit::Test, None) {

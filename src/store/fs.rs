@@ -74,6 +74,11 @@ pub trait ModelStore: Send + Sync {
     fn delete_alias(&self, name: &str) -> Result<bool>;
     /// Whether the bundled model `id` was installed here at some earlier start.
     fn bundled_installed(&self, id: &str) -> Result<bool>;
+    /// Whether the store can take writes now, for readiness: a store on the local disk writes,
+    /// syncs and removes a small probe file. Stores whose writes go elsewhere answer Ok.
+    fn check_writable(&self) -> Result<()> {
+        Ok(())
+    }
     /// Records that the bundled model `id` has been installed (it is not installed again,
     /// even once deleted).
     fn record_bundled(&self, id: &str) -> Result<()>;
@@ -197,6 +202,17 @@ fn load_entry(id: &str, path: &Path) -> Result<ModelEntry> {
 }
 
 impl ModelStore for FsModelStore {
+    fn check_writable(&self) -> Result<()> {
+        use std::io::Write;
+        let probe = self
+            .models
+            .join(format!(".probe.tmp-{}", std::process::id()));
+        let written = std::fs::File::create(&probe)
+            .and_then(|mut f| f.write_all(b"probe").and_then(|()| f.sync_all()));
+        let removed = std::fs::remove_file(&probe);
+        written.and(removed).map_err(|e| io(&probe, e))
+    }
+
     fn list(&self) -> Vec<Arc<ModelEntry>> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
         index.values().cloned().collect()

@@ -42,6 +42,12 @@ pub enum StoreError {
     /// The database or object store cannot be reached (down, or the network failed).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The disk holding the store is full.
+    #[error("storage full: {0}")]
+    StorageFull(String),
+    /// The store's files cannot be written (permissions, a read-only file system).
+    #[error("not writable: {0}")]
+    Unwritable(String),
     /// The database stayed locked by another process past the busy timeout.
     #[error("database busy: {0}")]
     Busy(String),
@@ -55,9 +61,13 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        use rusqlite::ErrorCode::{
+            CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, PermissionDenied, ReadOnly,
+        };
         match e.sqlite_error_code() {
             Some(DatabaseBusy | DatabaseLocked) => StoreError::Busy(e.to_string()),
+            Some(DiskFull) => StoreError::StorageFull(e.to_string()),
+            Some(ReadOnly | PermissionDenied | CannotOpen) => StoreError::Unwritable(e.to_string()),
             _ => StoreError::Database(e.to_string()),
         }
     }

@@ -155,6 +155,7 @@ fn an_autoencoder_stack_reconstructs_real_digits_and_fine_tunes_into_a_classifie
         train_examples: None,
         validation_examples: 0,
         seed: 2,
+        binarize: false,
         finetune: Some(Finetune::Backprop(BackpropConfig {
             epochs: 10,
             ..BackpropConfig::default()
@@ -164,9 +165,8 @@ fn an_autoencoder_stack_reconstructs_real_digits_and_fine_tunes_into_a_classifie
         sequence: None,
     };
     let out = train_model(
-        &spec,
+        &spec.check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         &mut Silent,
         &mut rng_from_seed(2),
         None,

@@ -45,6 +45,7 @@ fn spec() -> TrainingSpec {
         train_examples: Some(500),
         validation_examples: 100,
         seed: 21,
+        binarize: false,
         finetune: None,
         classifier: None,
         ais: None,
@@ -135,9 +136,8 @@ fn train(
     let data = common::fixture(MnistSplit::Train);
     let mut rng = rng_from_seed(spec.seed);
     train_model(
-        spec,
+        &spec.check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         observer,
         &mut rng,
         checkpoint,
@@ -225,9 +225,8 @@ fn foreign_corrupt_and_mismatched_checkpoints_are_rejected() {
     let mut shifted = common::fixture(MnistSplit::Train);
     shifted.images[[0, 300]] = 0.5 - shifted.images[[0, 300]];
     let e = resume_greedy(
-        &spec,
+        &spec.check_for(&shifted, &Limits::default()).unwrap(),
         &shifted,
-        &Limits::default(),
         &mut Silent,
         greedy(Checkpoint::from_bytes(&bytes).unwrap()),
     )
@@ -347,7 +346,12 @@ fn a_classifier_after_up_down_keeps_both_and_resumes_from_either_stage() {
     // A classifier needs up-down before it.
     let mut alone = finetune_spec(true);
     alone.classifier = spec.classifier.clone();
-    let e = alone.validate(784, 10, &Limits::default()).unwrap_err();
+    let e = alone
+        .check(
+            dbn_serve::engine::spec::DataShape::MNIST,
+            &Limits::default(),
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("classifier"), "{e}");
 }
 
@@ -410,9 +414,8 @@ fn write_fuzz_seeds() {
     }
     let mut all = StopAtCheckpoint::new(usize::MAX);
     let out = train_model(
-        &spec,
+        &spec.check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         &mut all,
         &mut rng_from_seed(1),
         None,
@@ -434,9 +437,8 @@ fn write_fuzz_seeds() {
     let mut updown = spec.clone();
     updown.finetune = finetune_spec(false).finetune;
     let out = train_model(
-        &updown,
+        &updown.check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         &mut Silent,
         &mut rng_from_seed(1),
         None,

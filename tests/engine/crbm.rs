@@ -236,9 +236,8 @@ fn learning_raises_the_exact_conditional_likelihood_of_a_sequence() {
         let spec = ring_spec(vec![16], epochs);
         let mut rng = rng_from_seed(1);
         train_temporal(
-            &spec,
+            &spec.check_for(&data, &Limits::default()).unwrap(),
             &data,
-            &Limits::default(),
             &mut Silent,
             &mut rng,
             None,
@@ -382,9 +381,8 @@ fn a_two_layer_model_of_moving_digits_continues_and_round_trips() {
     let test = common::fixture(MnistSplit::Test).slice(0..60);
     let spec = moving_spec(vec![60, 40]);
     let outcome = train_temporal(
-        &spec,
+        &spec.check_for(&train, &Limits::default()).unwrap(),
         &train,
-        &Limits::default(),
         &mut Silent,
         &mut rng_from_seed(2),
         None,
@@ -473,7 +471,12 @@ fn a_two_layer_model_of_moving_digits_continues_and_round_trips() {
 
 #[test]
 fn sequence_specs_refuse_what_they_cannot_do() {
-    let check = |spec: &TrainingSpec| spec.validate(784, 10, &Limits::default());
+    let check = |spec: &TrainingSpec| {
+        spec.check(
+            dbn_serve::engine::spec::DataShape::MNIST,
+            &Limits::default(),
+        )
+    };
     let good = moving_spec(vec![50]);
     check(&good).unwrap();
     let field = |spec: TrainingSpec| match check(&spec) {
@@ -541,9 +544,8 @@ fn a_sequence_run_resumes_from_its_checkpoints_bit_for_bit() {
     spec.sequence.as_mut().unwrap().order = 1;
     let mut keeper = Keeper::default();
     let whole = train_temporal(
-        &spec,
+        &spec.check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         &mut keeper,
         &mut rng_from_seed(5),
         None,
@@ -559,9 +561,8 @@ fn a_sequence_run_resumes_from_its_checkpoints_bit_for_bit() {
             unreachable!()
         };
         let resumed = train_temporal(
-            &spec,
+            &spec.check_for(&data, &Limits::default()).unwrap(),
             &data,
-            &Limits::default(),
             &mut Silent,
             &mut rng_from_seed(99),
             Some(cp),
@@ -578,12 +579,11 @@ fn a_sequence_run_resumes_from_its_checkpoints_bit_for_bit() {
     other.seed = 1;
     assert!(matches!(
         train_temporal(
-            &other,
+            &other.check_for(&data, &Limits::default()).unwrap(),
             &data,
-            &Limits::default(),
             &mut Silent,
             &mut rng_from_seed(5),
-            Some(cp),
+            Some(cp)
         ),
         Err(EngineError::Model(_))
     ));

@@ -156,6 +156,7 @@ fn digit_spec(finetune_epochs: usize) -> TrainingSpec {
         train_examples: None,
         validation_examples: 0,
         seed: 4,
+        binarize: false,
         finetune: Some(Finetune::Autoencoder(AutoencoderConfig {
             epochs: finetune_epochs,
             ..AutoencoderConfig::default()
@@ -172,9 +173,14 @@ fn fine_tuning_lowers_the_reconstruction_error_of_real_digits() {
     let test = common::fixture(MnistSplit::Test);
     let spec = digit_spec(15);
     let limits = Limits::default();
-    let greedy = train_greedy(&spec, &data, &limits, &mut Silent, &mut rng_from_seed(4))
-        .unwrap()
-        .dbn;
+    let greedy = train_greedy(
+        &spec.check_for(&data, &limits).unwrap(),
+        &data,
+        &mut Silent,
+        &mut rng_from_seed(4),
+    )
+    .unwrap()
+    .dbn;
     // The unrolled stack before fine-tuning computes exactly what the DBN's own
     // up-and-down pass computes.
     let unrolled = DeepAutoencoder::from_dbn(&greedy).unwrap();
@@ -189,9 +195,8 @@ fn fine_tuning_lowers_the_reconstruction_error_of_real_digits() {
     let before = unrolled.reconstruction_error(x);
 
     let tuned = train_model(
-        &spec,
+        &spec.check_for(&data, &limits).unwrap(),
         &data,
-        &limits,
         &mut Silent,
         &mut rng_from_seed(4),
         None,
@@ -233,10 +238,16 @@ fn fine_tuning_lowers_the_reconstruction_error_of_real_digits() {
 fn a_deep_autoencoder_spec_needs_unlabelled_binary_inputs() {
     let limits = Limits::default();
     let mut spec = digit_spec(1);
-    assert!(spec.validate(784, 10, &limits).is_ok());
+    assert!(spec
+        .check(dbn_serve::engine::spec::DataShape::MNIST, &limits)
+        .is_ok());
     spec.architecture.labels_in_top = true;
-    assert!(spec.validate(784, 10, &limits).is_err());
+    assert!(spec
+        .check(dbn_serve::engine::spec::DataShape::MNIST, &limits)
+        .is_err());
     let mut spec = digit_spec(1);
     spec.architecture.visible_units = Units::Gaussian;
-    assert!(spec.validate(784, 10, &limits).is_err());
+    assert!(spec
+        .check(dbn_serve::engine::spec::DataShape::MNIST, &limits)
+        .is_err());
 }

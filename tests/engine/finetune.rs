@@ -31,6 +31,7 @@ fn spec(finetune: Option<BackpropConfig>) -> TrainingSpec {
         train_examples: None,
         validation_examples: 500,
         seed: 4,
+        binarize: false,
         finetune: finetune.map(Finetune::Backprop),
         classifier: None,
         ais: None,
@@ -53,9 +54,8 @@ fn backprop_lowers_the_error_of_the_greedy_model() {
     let run = |ft| {
         let mut rng = dbn_serve::engine::rng_from_seed(4);
         train_model(
-            &spec(ft),
+            &spec(ft).check_for(&data, &Limits::default()).unwrap(),
             &data,
-            &Limits::default(),
             &mut Silent,
             &mut rng,
             None,
@@ -167,9 +167,10 @@ fn cancelling_stops_fine_tuning_within_one_batch() {
     };
     let mut rng = dbn_serve::engine::rng_from_seed(4);
     let result = train_model(
-        &spec(Some(few_epochs())),
+        &spec(Some(few_epochs()))
+            .check_for(&data, &Limits::default())
+            .unwrap(),
         &data,
-        &Limits::default(),
         &mut observer,
         &mut rng,
         None,
@@ -182,7 +183,10 @@ fn cancelling_stops_fine_tuning_within_one_batch() {
 fn bad_fine_tuning_settings_are_refused_with_the_field_named() {
     let json = r#"{"architecture": {"hidden": [10]}, "finetune": {"method": "backprop", "hidden_keep": 0}}"#;
     let spec: TrainingSpec = serde_json::from_str(json).unwrap();
-    match spec.validate(784, 10, &Limits::default()) {
+    match spec.check(
+        dbn_serve::engine::spec::DataShape::MNIST,
+        &Limits::default(),
+    ) {
         Err(EngineError::Invalid { field, .. }) => assert_eq!(field, "finetune.hidden_keep"),
         other => panic!("expected an invalid field, got {other:?}"),
     }
@@ -203,7 +207,14 @@ fn up_down_unties_the_weights_and_the_model_round_trips() {
         ..UpDownConfig::default()
     }));
     let mut rng = dbn_serve::engine::rng_from_seed(4);
-    let tuned = train_model(&s, &data, &Limits::default(), &mut Silent, &mut rng, None).unwrap();
+    let tuned = train_model(
+        &s.check_for(&data, &Limits::default()).unwrap(),
+        &data,
+        &mut Silent,
+        &mut rng,
+        None,
+    )
+    .unwrap();
     assert!(tuned.dbn.is_untied());
     let ft: Vec<&EpochMetrics> = tuned
         .history
@@ -222,9 +233,8 @@ fn up_down_unties_the_weights_and_the_model_round_trips() {
     let tuned_error = test_metrics(None, &tuned.dbn, &test).unwrap()["test_error_free_energy"];
     let mut rng = dbn_serve::engine::rng_from_seed(4);
     let greedy = train_model(
-        &spec(None),
+        &spec(None).check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         &mut Silent,
         &mut rng,
         None,

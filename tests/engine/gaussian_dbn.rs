@@ -37,6 +37,7 @@ fn gaussian_spec(examples: usize) -> TrainingSpec {
         train_examples: Some(examples),
         validation_examples: 0,
         seed: 3,
+        binarize: false,
         finetune: None,
         classifier: None,
         ais: None,
@@ -48,9 +49,8 @@ fn trained_outcome() -> TrainOutcome {
     let data = common::fixture(MnistSplit::Train);
     let spec = gaussian_spec(2000);
     train_greedy(
-        &spec,
+        &spec.check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         &mut Silent,
         &mut rng_from_seed(3),
     )
@@ -131,22 +131,32 @@ fn specs_that_mix_gaussian_units_with_what_needs_binary_ones_are_refused() {
     let limits = Limits::default();
     let mut spec = gaussian_spec(100);
     spec.ais = Some(serde_json::from_str("{}").unwrap());
-    assert!(spec.validate(784, 10, &limits).is_err());
+    assert!(spec
+        .check(dbn_serve::engine::spec::DataShape::MNIST, &limits)
+        .is_err());
     let mut spec = gaussian_spec(100);
     spec.architecture.hidden = vec![100];
     spec.architecture.top_units = Units::Gaussian;
-    let err = spec.validate(784, 10, &limits).unwrap_err().to_string();
+    let err = spec
+        .check(dbn_serve::engine::spec::DataShape::MNIST, &limits)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("Gaussian"), "{err}");
     // Free-energy classification sums out binary hidden units: labels cannot join a
     // Gaussian top.
     let mut spec = gaussian_spec(100);
     spec.architecture.visible_units = Units::Binary;
     spec.architecture.top_units = Units::Gaussian;
-    let err = spec.validate(784, 10, &limits).unwrap_err().to_string();
+    let err = spec
+        .check(dbn_serve::engine::spec::DataShape::MNIST, &limits)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("top_units"), "{err}");
     let mut rng = rng_from_seed(1);
     let labelled = dbn_serve::engine::rbm::Rbm::new(20, 5, 10, 0.1, &mut rng).unwrap();
     assert!(labelled.with_units(Units::Binary, Units::Gaussian).is_err());
     let spec = gaussian_spec(100);
-    assert!(spec.validate(784, 10, &limits).is_ok());
+    assert!(spec
+        .check(dbn_serve::engine::spec::DataShape::MNIST, &limits)
+        .is_ok());
 }

@@ -261,15 +261,15 @@ fn a_semi_restricted_first_layer_learns_real_digits_and_survives_a_save_and_load
         train_examples: None,
         validation_examples: 0,
         seed: 6,
+        binarize: false,
         finetune: None,
         classifier: None,
         ais: None,
         sequence: None,
     };
     let out = train_greedy(
-        &spec,
+        &spec.check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         &mut Silent,
         &mut rng_from_seed(6),
     )

@@ -28,6 +28,7 @@ fn spec(hidden: Vec<usize>, epochs: usize, examples: usize, seed: u64) -> Traini
         train_examples: Some(examples),
         validation_examples: 0,
         seed,
+        binarize: false,
         finetune: None,
         classifier: None,
         ais: None,
@@ -41,9 +42,8 @@ fn the_same_seed_gives_the_same_model_and_another_seed_another() {
     let train = |seed| {
         let s = spec(vec![40, 30], 2, 300, seed);
         train_greedy(
-            &s,
+            &s.check_for(&data, &Limits::default()).unwrap(),
             &data,
-            &Limits::default(),
             &mut Silent,
             &mut rng_from_seed(seed),
         )
@@ -84,9 +84,8 @@ fn cancellation_stops_within_one_mini_batch() {
         seen: 0,
     };
     let result = train_greedy(
-        &s,
+        &s.check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         &mut stop,
         &mut rng_from_seed(1),
     );
@@ -129,9 +128,8 @@ fn progress_rises_to_one_and_validation_metrics_are_reported() {
     }];
     let mut rec = Recorder::default();
     let out = train_greedy(
-        &s,
+        &s.check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         &mut rec,
         &mut rng_from_seed(3),
     )
@@ -166,14 +164,7 @@ fn progress_rises_to_one_and_validation_metrics_are_reported() {
 fn invalid_specs_name_the_field() {
     let data = common::fixture(MnistSplit::Train);
     let check = |s: TrainingSpec, field: &str| {
-        let e = train_greedy(
-            &s,
-            &data,
-            &Limits::default(),
-            &mut Silent,
-            &mut rng_from_seed(0),
-        )
-        .unwrap_err();
+        let e = s.check_for(&data, &Limits::default()).unwrap_err();
         assert!(
             matches!(&e, EngineError::Invalid { field: f, .. } if f == field),
             "{e}"
@@ -210,9 +201,8 @@ fn a_small_dbn_learns_real_digits() {
     let mut s = spec(vec![300, 300, 1000], 10, 2000, 11);
     s.pretrain.momentum_switch_epoch = 2;
     let out = train_greedy(
-        &s,
+        &s.check_for(&data, &Limits::default()).unwrap(),
         &data,
-        &Limits::default(),
         &mut Silent,
         &mut rng_from_seed(11),
     )
@@ -244,9 +234,8 @@ fn a_wide_top_layer_whose_hidden_units_all_switch_off_fails_with_advice() {
     let s = spec(vec![200, 2000], 3, 2000, 4);
     let run = |s: &TrainingSpec| {
         train_greedy(
-            s,
+            &s.check_for(&data, &Limits::default()).unwrap(),
             &data,
-            &Limits::default(),
             &mut Silent,
             &mut rng_from_seed(4),
         )
@@ -289,4 +278,110 @@ fn a_wide_top_layer_whose_hidden_units_all_switch_off_fails_with_advice() {
         &test.labels,
     );
     assert!(fe < 0.5, "free-energy test error {fe}");
+}
+
+#[test]
+fn a_rising_k_and_a_decaying_step_change_what_is_learned_and_their_neutral_values_do_not() {
+    let data = common::fixture(MnistSplit::Train);
+    let train = |pretrain: RbmTrainConfig| {
+        let s = TrainingSpec {
+            pretrain,
+            ..spec(vec![30], 3, 200, 9)
+        };
+        train_greedy(
+            &s.check_for(&data, &Limits::default()).unwrap(),
+            &data,
+            &mut Silent,
+            &mut rng_from_seed(9),
+        )
+        .unwrap()
+        .dbn
+    };
+    let plain = RbmTrainConfig {
+        epochs: 3,
+        ..RbmTrainConfig::default()
+    };
+    let base = train(plain.clone());
+    let neutral = train(RbmTrainConfig {
+        cd_k_final: Some(1),
+        learning_rate_decay: 1.0,
+        ..plain.clone()
+    });
+    assert_eq!(base, neutral);
+    let rising = train(RbmTrainConfig {
+        cd_k_final: Some(5),
+        ..plain.clone()
+    });
+    let decaying = train(RbmTrainConfig {
+        learning_rate_decay: 0.5,
+        ..plain.clone()
+    });
+    assert_ne!(base, rising);
+    assert_ne!(base, decaying);
+    // A smaller step moves the weights less far from where they start.
+    let norm =
+        |d: &dbn_serve::engine::dbn::Dbn| d.layers()[0].weights.iter().map(|w| w * w).sum::<f32>();
+    assert!(
+        norm(&decaying) < norm(&base),
+        "{} vs {}",
+        norm(&decaying),
+        norm(&base)
+    );
+}
+
+#[test]
+fn a_binarised_spec_learns_from_one_binary_draw_of_the_images() {
+    let data = common::fixture(MnistSplit::Train);
+    let s = TrainingSpec {
+        binarize: true,
+        validation_examples: 50,
+        ..spec(vec![30], 2, 300, 4)
+    };
+    let (train, valid) = s.split(&data);
+    let (again, _) = s.split(&data);
+    assert_eq!((train.len(), valid.len()), (250, 50));
+    assert!(train
+        .images
+        .iter()
+        .chain(valid.images.iter())
+        .all(|&p| p == 0.0 || p == 1.0));
+    assert_eq!(train.images, again.images);
+    // The draw keeps the ink: on average a pixel is on as often as its intensity says.
+    let grey = data.slice(0..250).images.mean().unwrap();
+    let binary = train.images.mean().unwrap();
+    assert!((grey - binary).abs() < 0.01, "{grey} vs {binary}");
+    // Greyscale images are not binary, and the model learned differs.
+    let plain = TrainingSpec {
+        binarize: false,
+        ..s.clone()
+    };
+    assert!(plain
+        .split(&data)
+        .0
+        .images
+        .iter()
+        .any(|&p| p > 0.0 && p < 1.0));
+    let learn = |spec: &TrainingSpec| {
+        train_greedy(
+            &spec.check_for(&data, &Limits::default()).unwrap(),
+            &data,
+            &mut Silent,
+            &mut rng_from_seed(4),
+        )
+        .unwrap()
+        .dbn
+    };
+    assert_ne!(learn(&s), learn(&plain));
+    // Gaussian visible units have no binary form.
+    let mut gaussian = s.clone();
+    gaussian.architecture.visible_units = dbn_serve::engine::rbm::Units::Gaussian;
+    gaussian.architecture.labels_in_top = false;
+    let err = gaussian
+        .check(
+            dbn_serve::engine::spec::DataShape::MNIST,
+            &Limits::default(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("binarize"), "{err}");
 }

@@ -206,6 +206,7 @@ fn digit_spec(init: WakeSleepInit) -> TrainingSpec {
         train_examples: None,
         validation_examples: 0,
         seed: 5,
+        binarize: false,
         finetune: Some(Finetune::WakeSleep(WakeSleepConfig {
             epochs: 5,
             init,
@@ -220,10 +221,18 @@ fn digit_spec(init: WakeSleepInit) -> TrainingSpec {
 #[test]
 fn a_random_start_has_no_rbms_for_ais_to_measure() {
     let mut spec = digit_spec(WakeSleepInit::Random);
-    assert!(spec.validate(784, 10, &Limits::default()).is_ok());
+    assert!(spec
+        .check(
+            dbn_serve::engine::spec::DataShape::MNIST,
+            &Limits::default()
+        )
+        .is_ok());
     spec.ais = Some(serde_json::from_str("{}").unwrap());
     let err = spec
-        .validate(784, 10, &Limits::default())
+        .check(
+            dbn_serve::engine::spec::DataShape::MNIST,
+            &Limits::default(),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("random"), "{err}");
@@ -236,9 +245,8 @@ fn pretraining_gives_wake_sleep_a_better_start_than_random_weights_on_real_digit
     let limits = Limits::default();
     let train = |init| {
         train_model(
-            &digit_spec(init),
+            &digit_spec(init).check_for(&data, &limits).unwrap(),
             &data,
-            &limits,
             &mut Silent,
             &mut rng_from_seed(5),
             None,

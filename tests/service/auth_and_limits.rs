@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::app::{code, small_spec, spawn_app, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_key_mutations_need_it_and_reads_stay_open() {
+async fn with_a_key_mutations_and_model_runs_need_it_and_reads_stay_open() {
     let app = spawn_app_with(|c| c.api_key = Some("s3cret".into())).await;
     let post = |key: Option<&str>| {
         let mut r = app.client.post(app.url("/v1/jobs")).json(&small_spec(1));
@@ -22,6 +22,71 @@ async fn with_a_key_mutations_need_it_and_reads_stay_open() {
     assert_eq!(post(Some("s3cret")).await.unwrap().status(), 202);
     assert_eq!(app.get("/v1/jobs").await.status(), 200);
     assert_eq!(app.get("/v1/models").await.status(), 200);
+    // Sampling by GET runs the same chains as POST samples: it needs the key too.
+    let r = app
+        .get("/v1/models/default/samples.png?count=1&steps=1")
+        .await;
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .get(app.url("/v1/models/default/samples.png?count=1&steps=1"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_in_the_house_shape_and_overload_says_when_to_retry() {
+    let app = spawn_app().await;
+    // A method the route does not have: the router's own 405.
+    let r = app
+        .client
+        .patch(app.url("/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().contains_key("allow"), "{:?}", r.headers());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(code(&body), "method_not_allowed", "{body}");
+    // An id that is not UTF-8 after percent-decoding: the path extractor's plain text.
+    let r = app.get("/v1/models/%FF%FE").await;
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(code(&body), "bad_request", "{body}");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    // The OIP routes keep their own shape on the same refusals.
+    let r = app
+        .client
+        .patch(app.url("/v2/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_docs_are_served_under_a_content_security_policy() {
+    let app = spawn_app().await;
+    let r = app.get("/docs/").await;
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    // Swagger UI loads its scripts from its own files, which the policy allows.
+    let page = r.text().await.unwrap();
+    assert!(page.contains("swagger-ui-bundle.js"), "{page}");
+    assert!(
+        !page.contains("<script>"),
+        "an inline script would be blocked: {page}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,8 +370,10 @@ async fn the_key_guards_every_operation_as_configured() {
             let without = send(None).await.unwrap().status().as_u16();
             let wrong = send(Some("matrix-kex")).await.unwrap().status().as_u16();
             let with = send(Some("matrix-key")).await.unwrap().status().as_u16();
-            let guarded =
-                !open.contains(&path.as_str()) && (reads_too || *method != reqwest::Method::GET);
+            // The GETs that run a model are guarded like the POSTs.
+            let computes = path.ends_with("/samples.png") || path.ends_with("/features.png");
+            let guarded = !open.contains(&path.as_str())
+                && (reads_too || *method != reqwest::Method::GET || computes);
             if guarded {
                 assert_eq!(
                     (without, wrong),

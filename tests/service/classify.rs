@@ -298,6 +298,13 @@ async fn samples_come_as_json_or_png_features_as_png_and_oip_infer_classifies() 
         png_size(&r.bytes().await.unwrap()),
         (4 * 29 + 1, 4 * 29 + 1)
     );
+    // Without a count, a first layer of 64 units shows all 64 (the default is 100).
+    let r = app.get(&format!("/v1/models/{model}/features.png")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        png_size(&r.bytes().await.unwrap()),
+        (8 * 29 + 1, 8 * 29 + 1)
+    );
 
     let (status, body) = app
         .post_json(
@@ -456,6 +463,13 @@ async fn a_fine_tuned_model_classifies_discriminatively() {
         .post_json(&format!("/v1/models/{greedy}/classify"), &body)
         .await;
     assert_eq!((status, code(&r)), (422, "invalid_request"));
+    // Without a method, each model answers with its best classifier.
+    for (model, method) in [(&tuned, "discriminative"), (&greedy, "free_energy")] {
+        let (status, r) = app
+            .post_json(&format!("/v1/models/{model}/classify"), &test_pixels(2))
+            .await;
+        assert_eq!((status, &r["method"]), (200, &json!(method)), "{r}");
+    }
 }
 
 /// The value of an unlabelled series (`name value`) in the metrics text.
@@ -608,8 +622,22 @@ async fn only_calls_beyond_the_inference_queue_are_refused() {
         })
         .collect();
     wait_for_queue_depth(&app, 2.0).await;
-    let (status, body) = app.post_json(&path, &test_pixels(1)).await;
+    let r = app
+        .client
+        .post(app.url(&path))
+        .json(&test_pixels(1))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    // The refusal says when to come back.
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: Value = r.json().await.unwrap();
     assert_eq!((status, code(&body)), (429, "overloaded"), "{body}");
+    assert_eq!(retry.as_deref(), Some("1"));
     assert_eq!(long.await.unwrap(), 200);
     for call in waiting {
         assert_eq!(call.await.unwrap(), 200);

@@ -196,6 +196,10 @@ async fn a_full_disk_fails_the_job_clearly_and_harms_nothing_stored() {
     assert_eq!(job["error"]["code"], "model_write_failed", "{job}");
     let message = job["error"]["message"].as_str().unwrap();
     assert!(message.to_lowercase().contains("space"), "{message}");
+    // It says what happened without naming the server's files.
+    let dir = disk.dir.path().to_string_lossy().into_owned();
+    assert!(!message.contains(&dir), "{message}");
+    assert!(!message.contains("models/"), "{message}");
     // The server still serves, lists only whole models, and the stored one is intact.
     app.assert_healthy().await;
     let (_, models) = app.get_json("/v1/models").await;
@@ -223,6 +227,77 @@ async fn a_full_disk_fails_the_job_clearly_and_harms_nothing_stored() {
         .filter(|n| n.contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Runs `mount` with `args`, failing the test if it fails.
+fn mount(args: &[&str], dir: &std::path::Path) {
+    let ok = std::process::Command::new("mount")
+        .args(args)
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "mount {args:?} {}", dir.display());
+}
+
+/// Imports the bundled model under a new id: a write of 8 MB to the models directory.
+async fn import(app: &crate::app::TestApp) -> (u16, serde_json::Value) {
+    let r = app
+        .client
+        .post(app.url("/v1/models"))
+        .header("content-type", "application/octet-stream")
+        .body(dbn_serve::bundled::model_bytes().to_vec())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_data_directory_is_not_ready_and_says_so() {
+    let Some(disk) = SmallDisk::mount("40m") else {
+        return;
+    };
+    let app = spawn_app_in(disk.dir.path()).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let dir = disk.dir.path().to_string_lossy().into_owned();
+    let no_path = |body: &serde_json::Value| {
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(!message.is_empty() && !message.contains(&dir), "{body}");
+    };
+
+    // The models directory made read-only (a bind mount over itself).
+    let models = disk.dir.path().join("models");
+    mount(&["--bind", &models.to_string_lossy()], &models);
+    mount(&["-o", "remount,bind,ro"], &models);
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    let (status, body) = import(&app).await;
+    assert_eq!((status, code(&body)), (503, "storage_unwritable"), "{body}");
+    no_path(&body);
+    // Reads still work, and the operator's fix needs no restart.
+    assert_eq!(app.get("/v1/models").await.status(), 200);
+    let _ = std::process::Command::new("umount").arg(&models).status();
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    // The disk full: a file takes every free block.
+    let filler = disk.dir.path().join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=64"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    let (status, body) = import(&app).await;
+    assert_eq!((status, code(&body)), (507, "storage_full"), "{body}");
+    no_path(&body);
+    let (status, body) = app.post_json("/v1/jobs", &small_spec(1)).await;
+    assert_eq!((status, code(&body)), (507, "storage_full"), "{body}");
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let model = app.train(&small_spec(1)).await;
+    assert!(model.starts_with("model-"), "{model}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

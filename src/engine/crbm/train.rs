@@ -22,7 +22,7 @@ use crate::engine::observer::{
     examples_per_sec, job_fraction, Control, EpochMetrics, Observer, Phase, Progress,
 };
 use crate::engine::rbm::{is_permutation, shuffle, Rbm, RbmTrainConfig, Units, VisibleBiasInit};
-use crate::engine::spec::{Limits, TrainingSpec};
+use crate::engine::spec::{CheckedSpec, TrainingSpec};
 use crate::engine::EngineRng;
 
 /// Frames of one layer's visible units, cut into sequences of equal length.
@@ -107,12 +107,21 @@ pub fn train_crbm(
     for epoch in first_epoch..config.epochs {
         let started = Instant::now();
         let momentum = config.momentum(epoch);
+        let epoch_config = config.at_epoch(epoch);
         shuffle(&mut windows, rng);
         let mut error = 0.0f64;
         for (b, chunk) in windows.chunks(batch).enumerate() {
             let rows: Vec<usize> = chunk.iter().map(|&w| targets[w]).collect();
             error += cd_step(
-                rbm, cond, order, frames, &rows, config, momentum, &mut inc, rng,
+                rbm,
+                cond,
+                order,
+                frames,
+                &rows,
+                &epoch_config,
+                momentum,
+                &mut inc,
+                rng,
             );
             let done = b * batch + chunk.len();
             let progress = Progress {
@@ -313,8 +322,8 @@ pub fn next_frames(crbm: Crbm, order: usize, frames: &Frames) -> Frames {
 
 /// Multiply-adds of one CD-k step on one window of a layer: 2k + 3 products with W and two
 /// each with A and B (the dynamic biases and their statistics).
-fn window_work(order: usize, v: usize, h: usize, k: usize) -> f64 {
-    ((2 * k + 3) * v * h + 2 * order * v * (v + h)) as f64
+fn window_work(order: usize, v: usize, h: usize, k: f64) -> f64 {
+    (2.0 * k + 3.0) * (v * h) as f64 + (2 * order * v * (v + h)) as f64
 }
 
 /// Learns the stack of conditional RBMs that `spec` (with its `sequence` section) describes
@@ -322,15 +331,14 @@ fn window_work(order: usize, v: usize, h: usize, k: usize) -> f64 {
 /// from `checkpoint`, which must come from the same spec and data and carries its own
 /// generator, to the model the uninterrupted run makes.
 pub fn train_temporal(
-    spec: &TrainingSpec,
+    spec: &CheckedSpec,
     data: &Dataset,
-    limits: &Limits,
     observer: &mut dyn Observer,
     rng: &mut EngineRng,
     checkpoint: Option<TemporalCheckpoint>,
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
-    spec.validate(data.n_pixels(), data.classes, limits)?;
+    spec.fits(data)?;
     let seq: &SequenceSpec = spec.sequence.as_ref().ok_or_else(|| {
         EngineError::invalid("sequence", "a conditional model needs the sequence section")
     })?;
@@ -388,7 +396,7 @@ pub fn train_temporal(
                 hidden[i - 1]
             };
             let windows = sequences * (seq.length - (i + 1) * order);
-            c.epochs as f64 * windows as f64 * window_work(order, v, hidden[i], c.cd_k)
+            c.epochs as f64 * windows as f64 * window_work(order, v, hidden[i], c.cd_k_mean())
         })
         .collect();
     let total: f64 = work.iter().sum::<f64>().max(1.0);

@@ -12,7 +12,7 @@ use crate::engine::data::Dataset;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::observer::{EpochMetrics, Observer, Phase};
 use crate::engine::rbm::{train_rbm, LayerRun, Rbm};
-use crate::engine::spec::{Limits, TrainingSpec};
+use crate::engine::spec::CheckedSpec;
 use crate::engine::EngineRng;
 
 /// The result of greedy training.
@@ -31,39 +31,36 @@ pub struct TrainOutcome {
 
 /// Learns the DBN `spec` describes from `data`, drawing every random number from `rng`.
 pub fn train_greedy(
-    spec: &TrainingSpec,
+    spec: &CheckedSpec,
     data: &Dataset,
-    limits: &Limits,
     observer: &mut dyn Observer,
     rng: &mut EngineRng,
 ) -> Result<TrainOutcome> {
-    run_greedy(spec, data, limits, observer, rng, None)
+    run_greedy(spec, data, observer, rng, None)
 }
 
 /// Continues greedy training from `checkpoint`, which must come from a run of the same `spec`
 /// on the same `data`: the result is bit-identical to the uninterrupted run's (for the same
 /// thread count and kernel set).
 pub fn resume_greedy(
-    spec: &TrainingSpec,
+    spec: &CheckedSpec,
     data: &Dataset,
-    limits: &Limits,
     observer: &mut dyn Observer,
     checkpoint: GreedyCheckpoint,
 ) -> Result<TrainOutcome> {
     let mut rng = checkpoint.rng.clone();
-    run_greedy(spec, data, limits, observer, &mut rng, Some(checkpoint))
+    run_greedy(spec, data, observer, &mut rng, Some(checkpoint))
 }
 
 fn run_greedy(
-    spec: &TrainingSpec,
+    spec: &CheckedSpec,
     data: &Dataset,
-    limits: &Limits,
     observer: &mut dyn Observer,
     rng: &mut EngineRng,
     resume: Option<GreedyCheckpoint>,
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
-    spec.validate(data.n_pixels(), data.classes, limits)?;
+    spec.fits(data)?;
     let used = spec
         .train_examples
         .map_or(data.len(), |n| n.min(data.len()));

@@ -13,7 +13,7 @@ use crate::engine::finetune::{
 };
 use crate::engine::observer::{EpochMetrics, Observer};
 use crate::engine::rbm::Rbm;
-use crate::engine::spec::{Finetune, Limits, TrainingSpec};
+use crate::engine::spec::{CheckedSpec, Finetune, TrainingSpec};
 use crate::engine::EngineRng;
 
 /// Mixed into the seed for fine-tuning's generator, so that fine-tuning draws the same numbers
@@ -24,9 +24,8 @@ const FINETUNE_STREAM: u64 = 0x6669_6e65_7475_6e65;
 /// `checkpoint`, which carries its own generator), then the spec's fine-tuning (continued from
 /// `checkpoint` when it was taken in fine-tuning).
 pub fn train_model(
-    spec: &TrainingSpec,
+    spec: &CheckedSpec,
     data: &Dataset,
-    limits: &Limits,
     observer: &mut dyn Observer,
     rng: &mut EngineRng,
     checkpoint: Option<Checkpoint>,
@@ -34,27 +33,27 @@ pub fn train_model(
     let started = std::time::Instant::now();
     let mut outcome = match checkpoint {
         Some(Checkpoint::Temporal(cp)) => {
-            crate::engine::crbm::train_temporal(spec, data, limits, observer, rng, Some(cp))?
+            crate::engine::crbm::train_temporal(spec, data, observer, rng, Some(cp))?
         }
         None if spec.sequence.is_some() => {
-            crate::engine::crbm::train_temporal(spec, data, limits, observer, rng, None)?
+            crate::engine::crbm::train_temporal(spec, data, observer, rng, None)?
         }
         Some(_) if spec.sequence.is_some() => {
             return Err(EngineError::Model(
                 "checkpoint: it is not a sequence model's".into(),
             ))
         }
-        Some(Checkpoint::Finetune(cp)) => resume_finetune(spec, data, limits, observer, cp)?,
+        Some(Checkpoint::Finetune(cp)) => resume_finetune(spec, data, observer, cp)?,
         Some(Checkpoint::Greedy(cp)) => {
-            let greedy = resume_greedy(spec, data, limits, observer, cp)?;
+            let greedy = resume_greedy(spec, data, observer, cp)?;
             finetune_model(spec, greedy, data, observer)?
         }
         None if starts_at_random(spec) => {
-            let stack = random_stack(spec, data, limits, rng)?;
+            let stack = random_stack(spec, data, rng)?;
             finetune_model(spec, stack, data, observer)?
         }
         None => {
-            let greedy = train_greedy(spec, data, limits, observer, rng)?;
+            let greedy = train_greedy(spec, data, observer, rng)?;
             finetune_model(spec, greedy, data, observer)?
         }
     };
@@ -69,13 +68,8 @@ fn starts_at_random(spec: &TrainingSpec) -> bool {
 
 /// The stack of untrained RBMs the spec describes: weights from N(0, init_std²) of each
 /// layer's settings, zero biases.
-fn random_stack(
-    spec: &TrainingSpec,
-    data: &Dataset,
-    limits: &Limits,
-    rng: &mut EngineRng,
-) -> Result<TrainOutcome> {
-    spec.validate(data.n_pixels(), data.classes, limits)?;
+fn random_stack(spec: &CheckedSpec, data: &Dataset, rng: &mut EngineRng) -> Result<TrainOutcome> {
+    spec.fits(data)?;
     let (train, valid) = spec.split(data);
     if train.is_empty() {
         return Err(EngineError::invalid(
@@ -112,11 +106,12 @@ const MONITOR_STREAM: u64 = 0x6d6f_6e69_746f_7273;
 /// from pretraining as `spec` describes it on `data` (the caller checks); fine-tuning uses
 /// the same split and draws from its own generator seeded by the spec.
 pub fn finetune_model(
-    spec: &TrainingSpec,
+    spec: &CheckedSpec,
     outcome: TrainOutcome,
     data: &Dataset,
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
+    spec.fits(data)?;
     let rng = crate::engine::rng_from_seed(spec.seed ^ FINETUNE_STREAM);
     run_finetune(spec, outcome, data, observer, rng, None)
 }
@@ -125,13 +120,12 @@ pub fn finetune_model(
 /// the same `data`: the result is bit-identical to the uninterrupted run's (for the same
 /// thread count and kernel set).
 fn resume_finetune(
-    spec: &TrainingSpec,
+    spec: &CheckedSpec,
     data: &Dataset,
-    limits: &Limits,
     observer: &mut dyn Observer,
     checkpoint: FinetuneCheckpoint,
 ) -> Result<TrainOutcome> {
-    spec.validate(data.n_pixels(), data.classes, limits)?;
+    spec.fits(data)?;
     let FinetuneCheckpoint {
         dbn,
         state,

@@ -124,6 +124,9 @@ pub fn train_rbm(
     let mut history = Vec::with_capacity(config.epochs);
     for epoch in first_epoch..config.epochs {
         shuffle(&mut order, rng);
+        // This epoch's k and step sizes. The weight-decay term that the last batch prepares
+        // for the next one uses this epoch's rate: one batch of lag in a tiny term.
+        let epoch_config = config.at_epoch(epoch);
         let momentum = config.momentum(epoch);
         let started = Instant::now();
         let mut recon_sum = 0.0f64;
@@ -133,7 +136,14 @@ pub fn train_rbm(
             } else {
                 momentum
             };
-            recon_sum += cd.step(rbm, data, rows, config, (momentum, next_momentum), rng);
+            recon_sum += cd.step(
+                rbm,
+                data,
+                rows,
+                &epoch_config,
+                (momentum, next_momentum),
+                rng,
+            );
             let done = bi * cd.batch + rows.len();
             let progress =
                 progress_at(run, epoch, config.epochs, bi + 1, batches, done, n, started);

@@ -60,7 +60,7 @@ async fn classify(
         Body::Images(images) => Inputs::Images(images),
     };
     inputs.check_count(state.config.max_batch)?;
-    let method = q.method.unwrap_or_default();
+    let method = q.method.unwrap_or_else(|| Method::default_for(&model));
     let steps = q.gibbs_steps.unwrap_or(DEFAULT_GIBBS_CLASSIFY_STEPS);
     if method == Method::Gibbs && !(1..=state.config.max_gibbs_steps).contains(&steps) {
         return Err(ApiError::invalid(

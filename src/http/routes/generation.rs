@@ -256,7 +256,7 @@ async fn chain(
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FeaturesQuery {
-    /// Hidden units to show (default 100).
+    /// Hidden units to show (default 100, or all of a first layer with fewer).
     pub count: Option<usize>,
 }
 
@@ -277,8 +277,9 @@ async fn features_png(
     ApiQuery(q): ApiQuery<FeaturesQuery>,
 ) -> Result<Response, ApiError> {
     let model = state.model(&id).await?;
-    let count = q.count.unwrap_or(100);
     let hidden = model.dbn.sizes().get(1).copied().unwrap_or(0);
+    // Without a count: 100 features, or all of a smaller first layer's.
+    let count = q.count.unwrap_or(hidden.min(100));
     if !(1..=hidden).contains(&count) {
         return Err(ApiError::invalid(
             "count",

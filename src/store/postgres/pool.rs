@@ -28,6 +28,10 @@ impl From<postgres::Error> for StoreError {
             {
                 StoreError::Unavailable(format!("{}: {}", db.code().code(), db.message()))
             }
+            // Disk full (53100) on the database server.
+            Some(db) if db.code().code() == "53100" => {
+                StoreError::StorageFull(format!("{}: {}", db.code().code(), db.message()))
+            }
             // The server answered: a statement failed.
             Some(db) => StoreError::Database(format!("{}: {}", db.code().code(), db.message())),
             // No answer: the connection failed, broke or timed out.
