@@ -155,6 +155,51 @@ fn computes(path: &str) -> bool {
         && (path.ends_with("/samples.png") || path.ends_with("/features.png"))
 }
 
+/// Refuses a state-changing call that a web page on another origin made: a browser marks
+/// such requests (`Sec-Fetch-Site: cross-site` or `same-site`, or an `Origin` naming another
+/// host than the one called), and "simple" ones (a form, a text body) reach the server
+/// without a CORS preflight. Origins allowed by the CORS setting may call; so may clients
+/// that are not browsers, which send neither header.
+pub async fn same_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if safe || !cross_site(&req, &state.config.cors_origins) {
+        return next.run(req).await;
+    }
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "cross_site_request",
+        "a web page on another origin may not call this; allow its origin with \
+         DBN_CORS_ORIGINS",
+    )
+    .into_response()
+}
+
+fn cross_site(req: &Request, allowed: &[String]) -> bool {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let origin = header("origin");
+    if origin.is_some_and(|o| allowed.iter().any(|a| a == "*" || a.trim() == o)) {
+        return false;
+    }
+    if let Some(site) = header("sec-fetch-site") {
+        // `none`: typed by the user or sent by a tool; `same-origin`: the project's page.
+        return !matches!(site, "same-origin" | "none");
+    }
+    match origin {
+        // No browser made this call.
+        None => false,
+        Some(origin) => {
+            let host = header("x-forwarded-host").or(header("host"));
+            let authority = origin.split_once("://").map(|(_, rest)| rest);
+            authority.is_none() || authority != host
+        }
+    }
+}
+
 /// Health probes stay open so orchestrators can reach them without the key, and so does the
 /// page, which asks for the key itself.
 fn is_open(path: &str) -> bool {

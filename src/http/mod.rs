@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::for_config(&config)))
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), middleware::authorize))
+        .layer(from_fn_with_state(state.clone(), middleware::same_origin))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
             config.body_idle_timeout_secs.max(1),

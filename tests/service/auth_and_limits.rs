@@ -133,6 +133,78 @@ async fn cors_preflight_allows_configured_origins_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_on_other_origins_cannot_change_or_compute_anything() {
+    let app = spawn_app_with(|c| c.cors_origins = vec!["http://app.example".into()]).await;
+    let host = app.base.trim_start_matches("http://").to_string();
+    let model = dbn_serve::bundled::model_bytes().to_vec();
+    let import = |headers: Vec<(&'static str, String)>, kind: &'static str| {
+        let mut r = app
+            .client
+            .post(app.url("/v1/models"))
+            .header("content-type", kind)
+            .body(model.clone());
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let octet = "application/octet-stream";
+    // What a page elsewhere sends: a "simple" request that needs no preflight.
+    for headers in [
+        vec![("origin", "http://evil.example".to_string())],
+        vec![
+            ("origin", "http://evil.example".to_string()),
+            ("sec-fetch-site", "cross-site".to_string()),
+        ],
+        vec![("sec-fetch-site", "same-site".to_string())],
+        vec![("origin", "null".to_string())],
+    ] {
+        let r = import(headers.clone(), octet).await.unwrap();
+        assert_eq!(r.status(), 403, "{headers:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(code(&body), "cross_site_request");
+        let r = app
+            .client
+            .post(app.url("/v1/models/anything/classify"))
+            .header("content-type", "text/plain")
+            .header(headers[0].0, headers[0].1.clone())
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "classify {headers:?}");
+    }
+    // Nothing was stored.
+    let (_, list) = app.get_json("/v1/models").await;
+    assert_eq!(list["models"].as_array().unwrap().len(), 0, "{list}");
+    // A text body is not a model file, whoever sends it.
+    assert_eq!(status(import(vec![], "text/plain").await.unwrap()), 415);
+    // The server's own page, an allowed origin, and tools without a browser may call.
+    let own = vec![
+        ("origin", format!("http://{host}")),
+        ("sec-fetch-site", "same-origin".to_string()),
+    ];
+    assert_eq!(status(import(own, octet).await.unwrap()), 201);
+    let allowed = vec![
+        ("origin", "http://app.example".to_string()),
+        ("sec-fetch-site", "cross-site".to_string()),
+    ];
+    assert_eq!(status(import(allowed, octet).await.unwrap()), 201);
+    assert_eq!(status(import(vec![], octet).await.unwrap()), 201);
+    // Reads stay open to everyone.
+    let r = app
+        .client
+        .get(app.url("/v1/models"))
+        .header("origin", "http://evil.example")
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413_and_every_response_carries_a_request_id() {
     let app = spawn_app_with(|c| c.max_body_bytes = 10_000).await;
     let big = json!({"architecture": {"hidden": [10]}, "name": "x".repeat(20_000)});

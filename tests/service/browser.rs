@@ -406,6 +406,114 @@ async fn with_an_api_key_the_page_asks_for_it_and_then_works() {
         .await;
 }
 
+/// Serves a blank HTML page on a port of its own, for as long as the test runs; returns its URL.
+async fn serve_blank_page() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let page = "<!doctype html><title>elsewhere</title><p>another site</p>";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+/// A page on another origin (a blank page served on another port) sends the "simple"
+/// requests a hostile page can send without a
+/// preflight: a model import as text, a dataset upload as a form, a classification as a
+/// form. None of them takes effect; the same calls from the page's own origin still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_origin_can_neither_import_nor_upload_nor_classify() {
+    let Some(browser) = Browser::start("browser: cross-site requests").await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let model = app.train(&small_spec(1)).await;
+    // A page that is not the server's: served on another port, so another origin.
+    let elsewhere = serve_blank_page().await;
+    browser.goto(&elsewhere).await;
+    let send = r#"
+        const [api, model] = arguments;
+        const form = () => { const f = new FormData(); f.append('f', new Blob(['x'])); return f; };
+        const calls = [
+            fetch(api + '/v1/models', {method: 'POST', mode: 'no-cors',
+                headers: {'content-type': 'text/plain'}, body: 'not a model'}),
+            fetch(api + '/v1/datasets', {method: 'POST', mode: 'no-cors', body: form()}),
+            fetch(api + '/v1/models/' + model + '/classify', {method: 'POST', mode: 'no-cors',
+                body: form()}),
+        ];
+        window.crossSite = 'pending';
+        Promise.allSettled(calls).then((r) => {
+            window.crossSite = 'sent';
+            window.crossSiteResults = JSON.stringify(r.map(x => x.status + ' ' + (x.reason || '')));
+        });
+        return true;
+    "#;
+    browser
+        .eval(send, serde_json::json!([app.base, model]))
+        .await;
+    browser
+        .wait_for("the calls", "return window.crossSite === 'sent';", 20)
+        .await;
+    let results = browser
+        .eval("return window.crossSiteResults;", serde_json::json!([]))
+        .await;
+    let (_, models) = app.get_json("/v1/models").await;
+    assert_eq!(models["models"].as_array().unwrap().len(), 1, "{models} {results}");
+    let (_, datasets) = app.get_json("/v1/datasets").await;
+    let names: Vec<&str> = datasets["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.iter().any(|n| *n != "mnist"), "{datasets}");
+    // They reached the server and were refused there, not stopped by the browser.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for route in [
+        "/v1/models".to_string(),
+        "/v1/datasets".to_string(),
+        "/v1/models/{id}/classify".to_string(),
+    ] {
+        let series = format!(
+            "dbn_http_requests_total{{route=\"{route}\",method=\"POST\",status=\"403\"}} 1"
+        );
+        assert!(metrics.contains(&series), "{series} ({results}) in\n{metrics}");
+    }
+    // The same page from the server's own origin classifies as before.
+    browser.goto(&app.url("/")).await;
+    let same = browser
+        .eval(
+            r#"
+            const [model] = arguments;
+            window.own = null;
+            fetch('/v1/models/' + model + '/classify', {method: 'POST',
+                headers: {'content-type': 'application/json'},
+                body: JSON.stringify({pixels: [new Array(784).fill(0)]})})
+              .then(r => { window.own = r.status; });
+            return true;
+            "#,
+            serde_json::json!([model]),
+        )
+        .await;
+    assert_eq!(same, true);
+    let status = browser
+        .wait_for("the page's own call", "return window.own;", 20)
+        .await;
+    assert_eq!(status, 200);
+}
+
 /// Without a browser: the page and its files are served from the binary, with a content
 /// security policy, and stay reachable when every call needs the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,12 +112,36 @@ async fn weights(
         (status = 201, description = "Stored", body = Model),
         (status = 401, body = ErrorBody),
         (status = 413, description = "Larger than the largest allowed model", body = ErrorBody),
+        (status = 415, description = "Not sent as application/octet-stream", body = ErrorBody),
         (status = 422, description = "Not a valid model file", body = ErrorBody),
     ))]
 async fn import(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // A model is a file of bytes: a form or a text body (which a web page can send without
+    // asking) is not one.
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if !matches!(
+        kind.as_deref(),
+        Some("application/octet-stream" | "application/x-safetensors")
+    ) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the model file as application/octet-stream",
+        ));
+    }
     let body = body.map_err(|r| crate::http::extract::body_rejection(r.status(), r.body_text()))?;
     let models = state.models.clone();
     let limits = state.config.limits();
