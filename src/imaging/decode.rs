@@ -114,9 +114,10 @@ fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<Gray, ImageError> {
             .chunks_exact(4)
             .take(n)
             .map(|p| {
-                // The decoder returns inverted-ink CMYK as Adobe writes it: 255 is no ink.
-                let k = p[3] as f32 / 255.0;
-                luma(p[0], p[1], p[2]) * k
+                // The decoder undoes Adobe's inverted storage (and converts YCCK), so each
+                // channel is an amount of ink, 255 the most: the light left is (1 − ink).
+                let white = |ink: u8| 255 - ink;
+                luma(white(p[0]), white(p[1]), white(p[2])) * white(p[3]) as f32 / 255.0
             })
             .collect(),
     };
@@ -156,6 +157,35 @@ mod tests {
         let rgba = png_bytes(2, 1, png::ColorType::Rgba, &[0, 0, 0, 255, 0, 0, 0, 0]);
         let g = decode(&rgba, 100).unwrap();
         assert!(g.pixels[0].abs() < 1e-6 && (g.pixels[1] - 1.0).abs() < 1e-6);
+    }
+
+    /// The same digit as an RGB JPEG and as four-channel JPEGs in Adobe's convention (ink
+    /// stored inverted, as Photoshop and Pillow write it): plain CMYK (Pillow) and YCCK
+    /// (libjpeg via imagecodecs); see tests/fixtures/make_jpeg_fixtures.py.
+    #[test]
+    fn cmyk_and_ycck_jpegs_read_as_the_same_picture_as_rgb() {
+        let fixture = |name: &str| {
+            let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+            decode(&std::fs::read(path).unwrap(), 1 << 20).unwrap()
+        };
+        let rgb = fixture("test-0-label-7.jpg");
+        let dark = |g: &Gray| g.pixels.iter().filter(|&&p| p < 0.5).count();
+        // A 7 in dark ink on white: a few hundred of the 84 x 84 pixels are ink.
+        assert!((200..3000).contains(&dark(&rgb)), "{}", dark(&rgb));
+        for name in ["test-0-label-7-cmyk.jpg", "test-0-label-7-ycck.jpg"] {
+            let g = fixture(name);
+            assert_eq!((g.width, g.height), (rgb.width, rgb.height), "{name}");
+            let diff = g
+                .pixels
+                .iter()
+                .zip(&rgb.pixels)
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f32>()
+                / g.pixels.len() as f32;
+            assert!(diff < 0.03, "{name}: mean difference {diff}");
+            let ink = dark(&g) as f64 / dark(&rgb) as f64;
+            assert!((0.9..1.1).contains(&ink), "{name}: {ink} of the ink");
+        }
     }
 
     #[test]

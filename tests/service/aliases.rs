@@ -48,22 +48,31 @@ async fn a_fresh_server_classifies_and_dreams_with_the_default_model_at_once() {
             .count();
         assert!(wrong <= 3, "{method}: {wrong} of {n} wrong");
     }
-    // A JPEG body, as `curl --data-binary @digit.jpg` sends it.
-    let jpeg = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-0-label-7.jpg"),
-    )
-    .unwrap();
-    let r = app
-        .client
-        .post(app.url("/v1/models/default/classify"))
-        .header("content-type", "image/jpeg")
-        .body(jpeg)
-        .send()
-        .await
+    // A JPEG body, as `curl --data-binary @digit.jpg` sends it; the same 7 saved in CMYK and
+    // YCCK reads the same.
+    for name in [
+        "test-0-label-7.jpg",
+        "test-0-label-7-cmyk.jpg",
+        "test-0-label-7-ycck.jpg",
+    ] {
+        let jpeg = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["predictions"][0]["label"], 7, "{body}");
+        let r = app
+            .client
+            .post(app.url("/v1/models/default/classify"))
+            .header("content-type", "image/jpeg")
+            .body(jpeg)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["predictions"][0]["label"], 7, "{name}: {body}");
+    }
     // And it dreams.
     let r = app
         .get("/v1/models/default/samples.png?label=3&count=4&gibbs_steps=200")

@@ -470,7 +470,11 @@ async fn a_page_on_another_origin_can_neither_import_nor_upload_nor_classify() {
         .eval("return window.crossSiteResults;", serde_json::json!([]))
         .await;
     let (_, models) = app.get_json("/v1/models").await;
-    assert_eq!(models["models"].as_array().unwrap().len(), 1, "{models} {results}");
+    assert_eq!(
+        models["models"].as_array().unwrap().len(),
+        1,
+        "{models} {results}"
+    );
     let (_, datasets) = app.get_json("/v1/datasets").await;
     let names: Vec<&str> = datasets["datasets"]
         .as_array()
@@ -489,7 +493,10 @@ async fn a_page_on_another_origin_can_neither_import_nor_upload_nor_classify() {
         let series = format!(
             "dbn_http_requests_total{{route=\"{route}\",method=\"POST\",status=\"403\"}} 1"
         );
-        assert!(metrics.contains(&series), "{series} ({results}) in\n{metrics}");
+        assert!(
+            metrics.contains(&series),
+            "{series} ({results}) in\n{metrics}"
+        );
     }
     // The same page from the server's own origin classifies as before.
     browser.goto(&app.url("/")).await;
