@@ -2,6 +2,7 @@
 //! it reports progress through [`observer::Observer`] and takes every random generator as an
 //! argument.
 
+pub mod cancel;
 pub mod crbm;
 pub mod data;
 pub mod dbn;

@@ -230,8 +230,14 @@ impl From<EngineError> for ApiError {
                 tracing::error!("{}: {source}", path.display());
                 io_fault(source).expect("checked by the guard")
             }
-            other
-            @ (EngineError::Cancelled | EngineError::Diverged(_) | EngineError::Io { .. }) => {
+            // Only a computation that was given up ends so: the server is stopping (a call
+            // past its deadline or without its client gets no answer from here).
+            EngineError::Cancelled => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down; the computation was stopped",
+            ),
+            other @ (EngineError::Diverged(_) | EngineError::Io { .. }) => {
                 ApiError::internal("computation", other)
             }
         }

@@ -1,5 +1,6 @@
 //! The state every handler shares: a cheap `Clone` of handles whose owners are named below.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::error::ApiError;
@@ -22,6 +23,28 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Turns true when the server begins to shut down (ends event streams).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Raises its flag when dropped: a computation's cancel flag, raised when the call that
+/// waits for it goes away.
+struct RaiseOnDrop(Arc<AtomicBool>);
+
+impl Drop for RaiseOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once the server begins to stop (never, if its sender is gone first).
+async fn stopping(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl AppState {
@@ -70,12 +93,24 @@ impl AppState {
         let slot = self.inference.slot().await?;
         let metrics = self.metrics.clone();
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
+        // Raised when this call is dropped unfinished (its deadline passed or its client
+        // left) or when the server begins to stop: the engine's loops then end early and
+        // the slot is freed (see engine::cancel).
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _on_drop = RaiseOnDrop(cancel.clone());
+        let flag = cancel.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            work()
-        })
-        .await
-        .map_err(|e| ApiError::internal("inference task", e))?;
+            crate::engine::cancel::scope(flag, work)
+        });
+        let joined = tokio::select! {
+            joined = &mut task => joined,
+            () = stopping(self.shutdown.clone()) => {
+                cancel.store(true, Ordering::Relaxed);
+                task.await
+            }
+        };
+        let result = joined.map_err(|e| ApiError::internal("inference task", e))?;
         metrics.observe_inference(what, started.elapsed().as_secs_f64());
         result
     }

@@ -644,3 +644,85 @@ async fn only_calls_beyond_the_inference_queue_are_refused() {
     }
     app.assert_healthy().await;
 }
+
+/// Sampling that would run for minutes: 10,000 chains of 100,000 Gibbs steps.
+fn endless_samples(model: &str) -> String {
+    format!("/v1/models/{model}/samples.png?count=10000&gibbs_steps=100000")
+}
+
+fn patient_config(c: &mut dbn_serve::config::ServeConfig) {
+    c.inference_concurrency = 1;
+    c.inference_queue = 4;
+    c.request_timeout_secs = 2;
+    c.max_samples = 10_000;
+    c.max_gibbs_steps = 100_000;
+}
+
+/// A call that holds the only inference slot: its computation must stop for this one to run
+/// within its deadline.
+async fn quick_sample(app: &TestApp, model: &str) -> u16 {
+    app.get(&format!(
+        "/v1/models/{model}/samples.png?count=1&gibbs_steps=1"
+    ))
+    .await
+    .status()
+    .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_past_its_deadline_or_left_by_its_client_stops_and_frees_its_slot() {
+    let app = crate::app::spawn_app_with(patient_config).await;
+    let model = app.train(&small_spec(1)).await;
+    // Past the deadline: 503 at 2 s, and the computation ends with it.
+    let started = std::time::Instant::now();
+    let r = app.get(&endless_samples(&model)).await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(code(&body), "timeout", "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert_eq!(quick_sample(&app, &model).await, 200);
+    // A client that gives up after half a second.
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .get(app.url(&endless_samples(&model)))
+        .send()
+        .await;
+    assert!(gone.is_err());
+    assert_eq!(quick_sample(&app, &model).await, 200);
+    // Gibbs classification is stopped the same way.
+    let mut body = test_pixels(500);
+    body["method"] = json!("gibbs");
+    body["gibbs_steps"] = json!(100_000);
+    let (status, r) = app
+        .post_json(&format!("/v1/models/{model}/classify"), &body)
+        .await;
+    assert_eq!((status, code(&r)), (503, "timeout"), "{r}");
+    assert_eq!(quick_sample(&app, &model).await, 200);
+    app.assert_healthy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_stops_its_computations_within_the_grace_period() {
+    let mut app = crate::app::spawn_app_with(|c| {
+        patient_config(c);
+        c.request_timeout_secs = 600;
+    })
+    .await;
+    let model = app.train(&small_spec(1)).await;
+    let (client, url) = (app.client.clone(), app.url(&endless_samples(&model)));
+    let call = tokio::spawn(async move { client.get(url).send().await });
+    wait_for_a_computation(&app).await;
+    let started = std::time::Instant::now();
+    app.server.take().unwrap().stop().await;
+    // The grace is 10 s; a computation left running would hold the connection that long.
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "stop took {took:?}"
+    );
+    let answer = call.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 503);
+}

@@ -116,6 +116,7 @@ impl Dbn {
             let mut v = history[top][t - 1].clone();
             let mut h = Array2::zeros((rows, crbm.n_hidden()));
             for step in 0..config.gibbs_steps {
+                crate::engine::cancel::check()?;
                 if step > 0 && !config.mean_field {
                     // Gibbs sampling proper: the chain moves through sampled visible states.
                     let means = v.clone();

@@ -166,6 +166,7 @@ impl Dbn {
         let mut lp = Array2::zeros((batch, k));
         let zero = Array1::zeros(top.n_hidden());
         for _ in 0..steps {
+            crate::engine::cancel::check()?;
             hp.assign(&base);
             matmul(hp.view_mut(), true, labels.view(), w_l, 1.0);
             top.hidden_units.activate(hp.view_mut(), zero.view());

@@ -114,6 +114,7 @@ impl Dbn {
                 frames.push((step, self.down_pass(features)));
             }
         });
+        crate::engine::cancel::check()?;
         Ok(frames)
     }
 

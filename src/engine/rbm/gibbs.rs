@@ -65,6 +65,10 @@ impl Rbm {
         state.visible_probs.assign(&state.visible);
         let mut hp = Array2::zeros((batch, self.n_hidden()));
         for step in 1..=steps {
+            // Given up by the caller: the chain ends where it is (see engine::cancel).
+            if crate::engine::cancel::requested() {
+                break;
+            }
             self.hidden_probs_into(state.visible.view(), hp.view_mut());
             self.sample_hidden_into(rng, hp.view(), state.hidden.view_mut());
             self.visible_probs_into(state.hidden.view(), state.visible_probs.view_mut());
