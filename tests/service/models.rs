@@ -44,6 +44,7 @@ async fn models_download_import_delete_and_survive_a_restart() {
         let r = app
             .client
             .post(app.url("/v1/models"))
+            .header("content-type", "application/octet-stream")
             .body(bad)
             .send()
             .await
