@@ -120,13 +120,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", m)
             }
-            StoreError::Io {
-                ref path,
-                ref source,
-            } if io_fault(source).is_some() => {
-                tracing::error!("{}: {source}", path.display());
-                io_fault(source).expect("checked by the guard")
-            }
+            StoreError::Io { path, source } => file_fault(&path, &source, "storage"),
             StoreError::StorageFull(m) => {
                 tracing::error!("job database: {m}");
                 storage_full()
@@ -160,9 +154,7 @@ impl From<StoreError> for ApiError {
                     "the job database or model store cannot be reached; try again shortly",
                 )
             }
-            other @ (StoreError::Database(_) | StoreError::Io { .. }) => {
-                ApiError::internal("storage", other)
-            }
+            other @ StoreError::Database(_) => ApiError::internal("storage", other),
         }
     }
 }
@@ -171,17 +163,19 @@ fn is_disk_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 
-/// The answer to a file-system fault that is the machine's state rather than a bug: a full
-/// disk (507) or a data directory that cannot be written (503, until an operator fixes it).
-/// None for other faults.
-fn io_fault(e: &std::io::Error) -> Option<ApiError> {
+/// The answer to a file that could not be read or written, logged with its path (which the
+/// answer leaves out): a full disk is 507, a data directory that cannot be written 503 (until
+/// an operator fixes it), anything else a fault of the server in `context`.
+fn file_fault(path: &std::path::Path, source: &std::io::Error, context: &str) -> ApiError {
     use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
-    if is_disk_full(e) {
-        Some(storage_full())
-    } else if matches!(e.kind(), PermissionDenied | ReadOnlyFilesystem) {
-        Some(unwritable())
+    if is_disk_full(source) {
+        tracing::error!("{}: {source}", path.display());
+        storage_full()
+    } else if matches!(source.kind(), PermissionDenied | ReadOnlyFilesystem) {
+        tracing::error!("{}: {source}", path.display());
+        unwritable()
     } else {
-        None
+        ApiError::internal(context, format!("{}: {source}", path.display()))
     }
 }
 
@@ -223,13 +217,7 @@ impl From<EngineError> for ApiError {
             EngineError::Model(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", m)
             }
-            EngineError::Io {
-                ref path,
-                ref source,
-            } if io_fault(source).is_some() => {
-                tracing::error!("{}: {source}", path.display());
-                io_fault(source).expect("checked by the guard")
-            }
+            EngineError::Io { path, source } => file_fault(&path, &source, "computation"),
             // Only a computation that was given up ends so: the server is stopping (a call
             // past its deadline or without its client gets no answer from here).
             EngineError::Cancelled => ApiError::new(
@@ -237,9 +225,7 @@ impl From<EngineError> for ApiError {
                 "shutting_down",
                 "the server is shutting down; the computation was stopped",
             ),
-            other @ (EngineError::Diverged(_) | EngineError::Io { .. }) => {
-                ApiError::internal("computation", other)
-            }
+            other @ EngineError::Diverged(_) => ApiError::internal("computation", other),
         }
     }
 }

@@ -121,8 +121,7 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
     else {
         return next.run(req).await;
     };
-    let plain_read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        && !computes(req.uri().path());
+    let plain_read = is_safe(req.method()) && !computes(req.uri().path());
     if (plain_read && !state.config.api_key_for_reads) || is_open(req.uri().path()) {
         return next.run(req).await;
     }
@@ -161,8 +160,7 @@ fn computes(path: &str) -> bool {
 /// without a CORS preflight. Origins allowed by the CORS setting may call; so may clients
 /// that are not browsers, which send neither header.
 pub async fn same_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if safe || !cross_site(&req, &state.config.cors_origins) {
+    if is_safe(req.method()) || !cross_site(&req, &state.config.cors_origins) {
         return next.run(req).await;
     }
     ApiError::new(
@@ -272,17 +270,26 @@ pub async fn docs_policy(req: Request, next: Next) -> Response {
     let docs = req.uri().path().starts_with("/docs");
     let mut response = next.run(req).await;
     if docs {
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(DOCS_CSP),
-        );
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
+        content_policy(response.headers_mut(), DOCS_CSP);
     }
     response
+}
+
+/// Sets a page's content security policy, and tells browsers not to guess content types.
+pub fn content_policy(headers: &mut axum::http::HeaderMap, csp: &'static str) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// GET, HEAD and OPTIONS: the methods that, by HTTP's rules, change nothing.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// Swagger UI styles its elements inline and shows images as data URIs; everything else is
