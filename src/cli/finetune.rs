@@ -1,5 +1,7 @@
 //! `dbn-serve finetune --model GREEDY.safetensors --spec SPEC.json`: the spec's fine-tuning
 //! applied to a model that was pretrained exactly as the spec says, without pretraining again.
+//! Given a model whose generative fine-tuning (e.g. up-down) was also done as the spec says,
+//! only the spec's `classifier` stage runs, replacing the model's classifier.
 
 use std::path::PathBuf;
 
@@ -9,7 +11,7 @@ use super::progress::ConsoleProgress;
 use super::train::{default_out, read_spec, save_trained};
 use super::{CliError, Context};
 use crate::engine::data::MnistSplit;
-use crate::engine::dbn::{finetune_model, TrainOutcome};
+use crate::engine::dbn::{finetune_model, train_classifier_stage, TrainOutcome};
 use crate::engine::persist;
 use crate::engine::spec::Limits;
 
@@ -39,11 +41,27 @@ pub fn run(ctx: &Context, args: FinetuneArgs) -> Result<(), CliError> {
         .spec
         .as_ref()
         .ok_or_else(|| CliError::Usage("the model does not record its spec".into()))?;
-    if pretrained_as.pretraining() != spec.pretraining() || pretrained_as.finetune.is_some() {
+    if pretrained_as.pretraining() != spec.pretraining() {
         return Err(CliError::Usage(
-            "the model was not pretrained (only) as this spec says; train it with `train`".into(),
+            "the model was not pretrained as this spec says; train it with `train`".into(),
         ));
     }
+    // A model fine-tuned generatively as the spec says needs only the classifier stage.
+    let classifier_only = match &pretrained_as.finetune {
+        None => false,
+        Some(done) if Some(done) != spec.finetune.as_ref() => {
+            return Err(CliError::Usage(
+                "the model was fine-tuned otherwise than this spec says; train it with `train`"
+                    .into(),
+            ))
+        }
+        Some(_) if spec.classifier.is_none() => {
+            return Err(CliError::Usage(
+                "the model is already fine-tuned as this spec says and the spec has no classifier stage".into(),
+            ))
+        }
+        Some(_) => true,
+    };
     let train = ctx.load_mnist(MnistSplit::Train)?;
     let spec = spec.check_for(&train, &Limits::default())?;
     // Fine-tuning fills in the split's sizes.
@@ -56,7 +74,14 @@ pub fn run(ctx: &Context, args: FinetuneArgs) -> Result<(), CliError> {
         seconds: card.provenance.train_seconds,
     };
     let mut progress = ConsoleProgress::new(None, None);
-    let outcome = finetune_model(&spec, outcome, &train, &mut progress)?;
+    let outcome = if classifier_only {
+        tracing::info!(
+            "the model's generative fine-tuning matches the spec: training its classifier only"
+        );
+        train_classifier_stage(&spec, outcome, &train, &mut progress)?
+    } else {
+        finetune_model(&spec, outcome, &train, &mut progress)?
+    };
     tracing::info!("pretraining and fine-tuning took {:.1}s", outcome.seconds);
     let out = default_out(&spec, args.out);
     save_trained(ctx, &spec, &outcome, &train, &out, !args.no_test)

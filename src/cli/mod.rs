@@ -72,7 +72,8 @@ enum Command {
     Healthcheck(serve::HealthcheckArgs),
     /// Train a model from a JSON training spec and save it.
     Train(train::TrainArgs),
-    /// Fine-tune a greedily trained model as a spec's `finetune` section says.
+    /// Fine-tune a greedily trained model as a spec's `finetune` section says (or, for a model
+    /// already fine-tuned so, train only the spec's `classifier` stage).
     Finetune(finetune::FinetuneArgs),
     /// Measure a model's error on the MNIST test set, with a confusion matrix.
     Eval(eval::EvalArgs),

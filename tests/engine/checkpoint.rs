@@ -6,7 +6,7 @@ use crate::common;
 
 use dbn_serve::engine::data::MnistSplit;
 use dbn_serve::engine::dbn::{
-    resume_greedy, train_model, Checkpoint, GreedyCheckpoint, TrainOutcome,
+    resume_greedy, train_classifier_stage, train_model, Checkpoint, GreedyCheckpoint, TrainOutcome,
 };
 use dbn_serve::engine::finetune::{BackpropConfig, UpDownConfig};
 use dbn_serve::engine::observer::{Control, EpochMetrics, Observer, Progress, Silent};
@@ -352,6 +352,57 @@ fn a_classifier_after_up_down_keeps_both_and_resumes_from_either_stage() {
             &Limits::default(),
         )
         .unwrap_err();
+    assert!(e.to_string().contains("classifier"), "{e}");
+}
+
+/// A classifier stage trained on its own on a model that up-down already fine-tuned (the CLI's
+/// `finetune` of a fine-tuned model): up-down's weights stay, a new classifier replaces the
+/// old one, and the history gains the classifier's epochs.
+#[test]
+fn a_classifier_stage_alone_replaces_the_classifier_and_keeps_up_down() {
+    let mut spec = finetune_spec(false);
+    spec.classifier = Some(BackpropConfig {
+        epochs: 2,
+        top_only_epochs: 1,
+        batch_size: 50,
+        ..BackpropConfig::default()
+    });
+    let data = common::fixture(MnistSplit::Train);
+    let checked = spec.check_for(&data, &Limits::default()).unwrap();
+    let straight = run(&spec, &mut Silent).unwrap();
+    let old = straight.dbn.classifier().cloned().expect("a classifier");
+    let generative: Vec<_> = (0..straight.dbn.layers().len() - 1)
+        .map(|l| straight.dbn.generative(l).to_owned())
+        .collect();
+    let layers = straight.dbn.layers().to_vec();
+    let epochs_before = straight.history.len();
+
+    let again = train_classifier_stage(&checked, straight, &data, &mut Silent).unwrap();
+    let new = again.dbn.classifier().expect("a classifier");
+    assert_ne!(
+        new, &old,
+        "the classifier is trained anew from its own stream"
+    );
+    assert_eq!(new.layers().len(), old.layers().len());
+    for (l, before) in generative.iter().enumerate() {
+        assert_eq!(again.dbn.generative(l), before, "layer {l}");
+    }
+    assert_eq!(again.dbn.layers(), &layers[..]);
+    assert_eq!(
+        again.history.len(),
+        epochs_before + 2,
+        "the classifier's epochs added"
+    );
+    assert!(
+        again.validation_error.is_some(),
+        "the new classifier is measured on the held-out images"
+    );
+
+    // A spec without a classifier stage has nothing to train.
+    let up_down_only = finetune_spec(false)
+        .check_for(&data, &Limits::default())
+        .unwrap();
+    let e = train_classifier_stage(&up_down_only, again, &data, &mut Silent).unwrap_err();
     assert!(e.to_string().contains("classifier"), "{e}");
 }
 

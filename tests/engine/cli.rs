@@ -234,4 +234,30 @@ fn finetune_applies_a_spec_to_a_model_pretrained_as_it_says() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not pretrained"));
+
+    // A fine-tuned model gets only a classifier stage, and only after the same fine-tuning.
+    let out = run(&[
+        "finetune".as_ref(),
+        "--model".as_ref(),
+        tuned.as_os_str(),
+        "--spec".as_ref(),
+        tuned_spec.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no classifier stage"));
+    let retuned_spec = write(
+        "retuned.json",
+        &format!(
+            r#"{{"name": "t", {pretrain}, "finetune": {{"method": "backprop", "epochs": 4, "top_only_epochs": 1}}}}"#
+        ),
+    );
+    let out = run(&[
+        "finetune".as_ref(),
+        "--model".as_ref(),
+        tuned.as_os_str(),
+        "--spec".as_ref(),
+        retuned_spec.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fine-tuned otherwise"));
 }

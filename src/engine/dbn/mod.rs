@@ -17,7 +17,10 @@ pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
 pub use finetune_checkpoint::{FinetuneCheckpoint, FINETUNE_CHECKPOINT_FORMAT};
 pub use greedy::{resume_greedy, train_greedy, TrainOutcome};
 pub use input_norm::{InputNorm, MIN_SCALE};
-pub use pipeline::{evaluated_card, finetune_model, log_prob_metrics, test_metrics, train_model};
+pub use pipeline::{
+    evaluated_card, finetune_model, log_prob_metrics, test_metrics, train_classifier_stage,
+    train_model,
+};
 
 use ndarray::{Array2, ArrayView2, CowArray, Ix2};
 

@@ -116,6 +116,34 @@ pub fn finetune_model(
     run_finetune(spec, outcome, data, observer, rng, None)
 }
 
+/// Mixed into the seed for a classifier stage trained on its own, after the model's
+/// generative fine-tuning was done by an earlier run.
+const CLASSIFIER_STREAM: u64 = 0x636c_6173_7369_6679;
+
+/// Trains only the spec's `classifier` stage on a model whose pretraining and generative
+/// fine-tuning were already done as the spec says (the caller checks): the model's own
+/// classifier, if it has one, is replaced by a new one started from its recognition weights.
+pub fn train_classifier_stage(
+    spec: &CheckedSpec,
+    outcome: TrainOutcome,
+    data: &Dataset,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    spec.fits(data)?;
+    if spec.classifier.is_none() {
+        return Err(EngineError::invalid(
+            "classifier",
+            "the spec has no classifier stage",
+        ));
+    }
+    let rng = crate::engine::rng_from_seed(spec.seed ^ CLASSIFIER_STREAM);
+    let only = TrainingSpec {
+        finetune: None,
+        ..(**spec).clone()
+    };
+    run_finetune(&only, outcome, data, observer, rng, None)
+}
+
 /// Continues fine-tuning from `checkpoint`, which must come from a run of the same `spec` on
 /// the same `data`: the result is bit-identical to the uninterrupted run's (for the same
 /// thread count and kernel set).
