@@ -84,6 +84,14 @@ pub struct ServeConfig {
     /// Most Gibbs steps of one samples or Gibbs classification call.
     #[arg(long, env = "DBN_MAX_GIBBS_STEPS", default_value_t = 10_000)]
     pub max_gibbs_steps: usize,
+    /// Most work one inference call may ask for, in multiply-adds (decoding counted at 200
+    /// per pixel); costlier calls are refused with 422 `over_budget` before any work.
+    #[arg(long, env = "DBN_MAX_CALL_WORK", default_value_t = 1e12, value_parser = positive_work)]
+    pub max_call_work: f64,
+    /// Most work admitted at once over all inference calls, in multiply-adds; beyond it calls
+    /// get 429 and may retry.
+    #[arg(long, env = "DBN_MAX_INFLIGHT_WORK", default_value_t = 4e12, value_parser = positive_work)]
+    pub max_inflight_work: f64,
     /// Seconds a short call (everything but event streams and uploads) may take.
     #[arg(long, env = "DBN_REQUEST_TIMEOUT", default_value_t = 60)]
     pub request_timeout_secs: u64,
@@ -161,6 +169,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// A work budget: a positive number of multiply-adds, e.g. `1e12`.
+fn positive_work(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of multiply-adds (at least 1, e.g. 1e12)"
+        )),
+    }
+}
+
 impl ServeConfig {
     /// Training workers this replica runs: none for an API-only replica, at least one else.
     pub fn training_workers(&self) -> usize {
@@ -183,6 +201,11 @@ impl ServeConfig {
             queue_capacity: self.inference_queue.max(1),
             max_batch: self.batch_max_rows.max(1),
             max_wait: std::time::Duration::from_micros(self.batch_max_wait_us),
+            budget: crate::inference::cost::Budget {
+                // Saturating conversions: 1e30 means "no limit".
+                per_call: self.max_call_work as u64,
+                in_flight: self.max_inflight_work.max(self.max_call_work) as u64,
+            },
         }
     }
 

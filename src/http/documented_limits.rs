@@ -109,6 +109,12 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
         );
     }
     add("ChainRequest", "frames", positive(MAX_CHAIN_FRAMES));
+    // Read only by method `gibbs`, which refuses 0.
+    add(
+        "PixelsRequest",
+        "gibbs_steps",
+        positive(config.max_gibbs_steps),
+    );
     add("ContinueRequest", "steps", positive(MAX_CONTINUE_STEPS));
     add(
         "ContinueRequest",
@@ -164,7 +170,8 @@ fn parameter_limits(
             "/v1/models/{id}/classify",
             "post",
             "gibbs_steps",
-            json!({"maximum": config.max_gibbs_steps}),
+            // Read only by method `gibbs`, which refuses 0.
+            json!({"minimum": 1, "maximum": config.max_gibbs_steps}),
         ),
     ]
 }

@@ -234,7 +234,14 @@ impl From<crate::inference::InferenceError> for ApiError {
     fn from(e: crate::inference::InferenceError) -> Self {
         use crate::inference::InferenceError;
         match e {
-            InferenceError::Overloaded(_) => ApiError::overloaded(e.to_string()),
+            InferenceError::Overloaded(_) | InferenceError::Saturated { .. } => {
+                ApiError::overloaded(e.to_string())
+            }
+            InferenceError::OverBudget { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "over_budget",
+                e.to_string(),
+            ),
             InferenceError::Engine(e) => e.into(),
             InferenceError::Internal(m) => ApiError::internal("inference", m),
         }

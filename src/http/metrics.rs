@@ -135,6 +135,11 @@ impl Metrics {
             "# HELP dbn_inference_queue_depth Inference calls waiting for a computation slot.\n# TYPE dbn_inference_queue_depth gauge\ndbn_inference_queue_depth {}",
             inference.waiting
         );
+        let _ = writeln!(
+            out,
+            "# HELP dbn_inference_admitted_work Multiply-adds of work admitted and not finished (bounded by DBN_MAX_INFLIGHT_WORK).\n# TYPE dbn_inference_admitted_work gauge\ndbn_inference_admitted_work {}",
+            inference.admitted_work
+        );
         out.push_str("# HELP dbn_inference_batch_rows Rows (images) per merged classification batch.\n# TYPE dbn_inference_batch_rows histogram\n");
         inference
             .stats
@@ -172,6 +177,7 @@ mod tests {
             inference: Snapshot {
                 waiting: 3,
                 computing: 1,
+                admitted_work: 12_345,
                 stats: Default::default(),
             },
         });
@@ -185,6 +191,7 @@ mod tests {
         assert!(text.contains("dbn_queue_depth 2"));
         assert!(text.contains("dbn_inference_queue_depth 3\n"));
         assert!(text.contains("dbn_inference_in_flight 1\n"));
+        assert!(text.contains("dbn_inference_admitted_work 12345\n"));
         assert!(text.contains("dbn_inference_batch_rows_count 0\n"));
     }
 }

@@ -87,7 +87,8 @@ pub struct SequenceSpecSchema {
 pub struct MovingImagesSchema {
     /// Side of the square canvas (default 36); larger than the images.
     canvas: Option<usize>,
-    /// Largest speed along each axis in pixels per frame (default 3).
+    /// Largest speed along each axis in pixels per frame (default 3, or the room the canvas
+    /// leaves when that is less: 1 for canvas 29, 2 for 30).
     max_speed: Option<usize>,
     /// Seed of the start positions and velocities (default 0).
     seed: Option<u64>,
@@ -418,7 +419,10 @@ mod tests {
         spec.sequence = Some(crate::engine::crbm::SequenceSpec {
             order: 2,
             length: 10,
-            moving: Some(crate::engine::data::MovingImages::default()),
+            moving: Some(crate::engine::data::MovingImages {
+                max_speed: Some(3),
+                ..Default::default()
+            }),
         });
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(

@@ -83,13 +83,16 @@ impl AppState {
             .map_err(ApiError::from)
     }
 
-    /// Runs `work` on the blocking pool once an inference slot is free. Waiting calls are
+    /// Runs `work` on the blocking pool once an inference slot is free. The call is first
+    /// admitted for `cost` multiply-adds (see [`crate::inference::cost`]): over the per-call
+    /// budget it is refused with 422, over the budget of all calls with 429. Waiting calls are
     /// bounded by the inference queue; beyond it the call is refused with 429.
-    pub async fn infer<T, F>(&self, what: &'static str, work: F) -> Result<T, ApiError>
+    pub async fn infer<T, F>(&self, what: &'static str, cost: u64, work: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     {
+        let reservation = self.inference.reserve(cost)?;
         let slot = self.inference.slot().await?;
         let metrics = self.metrics.clone();
         let started = std::time::Instant::now();
@@ -100,7 +103,7 @@ impl AppState {
         let _on_drop = RaiseOnDrop(cancel.clone());
         let flag = cancel.clone();
         let mut task = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
+            let _held = (slot, reservation);
             crate::engine::cancel::scope(flag, work)
         });
         let joined = tokio::select! {
@@ -123,6 +126,9 @@ impl AppState {
         how: crate::inference::Classifier,
         x: ndarray::Array2<f32>,
     ) -> Result<ndarray::Array2<f32>, ApiError> {
+        let _reservation = self
+            .inference
+            .reserve(crate::inference::cost::passes(&model.dbn, x.nrows()))?;
         Ok(self.inference.classify(model, how, x).await?)
     }
 }

@@ -4,7 +4,7 @@
 mod decode;
 mod mnist;
 
-pub use decode::{decode, Gray};
+pub use decode::{decode, dimensions, Gray};
 pub use mnist::{to_mnist, MNIST_SIDE};
 
 /// Why an image was refused.

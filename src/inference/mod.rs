@@ -15,6 +15,7 @@
 //!
 //! Owner: the HTTP state holds one [`Inference`] handle; clones share the queue.
 
+pub mod cost;
 mod lane;
 pub mod stats;
 
@@ -42,6 +43,8 @@ pub struct BatchConfig {
     pub max_batch: usize,
     /// Longest a lane waits for more calls while the engine is busy with other work.
     pub max_wait: Duration,
+    /// The work one call, and all admitted calls together, may ask for.
+    pub budget: cost::Budget,
 }
 
 /// The classifications that can be merged across calls: both are deterministic row by row.
@@ -78,6 +81,13 @@ impl Classifier {
 pub enum InferenceError {
     #[error("{0} inference calls are already waiting; retry later")]
     Overloaded(usize),
+    #[error(
+        "this call needs about {work:.1e} multiply-adds of work; one call may ask for at most {budget:.1e} \
+         (DBN_MAX_CALL_WORK): send fewer images, samples or steps"
+    )]
+    OverBudget { work: f64, budget: f64 },
+    #[error("the calls in progress already use the work budget of {budget:.1e} multiply-adds (DBN_MAX_INFLIGHT_WORK); retry later")]
+    Saturated { budget: f64 },
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// The computation panicked or the server is stopping.
@@ -115,6 +125,8 @@ struct Shared {
     busy: AtomicUsize,
     lanes: Mutex<HashMap<(String, Classifier), Arc<Lane>>>,
     stats: Mutex<BatchStats>,
+    /// The work of the calls admitted and not finished.
+    ledger: cost::Ledger,
 }
 
 impl Shared {
@@ -156,6 +168,8 @@ impl Shared {
 pub struct Snapshot {
     pub waiting: usize,
     pub computing: usize,
+    /// Multiply-adds admitted and not finished.
+    pub admitted_work: u64,
     pub stats: BatchStats,
 }
 
@@ -169,12 +183,31 @@ impl Inference {
                 busy: AtomicUsize::new(0),
                 lanes: Mutex::new(HashMap::new()),
                 stats: Mutex::new(BatchStats::default()),
+                ledger: cost::Ledger::default(),
             }),
         }
     }
 
     pub fn config(&self) -> &BatchConfig {
         &self.shared.config
+    }
+
+    /// Admits a call that asks for `work` multiply-adds (see [`cost`]), before it waits or
+    /// computes: refused when it alone is over the per-call budget, or when the calls
+    /// already admitted leave no room for it. The work is returned when the reservation drops.
+    pub fn reserve(&self, work: u64) -> Result<cost::Reservation, InferenceError> {
+        self.shared
+            .ledger
+            .reserve(work, self.shared.config.budget)
+            .map_err(|refusal| match refusal {
+                cost::Refusal::TooCostly { work, budget } => InferenceError::OverBudget {
+                    work: work as f64,
+                    budget: budget as f64,
+                },
+                cost::Refusal::Saturated { budget } => InferenceError::Saturated {
+                    budget: budget as f64,
+                },
+            })
     }
 
     /// Waits in the queue for a computation slot (refused at once when the queue is full).
@@ -222,6 +255,7 @@ impl Inference {
         Snapshot {
             waiting: self.shared.waiting.load(Ordering::SeqCst),
             computing: self.shared.busy.load(Ordering::SeqCst),
+            admitted_work: self.shared.ledger.admitted(),
             stats: self.shared.stats().clone(),
         }
     }

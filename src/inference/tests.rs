@@ -48,6 +48,7 @@ fn config(slots: usize, queue: usize, max_batch: usize, max_wait: Duration) -> B
         queue_capacity: queue,
         max_batch,
         max_wait,
+        budget: super::cost::Budget::UNLIMITED,
     }
 }
 

@@ -292,7 +292,7 @@ fn moving_digits_are_shifted_copies_that_stay_on_the_canvas() {
     let digits = common::fixture(MnistSplit::Train).slice(0..20);
     let moving = MovingImages {
         canvas: 36,
-        max_speed: 3,
+        max_speed: Some(3),
         seed: 5,
     };
     let videos = moving.sequences(&digits, 10).unwrap();
@@ -367,7 +367,7 @@ fn moving_spec(hidden: Vec<usize>) -> TrainingSpec {
             length: 10,
             moving: Some(MovingImages {
                 canvas: 32,
-                max_speed: 2,
+                max_speed: Some(2),
                 seed: 0,
             }),
         }),

@@ -656,6 +656,9 @@ fn patient_config(c: &mut dbn_serve::config::ServeConfig) {
     c.request_timeout_secs = 2;
     c.max_samples = 10_000;
     c.max_gibbs_steps = 100_000;
+    // Calls that would run for minutes are the point here: no work budget refuses them.
+    c.max_call_work = 1e30;
+    c.max_inflight_work = 1e30;
 }
 
 /// A call that holds the only inference slot: its computation must stop for this one to run

@@ -7,6 +7,7 @@ mod aliases;
 mod app;
 mod auth_and_limits;
 mod browser;
+mod budgets;
 mod classify;
 mod codes;
 mod crash;

@@ -15,8 +15,10 @@ use crate::engine::error::{EngineError, Result};
 pub struct MovingImages {
     /// Side of the square canvas in pixels (default 36); larger than the images.
     pub canvas: usize,
-    /// Largest speed along each axis, in pixels per frame (default 3).
-    pub max_speed: usize,
+    /// Largest speed along each axis, in pixels per frame (default 3, or less when the canvas
+    /// leaves the images less room than that).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_speed: Option<usize>,
     /// Seed of the start positions and velocities (default 0), separate from the training
     /// seed so that every model of the same data sees the same videos.
     pub seed: u64,
@@ -26,7 +28,7 @@ impl Default for MovingImages {
     fn default() -> Self {
         MovingImages {
             canvas: 36,
-            max_speed: 3,
+            max_speed: None,
             seed: 0,
         }
     }
@@ -34,6 +36,9 @@ impl Default for MovingImages {
 
 /// The largest canvas side accepted.
 pub const MAX_CANVAS: usize = 128;
+
+/// The largest speed when the spec names none (as far as the canvas leaves room).
+pub const DEFAULT_MAX_SPEED: usize = 3;
 
 impl MovingImages {
     /// Checks the settings for images of `rows` × `cols`; errors name the field under `prefix`.
@@ -48,16 +53,21 @@ impl MovingImages {
             ));
         }
         let room = self.canvas - rows.max(cols);
-        if self.max_speed == 0 || self.max_speed > room {
+        let speed = self.speed(rows, cols);
+        if speed == 0 || speed > room {
             return Err(EngineError::invalid(
                 format!("{prefix}.max_speed"),
-                format!(
-                    "must be in 1..={room} (the room the images have to move), got {}",
-                    self.max_speed
-                ),
+                format!("must be in 1..={room} (the room the images have to move), got {speed}"),
             ));
         }
         Ok(())
+    }
+
+    /// The largest speed for images of `rows` × `cols`: the spec's, or the default as far as
+    /// the canvas leaves room.
+    pub fn speed(&self, rows: usize, cols: usize) -> usize {
+        let room = self.canvas.saturating_sub(rows.max(cols));
+        self.max_speed.unwrap_or(DEFAULT_MAX_SPEED.min(room))
     }
 
     /// One sequence of `length` frames per image of `images`, frames as consecutive rows
@@ -103,7 +113,7 @@ impl MovingImages {
         let mixed = self.seed ^ (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut rng = crate::engine::rng_from_seed(mixed);
         let limit = [self.canvas - rows, self.canvas - cols];
-        let speed = self.max_speed as i64;
+        let speed = self.speed(rows, cols) as i64;
         let mut velocity = [0i64; 2];
         // Never still: at least one axis moves.
         while velocity == [0, 0] {

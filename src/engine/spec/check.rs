@@ -645,6 +645,24 @@ mod tests {
     }
 
     #[test]
+    fn the_default_speed_fits_the_canvas() {
+        let on = |moving: Value| {
+            let mut v = spec(json!({"train_examples": 100,
+                                    "sequence": {"order": 2, "length": 10, "moving": moving}}));
+            v.architecture.labels_in_top = false;
+            v.check(DataShape::MNIST, &Limits::DEFAULT)
+                .map(|c| c.sequence.as_ref().unwrap().moving.unwrap().speed(28, 28))
+        };
+        // 28 × 28 images on a 30-pixel canvas have 2 pixels of room: the default speed is 2.
+        assert_eq!(on(json!({"canvas": 30})).unwrap(), 2);
+        assert_eq!(on(json!({"canvas": 29})).unwrap(), 1);
+        assert_eq!(on(json!({"canvas": 36})).unwrap(), 3);
+        assert_eq!(on(json!({"canvas": 36, "max_speed": 5})).unwrap(), 5);
+        let err = on(json!({"canvas": 30, "max_speed": 3})).unwrap_err();
+        assert!(err.to_string().contains("must be in 1..=2"), "{err}");
+    }
+
+    #[test]
     fn backprop_needs_labels_in_the_data() {
         let s = spec(json!({"architecture": {"labels_in_top": false},
                             "finetune": {"method": "backprop"}}));

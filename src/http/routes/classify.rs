@@ -40,8 +40,8 @@ pub fn router() -> Router<AppState> {
         (status = 404, body = ErrorBody),
         (status = 413, description = "Body or image too large", body = ErrorBody),
         (status = 415, description = "Not an image or JSON", body = ErrorBody),
-        (status = 422, description = "Undecodable image, wrong pixel count, or a model without labels", body = ErrorBody),
-        (status = 429, description = "Too many inference calls", body = ErrorBody),
+        (status = 422, description = "Undecodable image, wrong pixel count, or a model without labels; `over_budget`: more work than one call may ask for (DBN_MAX_CALL_WORK)", body = ErrorBody),
+        (status = 429, description = "Too many inference calls, or the work of the calls in progress is at DBN_MAX_INFLIGHT_WORK", body = ErrorBody),
     ))]
 async fn classify(
     State(state): State<AppState>,
@@ -80,8 +80,9 @@ async fn classify(
         Some(how) => state.classify(model.clone(), how, x).await?,
         None => {
             let m = model.clone();
+            let work = crate::inference::cost::gibbs(&model.dbn, x.nrows(), steps);
             state
-                .infer(method.as_str(), move || {
+                .infer(method.as_str(), work, move || {
                     let mut rng = crate::engine::rng_from_seed(seed);
                     Ok(m.dbn.classify_gibbs(x.view(), steps, &mut rng)?)
                 })

@@ -14,6 +14,7 @@ use super::generation::{image_shape, png_response, rows, wants_png};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::routes::inputs::{read_body, Body, Inputs};
 use crate::http::state::AppState;
+use crate::inference::cost;
 use crate::render::{grid_png, Scale};
 
 pub fn router() -> Router<AppState> {
@@ -76,8 +77,8 @@ async fn inputs(req: Request, state: &AppState) -> Result<Inputs, ApiError> {
         (status = 404, body = ErrorBody),
         (status = 413, description = "Body or image too large", body = ErrorBody),
         (status = 415, description = "Not an image or JSON", body = ErrorBody),
-        (status = 422, description = "Undecodable image, wrong pixel count or unknown field", body = ErrorBody),
-        (status = 429, description = "Too many inference calls", body = ErrorBody),
+        (status = 422, description = "Undecodable image, wrong pixel count or unknown field; `over_budget`: more work than one call may ask for (DBN_MAX_CALL_WORK)", body = ErrorBody),
+        (status = 429, description = "Too many inference calls, or the work of the calls in progress is at DBN_MAX_INFLIGHT_WORK", body = ErrorBody),
     ))]
 async fn encode(
     State(state): State<AppState>,
@@ -87,8 +88,11 @@ async fn encode(
     let model = state.model(&id).await?;
     let inputs = inputs(req, &state).await?;
     let max_pixels = state.config.max_image_pixels;
+    let work = inputs
+        .work(max_pixels)?
+        .saturating_add(cost::passes(&model.dbn, inputs.len()));
     state
-        .infer("encode", move || {
+        .infer("encode", work, move || {
             let x = inputs.into_matrix(model.dbn.n_inputs(), max_pixels)?;
             let codes = model.dbn.encode(x.view())?;
             Ok(Json(EncodeResponse {
@@ -117,8 +121,8 @@ async fn encode(
         (status = 404, body = ErrorBody),
         (status = 413, description = "Body or image too large", body = ErrorBody),
         (status = 415, description = "Not an image or JSON", body = ErrorBody),
-        (status = 422, description = "Undecodable image, wrong pixel count or unknown field", body = ErrorBody),
-        (status = 429, description = "Too many inference calls", body = ErrorBody),
+        (status = 422, description = "Undecodable image, wrong pixel count or unknown field; `over_budget`: more work than one call may ask for (DBN_MAX_CALL_WORK)", body = ErrorBody),
+        (status = 429, description = "Too many inference calls, or the work of the calls in progress is at DBN_MAX_INFLIGHT_WORK", body = ErrorBody),
     ))]
 async fn reconstruct(
     State(state): State<AppState>,
@@ -129,8 +133,11 @@ async fn reconstruct(
     let wants_png = wants_png(req.headers());
     let inputs = inputs(req, &state).await?;
     let max_pixels = state.config.max_image_pixels;
+    let work = inputs
+        .work(max_pixels)?
+        .saturating_add(cost::passes(&model.dbn, inputs.len()));
     state
-        .infer("reconstruct", move || {
+        .infer("reconstruct", work, move || {
             let x = inputs.into_matrix(model.dbn.n_inputs(), max_pixels)?;
             let recon = model.dbn.reconstruct(x.view())?;
             let shape = image_shape(&model);

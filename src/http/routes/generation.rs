@@ -14,6 +14,7 @@ use crate::http::dto::{ChainFrame, ChainRequest, ChainResponse, SampleRequest, S
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::state::AppState;
+use crate::inference::cost;
 use crate::render::{grid_png, Scale};
 use crate::store::ModelEntry;
 
@@ -82,14 +83,18 @@ pub(super) fn image_shape(model: &ModelEntry) -> [usize; 2] {
     model.card.image_shape.unwrap_or([1, model.dbn.n_inputs()])
 }
 
-fn generate(
-    state: &AppState,
-    model: &Arc<ModelEntry>,
-    req: &SampleRequest,
-) -> Result<Generated, ApiError> {
+/// Checks a samples request and returns the work it asks for.
+fn sample_work(state: &AppState, model: &ModelEntry, req: &SampleRequest) -> Result<u64, ApiError> {
     let count = req.count.unwrap_or(DEFAULT_SAMPLE_COUNT);
     let steps = req.gibbs_steps.unwrap_or(DEFAULT_SAMPLE_STEPS);
     check_generation(state, model, count, steps, req.label)?;
+    Ok(cost::gibbs(&model.dbn, count, steps))
+}
+
+/// Generates the samples of a request checked by [`sample_work`].
+fn generate(model: &Arc<ModelEntry>, req: &SampleRequest) -> Result<Generated, ApiError> {
+    let count = req.count.unwrap_or(DEFAULT_SAMPLE_COUNT);
+    let steps = req.gibbs_steps.unwrap_or(DEFAULT_SAMPLE_STEPS);
     let seed = req.seed.unwrap_or(0);
     let mut rng = crate::engine::rng_from_seed(seed);
     let images = model.dbn.generate(req.label, count, steps, &mut rng)?;
@@ -144,8 +149,8 @@ pub(super) fn png_response(bytes: Vec<u8>) -> Response {
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Count, steps or label out of range", body = ErrorBody),
-        (status = 429, body = ErrorBody),
+        (status = 422, description = "Count, steps or label out of range; `over_budget`: more work than one call may ask for (DBN_MAX_CALL_WORK)", body = ErrorBody),
+        (status = 429, description = "Too many inference calls, or the work of the calls in progress is at DBN_MAX_INFLIGHT_WORK", body = ErrorBody),
     ))]
 async fn samples(
     State(state): State<AppState>,
@@ -155,10 +160,10 @@ async fn samples(
 ) -> Result<Response, ApiError> {
     let model = state.model(&id).await?;
     let wants_png = wants_png(&headers);
-    let s = state.clone();
+    let work = sample_work(&state, &model, &req)?;
     state
-        .infer("samples", move || {
-            let g = generate(&s, &model, &req)?;
+        .infer("samples", work, move || {
+            let g = generate(&model, &req)?;
             if wants_png {
                 return g.png(&req);
             }
@@ -181,8 +186,8 @@ async fn samples(
     responses(
         (status = 200, description = "A PNG grid", content_type = "image/png", body = Vec<u8>),
         (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody),
+        (status = 422, description = "Count, steps or label out of range; `over_budget`: more work than one call may ask for (DBN_MAX_CALL_WORK)", body = ErrorBody),
+        (status = 429, description = "Too many inference calls, or the work of the calls in progress is at DBN_MAX_INFLIGHT_WORK", body = ErrorBody),
     ))]
 async fn samples_png(
     State(state): State<AppState>,
@@ -190,9 +195,9 @@ async fn samples_png(
     ApiQuery(req): ApiQuery<SampleRequest>,
 ) -> Result<Response, ApiError> {
     let model = state.model(&id).await?;
-    let s = state.clone();
+    let work = sample_work(&state, &model, &req)?;
     state
-        .infer("samples", move || generate(&s, &model, &req)?.png(&req))
+        .infer("samples", work, move || generate(&model, &req)?.png(&req))
         .await
 }
 
@@ -208,8 +213,8 @@ async fn samples_png(
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Count, steps, frames or label out of range", body = ErrorBody),
-        (status = 429, body = ErrorBody),
+        (status = 422, description = "Count, steps, frames or label out of range; `over_budget`: more work than one call may ask for (DBN_MAX_CALL_WORK)", body = ErrorBody),
+        (status = 429, description = "Too many inference calls, or the work of the calls in progress is at DBN_MAX_INFLIGHT_WORK", body = ErrorBody),
     ))]
 async fn chain(
     State(state): State<AppState>,
@@ -227,8 +232,10 @@ async fn chain(
             format!("must be in 1..={MAX_CHAIN_FRAMES}"),
         ));
     }
+    let work = cost::gibbs(&model.dbn, count, steps)
+        .saturating_add(cost::passes(&model.dbn, count.saturating_mul(frames)));
     state
-        .infer("chain", move || {
+        .infer("chain", work, move || {
             let seed = req.seed.unwrap_or(0);
             let mut rng = crate::engine::rng_from_seed(seed);
             let every = steps.div_ceil(frames).max(1);
@@ -290,8 +297,9 @@ async fn features_png(
         .card
         .image_shape
         .ok_or_else(|| ApiError::invalid("model", "its inputs are not images"))?;
+    let work = cost::passes(&model.dbn, count);
     state
-        .infer("features", move || {
+        .infer("features", work, move || {
             let fields = model.dbn.receptive_fields(count);
             let cols = (count as f64).sqrt().ceil() as usize;
             Ok(png_response(grid_png(

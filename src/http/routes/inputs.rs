@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::http::error::ApiError;
 use crate::http::extract::{body_rejection, ApiJson, BufferedMultipart};
 use crate::http::state::AppState;
-use crate::imaging::{decode, to_mnist, MNIST_SIDE};
+use crate::imaging::{decode, dimensions, to_mnist, MNIST_SIDE};
+use crate::inference::cost;
 
 /// A request body: JSON of the route's own type, or encoded images.
 pub enum Body<T> {
@@ -93,7 +94,7 @@ const INLINE_ROWS: usize = 64;
 impl Inputs {
     /// [`Inputs::into_matrix`], computed where its cost belongs: small JSON inputs at once,
     /// images and large inputs on the blocking pool under an inference slot (so decoding is
-    /// bounded by the same queue as computing).
+    /// bounded by the same queue and work budget as computing).
     pub async fn to_matrix(
         self,
         state: &AppState,
@@ -105,19 +106,56 @@ impl Inputs {
                 Inputs::Pixels(rows).into_matrix(n_inputs, max_pixels)
             }
             inputs => {
+                let work = inputs.work(max_pixels)?;
                 state
-                    .infer("decode", move || inputs.into_matrix(n_inputs, max_pixels))
+                    .infer("decode", work, move || {
+                        inputs.into_matrix(n_inputs, max_pixels)
+                    })
                     .await
             }
         }
     }
 
-    /// Refuses more than `max` images in one call.
-    pub fn check_count(&self, max: usize) -> Result<(), ApiError> {
-        let count = match self {
+    /// The work of reading the inputs, known before any is decoded: the pixels every image
+    /// declares in its header, summed over the images. An image over the size limit, or
+    /// whose header cannot be read, is refused here.
+    pub fn work(&self, max_pixels: u64) -> Result<u64, ApiError> {
+        match self {
+            Inputs::Pixels(rows) => Ok(rows.iter().map(|r| r.len() as u64).sum()),
+            Inputs::Images(images) => {
+                let mut pixels: u64 = 0;
+                for bytes in images {
+                    let (width, height) = dimensions(bytes)?;
+                    if width.saturating_mul(height) > max_pixels {
+                        return Err(crate::imaging::ImageError::TooLarge {
+                            width,
+                            height,
+                            limit: max_pixels,
+                        }
+                        .into());
+                    }
+                    pixels = pixels.saturating_add(width.saturating_mul(height));
+                }
+                Ok(cost::decoding(pixels))
+            }
+        }
+    }
+
+    /// How many images.
+    pub fn len(&self) -> usize {
+        match self {
             Inputs::Pixels(rows) => rows.len(),
             Inputs::Images(images) => images.len(),
-        };
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses more than `max` images in one call.
+    pub fn check_count(&self, max: usize) -> Result<(), ApiError> {
+        let count = self.len();
         if count > max {
             return Err(ApiError::invalid(
                 "pixels",

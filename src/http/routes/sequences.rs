@@ -92,8 +92,8 @@ pub struct ContinueResponse {
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Not a sequence model, too few frames, wrong frame size or values, unknown example, or settings out of range", body = ErrorBody),
-        (status = 429, description = "Too many inference calls", body = ErrorBody),
+        (status = 422, description = "Not a sequence model, too few frames, wrong frame size or values, unknown example, or settings out of range; `over_budget`: more work than one call may ask for (DBN_MAX_CALL_WORK)", body = ErrorBody),
+        (status = 429, description = "Too many inference calls, or the work of the calls in progress is at DBN_MAX_INFLIGHT_WORK", body = ErrorBody),
         (status = 503, description = "The example's dataset is not available", body = ErrorBody),
     ))]
 async fn continue_sequence(
@@ -147,8 +147,9 @@ async fn continue_sequence(
         mean_field: req.mean_field.unwrap_or(false),
     };
     let datasets = state.jobs.datasets().clone();
+    let work = crate::inference::cost::sequence(&model.dbn, steps, gibbs_steps);
     state
-        .infer("continue", move || {
+        .infer("continue", work, move || {
             let (given, truth) = match start {
                 Start::Frames(given) => (given, None),
                 Start::Example(k) => {
