@@ -96,16 +96,29 @@ impl AppState {
         let slot = self.inference.slot().await?;
         let metrics = self.metrics.clone();
         let started = std::time::Instant::now();
-        // Raised when this call is dropped unfinished (its deadline passed or its client
-        // left) or when the server begins to stop: the engine's loops then end early and
-        // the slot is freed (see engine::cancel).
+        let result = self
+            .cancellable(move || {
+                let _held = (slot, reservation);
+                work()
+            })
+            .await;
+        metrics.observe_inference(what, started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Runs `work` on the blocking pool under a cancel flag (see [`crate::engine::cancel`])
+    /// that is raised when this call is dropped unfinished (its deadline passed or its client
+    /// left) or when the server begins to stop: the engine's loops then end early.
+    pub async fn cancellable<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    {
         let cancel = Arc::new(AtomicBool::new(false));
         let _on_drop = RaiseOnDrop(cancel.clone());
         let flag = cancel.clone();
-        let mut task = tokio::task::spawn_blocking(move || {
-            let _held = (slot, reservation);
-            crate::engine::cancel::scope(flag, work)
-        });
+        let mut task =
+            tokio::task::spawn_blocking(move || crate::engine::cancel::scope(flag, work));
         let joined = tokio::select! {
             joined = &mut task => joined,
             () = stopping(self.shutdown.clone()) => {
@@ -113,9 +126,7 @@ impl AppState {
                 task.await
             }
         };
-        let result = joined.map_err(|e| ApiError::internal("inference task", e))?;
-        metrics.observe_inference(what, started.elapsed().as_secs_f64());
-        result
+        joined.map_err(|e| ApiError::internal("blocking task", e))?
     }
 
     /// p(label | x) for the rows of `x`, merged with concurrent calls of the same model and

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::engine::data::{parse_idx, Dataset, MnistSplit};
+use crate::engine::data::scan::check_pair;
+use crate::engine::data::{Dataset, MnistSplit};
 use crate::engine::persist::write_atomic;
 use crate::engine::{DataError, EngineError};
 use crate::store::{valid_id, ModelStore, StoreError};
@@ -43,6 +44,8 @@ pub struct Datasets {
     uploads: PathBuf,
     /// The store that shares uploads between replicas, if any.
     shared: Option<Arc<dyn ModelStore>>,
+    /// Held while an upload is checked and stored.
+    ingesting: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Datasets {
@@ -72,6 +75,7 @@ impl Datasets {
             mnist_dir,
             uploads: data_dir.join("datasets"),
             shared: models.shares_datasets().then_some(models),
+            ingesting: Arc::default(),
         }
     }
 
@@ -226,15 +230,21 @@ impl Datasets {
             )
             .into());
         }
+        // One upload is checked and stored at a time: gunzipping is a core's work for seconds,
+        // and two uploads of one name cannot both pass the check below.
+        let _one_at_a_time = self
+            .ingesting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = self.uploads.join(name);
         if dir.exists() || self.names().iter().any(|n| n == name) {
             return Err(EngineError::invalid("name", format!("{name:?} exists")).into());
         }
+        // Checked as they unpack, piece by piece: the unpacked set is never in memory.
         let check = |images: &[u8], labels: &[u8], what: &str| -> Result<usize, EngineError> {
+            let names = (&*format!("{what}_images"), &*format!("{what}_labels"));
             let limit = crate::engine::data::idx::DEFAULT_MAX_BYTES;
-            let images = parse_idx(&format!("{what}_images"), images, limit)?;
-            let labels = parse_idx(&format!("{what}_labels"), labels, limit)?;
-            Ok(Dataset::from_idx(&images, &labels, Some((28, 28)), 10)?.len())
+            Ok(check_pair(images, labels, names, (28, 28), 10, limit)?.examples)
         };
         check(&upload.train_images, &upload.train_labels, "train")?;
         let test = match (&upload.test_images, &upload.test_labels) {

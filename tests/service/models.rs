@@ -143,3 +143,94 @@ async fn uploaded_datasets_can_be_trained_on() {
     // No test split was uploaded, so no test error.
     assert!(m["metrics"]["test_error"].is_null());
 }
+
+/// 1.1 million blank images gzip to under a megabyte and unpack to 862 MB: the real binary
+/// checks and stores them while its resident memory stays far below the unpacked size (it
+/// peaked at 4.3 GB when uploads were unpacked and converted in memory). Two uploads of one
+/// name at once: one is stored, the other refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_that_unpacks_to_most_of_a_gigabyte_is_checked_in_bounded_memory() {
+    use std::io::Write;
+    let n = 1_100_000usize;
+    let gz = |bytes: &mut dyn FnMut(&mut dyn Write)| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        bytes(&mut e);
+        e.finish().unwrap()
+    };
+    let images = gz(&mut |w| {
+        w.write_all(&[0, 0, 8, 3]).unwrap();
+        for d in [n as u32, 28, 28] {
+            w.write_all(&d.to_be_bytes()).unwrap();
+        }
+        let zeros = vec![0u8; 28 * 28 * 1000];
+        for _ in 0..n / 1000 {
+            w.write_all(&zeros).unwrap();
+        }
+    });
+    let labels = gz(&mut |w| {
+        w.write_all(&[0, 0, 8, 1]).unwrap();
+        w.write_all(&(n as u32).to_be_bytes()).unwrap();
+        w.write_all(&vec![7u8; n]).unwrap();
+    });
+    assert!(images.len() < 1 << 20, "{} bytes", images.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, base) = crate::crash::start_with(
+        dir.path(),
+        &[("DBN_LOG", "warn")],
+        std::process::Stdio::inherit(),
+    );
+    let client = crate::common::http_client();
+    let upload = |name: &'static str| {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "train_images",
+                reqwest::multipart::Part::bytes(images.clone()),
+            )
+            .part(
+                "train_labels",
+                reqwest::multipart::Part::bytes(labels.clone()),
+            );
+        client
+            .post(format!("{base}/v1/datasets?name={name}"))
+            .multipart(form)
+            .send()
+    };
+    let (a, b) = tokio::join!(upload("blank"), upload("blank"));
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [201, 422],
+        "one of two uploads of one name is stored"
+    );
+    let list: Value = client
+        .get(format!("{base}/v1/datasets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let blank = list["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "blank")
+        .expect("the upload is listed");
+    assert_eq!(blank["train_examples"], n);
+
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    crate::crash::kill(&mut server);
+    // 862 MB unpacked; the server itself (with its bundled model off) needs well under 200 MB.
+    assert!(
+        peak_kb < 300 * 1024,
+        "peak resident memory {} MB while checking the upload",
+        peak_kb / 1024
+    );
+}

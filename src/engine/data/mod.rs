@@ -4,6 +4,7 @@
 pub mod dataset;
 pub mod idx;
 pub mod moving;
+pub mod scan;
 
 pub use dataset::{Dataset, MnistSplit};
 pub use idx::{parse_idx, read_idx_file, IdxArray};

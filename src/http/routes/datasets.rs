@@ -96,9 +96,10 @@ async fn upload(
         ));
     }
     let jobs = state.jobs.clone();
-    let info = tokio::task::spawn_blocking(move || jobs.datasets().store(&q.name, &upload))
-        .await
-        .map_err(|e| ApiError::internal("storing dataset", e))??;
+    // Checking gunzips the files: stopped if the client leaves or the server stops.
+    let info = state
+        .cancellable(move || Ok(jobs.datasets().store(&q.name, &upload)?))
+        .await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, "/v1/datasets".to_string())],
