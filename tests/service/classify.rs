@@ -704,7 +704,47 @@ async fn work_past_its_deadline_or_left_by_its_client_stops_and_frees_its_slot()
         .await;
     assert_eq!((status, code(&r)), (503, "timeout"), "{r}");
     assert_eq!(quick_sample(&app, &model).await, 200);
+    // Decoding too: 100 small PNGs of 4096 × 4096 pixels each (about a tenth of a second to
+    // decode apiece) are abandoned at the deadline, between one image and the next.
+    let mut form = reqwest::multipart::Form::new();
+    let bomb = blank_png(4096, png::BitDepth::One);
+    for i in 0..100 {
+        form = form.part(
+            format!("image{i}"),
+            reqwest::multipart::Part::bytes(bomb.clone())
+                .file_name("b.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    }
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/models/{model}/classify")))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(quick_sample(&app, &model).await, 200);
     app.assert_healthy().await;
+}
+
+/// A white square PNG of `side` × `side` grey pixels of `depth`.
+fn blank_png(side: u32, depth: png::BitDepth) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, side, side);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(depth);
+    let bits = match depth {
+        png::BitDepth::One => 1,
+        _ => 8,
+    };
+    let row = (side as usize * bits).div_ceil(8);
+    let mut w = enc.write_header().unwrap();
+    w.write_image_data(&vec![0xff; row * side as usize])
+        .unwrap();
+    w.finish().unwrap();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

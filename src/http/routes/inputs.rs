@@ -194,10 +194,13 @@ impl Inputs {
                         format!("takes {n_inputs} inputs, not 28x28 images; send JSON pixels"),
                     ));
                 }
-                images
-                    .iter()
-                    .map(|b| decode(b, max_pixels).map(|g| to_mnist(&g)))
-                    .collect::<Result<_, _>>()?
+                // Between images, a call nobody waits for any more stops decoding.
+                let mut rows = Vec::with_capacity(images.len());
+                for bytes in &images {
+                    crate::engine::cancel::check()?;
+                    rows.push(to_mnist(&decode(bytes, max_pixels)?));
+                }
+                rows
             }
         };
         if rows.is_empty() {
