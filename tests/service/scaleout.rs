@@ -429,3 +429,50 @@ async fn a_damaged_model_object_answers_its_own_server_error_not_a_client_error(
     get(&client, format!("{base}/v1/models")).await;
     kill(&mut server);
 }
+
+/// Two workers in one replica, and a heartbeat outage longer than the lease (the lease lapsed
+/// in SQL): the replica's idle worker claims the job again, and the first run, fenced by its
+/// claim number, stops without recording anything. The job ends once, with every epoch and
+/// one model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_of_the_same_replica_takes_a_lapsed_job_and_the_first_run_is_fenced() {
+    let Some((admin, endpoint)) = services::services("own_lapsed_job_service") else {
+        return;
+    };
+    let shared = shared_stores(&admin, &endpoint).await;
+    let client = crate::common::http_client();
+    // A long lease: only the lapse below, not the heartbeat, hands the job over.
+    let (mut server, base) = replica(&shared, &[("DBN_WORKERS", "2"), ("DBN_LEASE_SECS", "60")]);
+    let spec =
+        json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 12}, "seed": 5});
+    let id = submit(&client, &base, &spec).await;
+    wait_job(&client, &base, &id, |j| {
+        j["history"].as_array().is_some_and(|h| h.len() >= 2)
+    })
+    .await;
+    let url = shared._database.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        db.execute(
+            "UPDATE dbn_jobs SET lease_expires_at = clock_timestamp() - interval '1 second' \
+             WHERE status = 'running'",
+            &[],
+        )
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    let taken = wait_job(&client, &base, &id, |j| j["attempts"] == 2).await;
+    assert_eq!(taken["status"], "running", "{taken}");
+    let done = wait_job(&client, &base, &id, crate::app::is_terminal).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    // Every epoch once: the fenced run's epochs after the takeover were not recorded.
+    let history = done["history"].as_array().unwrap();
+    assert_eq!(history.len(), 24, "{done}");
+    let listed = get(&client, format!("{base}/v1/models")).await;
+    assert_eq!(listed["models"].as_array().unwrap().len(), 1, "{listed}");
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    kill(&mut server);
+}
