@@ -476,3 +476,86 @@ async fn a_second_worker_of_the_same_replica_takes_a_lapsed_job_and_the_first_ru
     assert_eq!(ready.status(), 200);
     kill(&mut server);
 }
+
+/// A TCP proxy to `target` that can be cut: while down, it closes every connection it
+/// accepts, as a bucket behind a failed network would look. Returns its URL and its switch.
+async fn switchable_proxy(target: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let target = target
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = std::sync::Arc::new(AtomicBool::new(true));
+    let switch = up.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !up.load(Ordering::SeqCst) {
+                drop(inbound);
+                continue;
+            }
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), switch)
+}
+
+/// A worker that must fetch an uploaded dataset from the bucket while the bucket is out of
+/// reach tries again with backoff, then puts the job back in the queue instead of failing it;
+/// once the bucket is back the job trains on that dataset and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_fetch_that_fails_is_retried_and_the_job_waits_for_the_bucket() {
+    use std::sync::atomic::Ordering;
+    let Some((admin, endpoint)) = services::services("dataset_fetch_retried") else {
+        return;
+    };
+    let shared = shared_stores(&admin, &endpoint).await;
+    let client = crate::common::http_client();
+    let (mut api, api_base) = replica(&shared, &[("DBN_ROLE", "api")]);
+    let fixture = crate::common::fixture_dir();
+    let part =
+        |name: &str| reqwest::multipart::Part::bytes(std::fs::read(fixture.join(name)).unwrap());
+    let form = reqwest::multipart::Form::new()
+        .part("train_images", part("train-images-idx3-ubyte.gz"))
+        .part("train_labels", part("train-labels-idx1-ubyte.gz"));
+    let r = client
+        .post(format!("{api_base}/v1/datasets?name=digits"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // The worker reaches the bucket through a proxy that is cut before the job comes.
+    let (proxy, up) = switchable_proxy(&endpoint).await;
+    let mut worker_env: Vec<(String, String)> = shared
+        .iter()
+        .filter(|(k, _)| k != "AWS_ENDPOINT")
+        .cloned()
+        .collect();
+    worker_env.push(("AWS_ENDPOINT".into(), proxy));
+    let (mut worker, _) = replica(&worker_env, &[("DBN_ROLE", "worker")]);
+    up.store(false, Ordering::SeqCst);
+    let mut spec = crate::app::small_spec(1);
+    spec["dataset"] = "digits".into();
+    let id = submit(&client, &api_base, &spec).await;
+    let waiting = wait_job(&client, &api_base, &id, |j| {
+        j["attempts"].as_u64() >= Some(2)
+    })
+    .await;
+    assert!(!crate::app::is_terminal(&waiting), "{waiting}");
+    up.store(true, Ordering::SeqCst);
+    let done = wait_job(&client, &api_base, &id, crate::app::is_terminal).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let model = done["model_id"].as_str().unwrap();
+    let card = get(&client, format!("{api_base}/v1/models/{model}")).await;
+    assert_eq!(card["provenance"]["dataset"], "digits", "{card}");
+    kill(&mut worker);
+    kill(&mut api);
+}
