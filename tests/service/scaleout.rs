@@ -559,3 +559,48 @@ async fn a_dataset_fetch_that_fails_is_retried_and_the_job_waits_for_the_bucket(
     kill(&mut worker);
     kill(&mut api);
 }
+
+/// PostgreSQL drops every connection of the job database mid-job, three times (as a restart
+/// of the server looks to its clients): the replica reconnects, the job goes on or resumes,
+/// and it ends once, with every epoch and one model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_the_database_dropping_its_connections() {
+    let Some((admin, endpoint)) = services::services("database_connections_dropped") else {
+        return;
+    };
+    let shared = shared_stores(&admin, &endpoint).await;
+    let client = crate::common::http_client();
+    let (mut server, base) = replica(&shared, &[("DBN_LEASE_SECS", "4")]);
+    let spec =
+        json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 12}, "seed": 5});
+    let id = submit(&client, &base, &spec).await;
+    let url = shared._database.url.clone();
+    let database = url.rsplit('/').next().unwrap().to_string();
+    for epochs in [2, 8, 14] {
+        wait_job(&client, &base, &id, |j| {
+            crate::app::is_terminal(j) || j["history"].as_array().is_some_and(|h| h.len() >= epochs)
+        })
+        .await;
+        let (admin, database) = (admin.clone(), database.clone());
+        let dropped = tokio::task::spawn_blocking(move || {
+            let mut db = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+            db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&database],
+            )
+            .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(dropped >= 1, "the replica held connections to drop");
+    }
+    let done = wait_job(&client, &base, &id, crate::app::is_terminal).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["history"].as_array().unwrap().len(), 24, "{done}");
+    let listed = get(&client, format!("{base}/v1/models")).await;
+    assert_eq!(listed["models"].as_array().unwrap().len(), 1, "{listed}");
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    kill(&mut server);
+}
