@@ -769,3 +769,63 @@ async fn stopping_the_server_stops_its_computations_within_the_grace_period() {
     let answer = call.await.unwrap().unwrap();
     assert_eq!(answer.status(), 503);
 }
+
+/// Calls merged into one batch fail one by one: a broken picture or a wrong pixel count among
+/// concurrent calls gets its own 422, and every other call its own answer, the same as alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_image_among_merged_calls_fails_only_its_own_call() {
+    let app = crate::app::spawn_app_with(|c| {
+        c.inference_concurrency = 1;
+        c.batch_max_wait_us = 200_000;
+        c.max_samples = 1000;
+    })
+    .await;
+    let model = app.train(&small_spec(2)).await;
+    let path = format!("/v1/models/{model}/classify");
+    let rows = test_pixels(8)["pixels"].as_array().unwrap().clone();
+    let mut alone = Vec::new();
+    for row in &rows {
+        let (status, body) = app.post_json(&path, &json!({ "pixels": [row] })).await;
+        assert_eq!(status, 200, "{body}");
+        alone.push(body["predictions"][0]["probabilities"].clone());
+    }
+    // While a long call holds the only slot, good and bad calls queue up and merge.
+    let long = occupy_the_slot(&app, &model);
+    wait_for_a_computation(&app).await;
+    let mut calls = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let (client, url) = (app.client.clone(), app.url(&path));
+        let row = row.clone();
+        calls.push(tokio::spawn(async move {
+            let r = match i {
+                // A PNG cut short, and a row of the wrong width.
+                3 => client
+                    .post(url)
+                    .header("content-type", "image/png")
+                    .body(test_png(3, 1)[..60].to_vec()),
+                5 => client
+                    .post(url)
+                    .json(&json!({"pixels": [vec![0.5f32; 700]]})),
+                _ => client.post(url).json(&json!({ "pixels": [row] })),
+            };
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, body) = call.await.unwrap();
+        match i {
+            3 | 5 => assert_eq!(status, 422, "call {i}: {body}"),
+            _ => {
+                assert_eq!(status, 200, "call {i}: {body}");
+                assert_eq!(
+                    body["predictions"][0]["probabilities"], alone[i],
+                    "call {i}"
+                );
+            }
+        }
+    }
+    assert_eq!(long.await.unwrap(), 200);
+    app.assert_healthy().await;
+}
