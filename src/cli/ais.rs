@@ -97,6 +97,7 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
     )?;
     let seconds = started.elapsed().as_secs_f64();
     let est = &report.estimate;
+    let spread = RunSpread::of(est);
     let (train_lp, test_lp) = (report.train, report.test.unwrap_or(f64::NAN));
     let bound = dbn.log_prob_bound_with_ais(
         train_bin.view(),
@@ -114,6 +115,11 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
             "log_z_low": est.log_z_low,
             "log_z_high": est.log_z_high,
             "log_z_base": est.log_z_base,
+            "run_log_z_min": spread.min,
+            "run_log_z_median": spread.median,
+            "run_log_z_max": spread.max,
+            "run_log_z_std": spread.std,
+            "effective_runs": spread.effective_runs,
             "measured_on": held,
             "train_log_prob": train_lp,
             "dbn_top_log_z": bound.as_ref().map(|(e, _)| e.log_z),
@@ -136,6 +142,11 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
             "ln Z = {:.2} (±3 s.e.: {:.2} .. {:.2}; base-rate model {:.2})",
             est.log_z, est.log_z_low, est.log_z_high, est.log_z_base
         );
+        println!(
+            "spread of the {} runs' own estimates ln Z_0 + ln w_i: min {:.2}, median {:.2}, max \
+             {:.2}, s.d. {:.2}; effective runs (Σw)²/Σw² = {:.1}",
+            args.runs, spread.min, spread.median, spread.max, spread.std, spread.effective_runs
+        );
         println!("average log-probability, {held}: {test_lp:.2} nats ({lo:.2} .. {hi:.2})");
         println!("average log-probability, train: {train_lp:.2} nats");
         if let Some((top, b)) = &bound {
@@ -147,4 +158,39 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// How the runs' own estimates of ln Z spread: each run's ln Z_0 + ln w_i, and how many runs
+/// the weights effectively count as (a few dominant weights mean an unreliable mean).
+struct RunSpread {
+    min: f64,
+    median: f64,
+    max: f64,
+    std: f64,
+    effective_runs: f64,
+}
+
+impl RunSpread {
+    fn of(est: &crate::engine::rbm::AisEstimate) -> Self {
+        let mut runs: Vec<f64> = est.log_weights.iter().map(|w| est.log_z_base + w).collect();
+        runs.sort_by(f64::total_cmp);
+        let n = runs.len().max(1) as f64;
+        let mean = runs.iter().sum::<f64>() / n;
+        let std =
+            (runs.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        let top = runs.last().copied().unwrap_or(0.0);
+        let w: Vec<f64> = runs.iter().map(|r| (r - top).exp()).collect();
+        let (sum, squares) = (w.iter().sum::<f64>(), w.iter().map(|x| x * x).sum::<f64>());
+        RunSpread {
+            min: runs.first().copied().unwrap_or(f64::NAN),
+            median: runs.get(runs.len() / 2).copied().unwrap_or(f64::NAN),
+            max: top,
+            std,
+            effective_runs: if squares > 0.0 {
+                sum * sum / squares
+            } else {
+                0.0
+            },
+        }
+    }
 }

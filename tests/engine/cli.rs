@@ -85,6 +85,30 @@ fn train_eval_and_sample_work_from_the_command_line() {
         (reader.info().width, reader.info().height),
         (4 * 29 + 1, 29 + 1)
     );
+
+    // AIS reports the estimate and the spread of its runs' own estimates around it.
+    let out = dbn_serve()
+        .args(["ais", "--json", "--runs", "20", "--steps", "300", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ais failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ais: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = |k: &str| ais[k].as_f64().unwrap_or_else(|| panic!("{k} in {ais}"));
+    assert!(f("run_log_z_min") <= f("run_log_z_median"), "{ais}");
+    assert!(f("run_log_z_median") <= f("run_log_z_max"), "{ais}");
+    // The estimate, the log of the mean weight, lies between the smallest and largest run's.
+    assert!(
+        f("log_z") >= f("run_log_z_min") && f("log_z") <= f("run_log_z_max"),
+        "{ais}"
+    );
+    assert!(f("run_log_z_std") >= 0.0);
+    let effective = f("effective_runs");
+    assert!((1.0..=20.0 + 1e-9).contains(&effective), "{ais}");
 }
 
 #[test]
