@@ -6,11 +6,12 @@ dbn-serve binary started here (default settings, the bundled model, a fresh data
            862 MB unpacked): status, seconds, the server's peak resident memory (VmHWM).
   bombs    a multipart classify body of N 1-bit 4096x4096 PNGs (about 2 KB each):
            status, seconds, the server's CPU-seconds until it is idle again.
-  deadline samples.png?count=400&steps=2500 with a 5 s client deadline: seconds from the
-           client leaving until the server's CPU is idle.
+  deadline samples.png?count=400&gibbs_steps=S (default 1,200) with a 5 s client deadline:
+           seconds from the client leaving until the server's CPU is idle.
   sigterm  SIGTERM while a long sampling call computes: seconds until the process exits.
 
 Usage: bench/amplification.py BINARY [--cases upload,bombs,deadline,sigterm] [--bombs N]
+                                     [--deadline-steps S]
 Only the standard library; Linux (/proc).
 """
 
@@ -156,13 +157,13 @@ def case_bombs(binary, count):
             "server_cpu_seconds": round(cpu, 1), "busy_after_answer_s": round(max(idle, 0), 1)}
 
 
-def case_deadline(binary):
+def case_deadline(binary, steps):
     with tempfile.TemporaryDirectory() as d:
         proc, addr = start(binary, d)
         try:
             sock = socket.create_connection(addr)
-            sock.sendall(b"GET /v1/models/default/samples.png?count=400&gibbs_steps=2500 HTTP/1.1\r\n"
-                         b"Host: x\r\n\r\n")
+            sock.sendall(f"GET /v1/models/default/samples.png?count=400&gibbs_steps={steps} HTTP/1.1\r\n"
+                         "Host: x\r\n\r\n".encode())
             sock.settimeout(5)
             answered = None
             try:
@@ -176,7 +177,7 @@ def case_deadline(binary):
         finally:
             proc.kill()
             proc.wait()
-    return {"case": "samples.png 400 x 2500 steps, client leaves after 5 s",
+    return {"case": f"samples.png 400 x {steps} steps, client leaves after 5 s",
             "answer_within_5s": answered, "busy_after_client_left_s": round(max(busy, 0), 1)}
 
 
@@ -206,6 +207,8 @@ def main():
     ap.add_argument("binary")
     ap.add_argument("--cases", default="upload,bombs,deadline,sigterm")
     ap.add_argument("--bombs", type=int, default=10_000)
+    # 1,200 steps of 400 chains: within the default work budget, about 10 s of computing.
+    ap.add_argument("--deadline-steps", type=int, default=1200)
     args = ap.parse_args()
     for case in args.cases.split(","):
         if case == "upload":
@@ -213,7 +216,7 @@ def main():
         elif case == "bombs":
             result = case_bombs(args.binary, args.bombs)
         elif case == "deadline":
-            result = case_deadline(args.binary)
+            result = case_deadline(args.binary, args.deadline_steps)
         elif case == "sigterm":
             result = case_sigterm(args.binary)
         else:
