@@ -77,9 +77,12 @@ async fn show(
     request_body = AliasTarget,
     responses(
         (status = 200, description = "Created or moved", body = Alias),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "No model by that id", body = ErrorBody),
         (status = 409, description = "The name is a model's id", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),
     ))]
 async fn set(

@@ -62,6 +62,7 @@ pub struct DatasetUpload {
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody),
+        (status = 415, description = "Not multipart/form-data", body = ErrorBody),
         (status = 422, description = "Invalid name or IDX files", body = ErrorBody),
     ))]
 async fn upload(

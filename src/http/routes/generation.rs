@@ -147,6 +147,8 @@ pub(super) fn png_response(bytes: Vec<u8>) -> Response {
         (status = 200, description = "Pixel probabilities, or a PNG grid", content(
             (SampleResponse = "application/json"), ("image/png"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Count, steps or label out of range; `over_budget`: more work than one call may ask for (DBN_MAX_CALL_WORK)", body = ErrorBody),

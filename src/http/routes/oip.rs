@@ -195,6 +195,7 @@ fn flatten(value: &serde_json::Value, out: &mut Vec<f32>) -> Result<(), ApiError
     responses(
         (status = 200, body = InferResponse),
         (status = 400, description = "Malformed JSON", body = OipErrorBody),
+        (status = 413, description = "Body too large", body = OipErrorBody),
         (status = 404, body = OipErrorBody),
         (status = 415, description = "Not JSON", body = OipErrorBody),
         (status = 422, description = "Wrong datatype, shape or values", body = OipErrorBody),

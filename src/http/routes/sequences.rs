@@ -90,6 +90,7 @@ pub struct ContinueResponse {
         (status = 200, description = "The generated frames, or an animated PNG", content(
             (ContinueResponse = "application/json"), ("image/png"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Not a sequence model, too few frames, wrong frame size or values, unknown example, or settings out of range; `over_budget`: more work than one call may ask for (DBN_MAX_CALL_WORK)", body = ErrorBody),
