@@ -67,3 +67,20 @@ pub fn assert_ais_matches(
         est.log_z_high
     );
 }
+
+/// The fixture's IDX files as a dataset upload (`POST /v1/datasets`): the training split, and
+/// the test split when `with_test`.
+pub fn fixture_upload(with_test: bool) -> reqwest::multipart::Form {
+    let part = |name: &str| {
+        reqwest::multipart::Part::bytes(std::fs::read(fixture_dir().join(name)).unwrap())
+    };
+    let form = reqwest::multipart::Form::new()
+        .part("train_images", part("train-images-idx3-ubyte.gz"))
+        .part("train_labels", part("train-labels-idx1-ubyte.gz"));
+    if with_test {
+        form.part("test_images", part("t10k-images-idx3-ubyte.gz"))
+            .part("test_labels", part("t10k-labels-idx1-ubyte.gz"))
+    } else {
+        form
+    }
+}

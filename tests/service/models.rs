@@ -100,9 +100,7 @@ async fn uploaded_datasets_can_be_trained_on() {
     let app = spawn_app().await;
     let dir = crate::common::fixture_dir();
     let part = |name: &str| reqwest::multipart::Part::bytes(std::fs::read(dir.join(name)).unwrap());
-    let form = reqwest::multipart::Form::new()
-        .part("train_images", part("train-images-idx3-ubyte.gz"))
-        .part("train_labels", part("train-labels-idx1-ubyte.gz"));
+    let form = crate::common::fixture_upload(false);
     let r = app
         .client
         .post(app.url("/v1/datasets?name=digits"))
