@@ -443,29 +443,48 @@ async fn a_second_worker_of_the_same_replica_takes_a_lapsed_job_and_the_first_ru
     let client = crate::common::http_client();
     // A long lease: only the lapse below, not the heartbeat, hands the job over.
     let (mut server, base) = replica(&shared, &[("DBN_WORKERS", "2"), ("DBN_LEASE_SECS", "60")]);
+    // Long enough (about 10 s here) for the takeover below to happen mid-run.
     let spec =
-        json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 12}, "seed": 5});
+        json!({"architecture": {"hidden": [300, 300]}, "pretrain": {"epochs": 60}, "seed": 5});
     let id = submit(&client, &base, &spec).await;
     wait_job(&client, &base, &id, |j| {
         j["history"].as_array().is_some_and(|h| h.len() >= 2)
     })
     .await;
     let url = shared._database.url.clone();
-    tokio::task::spawn_blocking(move || {
+    // The running job renews its lease with every progress write, so the outage is
+    // simulated by lapsing the lease again and again until the replica's idle worker (which
+    // looks every half second) claims the job.
+    let claimed = tokio::task::spawn_blocking(move || {
         let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        db.execute(
-            "UPDATE dbn_jobs SET lease_expires_at = clock_timestamp() - interval '1 second' \
-             WHERE status = 'running'",
-            &[],
-        )
-        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let attempts: i32 = db
+                .query_one("SELECT attempts FROM dbn_jobs", &[])
+                .unwrap()
+                .get(0);
+            if attempts >= 2 {
+                return true;
+            }
+            let lapsed = db
+                .execute(
+                    "UPDATE dbn_jobs SET lease_expires_at = clock_timestamp() - interval '1 second' \
+                     WHERE status = 'running'",
+                    &[],
+                )
+                .unwrap();
+            assert_eq!(lapsed, 1, "the job ended before the idle worker took it");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
     })
     .await
     .unwrap();
+    assert!(claimed, "the idle worker never claimed the lapsed job");
     let taken = wait_job(&client, &base, &id, |j| j["attempts"] == 2).await;
     assert_eq!(taken["status"], "running", "{taken}");
     // Every epoch once: the fenced run's epochs after the takeover were not recorded.
-    assert_ran_once(&client, &base, &id, 2, 24).await;
+    assert_ran_once(&client, &base, &id, 2, 120).await;
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     kill(&mut server);
