@@ -22,6 +22,7 @@ jobs whose model is in the store, asked by id when the API replica's list has no
 yet (must be all); and every 5xx answer by code, apart from the
 documented 503s (`store_unavailable`, `shutting_down`, `timeout`).
 
+The run's database is dropped at the end unless `--keep`.
 Needs: root for `pg_ctlcluster`, the S3 server (moto) at `--s3`, PostgreSQL at `--database`.
 Standard library only.
 """
@@ -102,6 +103,14 @@ def fresh_database(admin_url, name):
     return u._replace(path="/" + name).geturl()
 
 
+def drop_database(admin_url, name):
+    u = urllib.parse.urlparse(admin_url)
+    env = dict(os.environ, PGPASSWORD=u.password or "")
+    subprocess.run(["psql", "-h", u.hostname, "-p", str(u.port or 5432), "-U", u.username,
+                    "-d", u.path.lstrip("/"), "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                   check=False, env=env)
+
+
 def s3_call(endpoint, method, path):
     u = urllib.parse.urlparse(endpoint)
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
@@ -160,6 +169,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--mnist-dir", default="tests/fixtures/mnist-subset")
     ap.add_argument("--pg-cluster", default="15 main")
+    ap.add_argument("--keep", action="store_true", help="keep the run's database (to look into it)")
     args = ap.parse_args()
 
     tag = f"fault{os.getpid()}x{int(time.time())}"
@@ -319,6 +329,8 @@ def main():
     print(json.dumps(report, indent=1))
     api.kill()
     worker.kill()
+    if not args.keep:
+        drop_database(args.database, tag)
     ok = (not server_errors and not (set(trained) - model_of_job) and len(stored) == len(succeeded)
           and not [j for j in jobs.values() if j["status"] in ("queued", "running")])
     return 0 if ok else 1
