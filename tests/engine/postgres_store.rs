@@ -364,3 +364,49 @@ fn start_up_gives_up_on_a_migration_lock_held_too_long_with_a_clear_error() {
         .unwrap();
     replica(&url, "on-time", Duration::from_secs(5));
 }
+
+/// When the server drops every connection (a restart), one call fails on its dead connection
+/// and the idle ones are dropped with it: the calls after it connect afresh and succeed.
+#[test]
+fn after_the_server_drops_its_connections_only_one_call_fails() {
+    let Some((admin, _)) = scaleout::services("connections_dropped") else {
+        return;
+    };
+    let url = scaleout::fresh_database(&admin);
+    let store = Arc::new(replica(&url, "a", Duration::from_secs(60)));
+    queue(&store, (0..20).map(|i| format!("job-{i}")));
+    // Several threads at once leave several connections idle in the pool.
+    let start = Arc::new(Barrier::new(6));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let (store, start) = (store.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                for _ in 0..30 {
+                    store.list(None, 50, None).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let mut db = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    let dropped = db
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .unwrap();
+    assert!(
+        dropped >= 2,
+        "several idle connections to drop, got {dropped}"
+    );
+    let failures = (0..6)
+        .filter(|_| store.list(None, 50, None).is_err())
+        .count();
+    assert!(failures <= 1, "{failures} calls failed after the drop");
+    assert!(store.list(None, 50, None).is_ok());
+}

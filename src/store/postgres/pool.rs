@@ -130,8 +130,20 @@ impl Pool {
     fn with_here<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
         let mut client = self.take()?;
         let out = f(&mut client);
+        if client.is_closed() {
+            // The server dropped this connection; when it restarts it drops every one, so the
+            // idle ones go too, and the calls after this one connect afresh instead of each
+            // failing on a dead connection.
+            let stale = std::mem::take(&mut *self.lock_idle());
+            for _ in &stale {
+                self.closed_one();
+            }
+            discard(stale);
+            self.close(client);
+            return out;
+        }
         let mut idle = self.lock_idle();
-        if !client.is_closed() && idle.len() < MAX_IDLE {
+        if idle.len() < MAX_IDLE {
             idle.push((client, Instant::now()));
             self.freed.notify_one();
         } else {
