@@ -97,7 +97,7 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
     )?;
     let seconds = started.elapsed().as_secs_f64();
     let est = &report.estimate;
-    let spread = RunSpread::of(est);
+    let spread = est.spread();
     let (train_lp, test_lp) = (report.train, report.test.unwrap_or(f64::NAN));
     let bound = dbn.log_prob_bound_with_ais(
         train_bin.view(),
@@ -158,39 +158,4 @@ pub fn run(ctx: &Context, args: AisArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-/// How the runs' own estimates of ln Z spread: each run's ln Z_0 + ln w_i, and how many runs
-/// the weights effectively count as (a few dominant weights mean an unreliable mean).
-struct RunSpread {
-    min: f64,
-    median: f64,
-    max: f64,
-    std: f64,
-    effective_runs: f64,
-}
-
-impl RunSpread {
-    fn of(est: &crate::engine::rbm::AisEstimate) -> Self {
-        let mut runs: Vec<f64> = est.log_weights.iter().map(|w| est.log_z_base + w).collect();
-        runs.sort_by(f64::total_cmp);
-        let n = runs.len().max(1) as f64;
-        let mean = runs.iter().sum::<f64>() / n;
-        let std =
-            (runs.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
-        let top = runs.last().copied().unwrap_or(0.0);
-        let w: Vec<f64> = runs.iter().map(|r| (r - top).exp()).collect();
-        let (sum, squares) = (w.iter().sum::<f64>(), w.iter().map(|x| x * x).sum::<f64>());
-        RunSpread {
-            min: runs.first().copied().unwrap_or(f64::NAN),
-            median: runs.get(runs.len() / 2).copied().unwrap_or(f64::NAN),
-            max: top,
-            std,
-            effective_runs: if squares > 0.0 {
-                sum * sum / squares
-            } else {
-                0.0
-            },
-        }
-    }
 }

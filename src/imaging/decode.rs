@@ -23,10 +23,11 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Gray, ImageError> {
     }
 }
 
-/// The width and height an image declares, read from its header without decoding it: what
-/// decoding it will cost is known before any work.
-pub fn dimensions(bytes: &[u8]) -> Result<(u64, u64), ImageError> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+/// The width and height an image declares, read from its header without decoding it (what
+/// decoding it will cost is known before any work), refused as [`decode`] would refuse them:
+/// no pixels, or more than `max_pixels`.
+pub fn dimensions(bytes: &[u8], max_pixels: u64) -> Result<(u64, u64), ImageError> {
+    let (width, height) = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         // The first chunk is IHDR: length, type, then width and height (big-endian).
         if bytes.len() < 24 || &bytes[12..16] != b"IHDR" {
             return Err(corrupt("no PNG header chunk"));
@@ -34,15 +35,17 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u64, u64), ImageError> {
         let be = |at: usize| {
             u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
         };
-        Ok((be(16) as u64, be(20) as u64))
+        (be(16) as u64, be(20) as u64)
     } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
         let mut decoder = jpeg_decoder::Decoder::new(bytes);
         decoder.read_info().map_err(corrupt)?;
         let info = decoder.info().ok_or_else(|| corrupt("no frame header"))?;
-        Ok((info.width as u64, info.height as u64))
+        (info.width as u64, info.height as u64)
     } else {
-        Err(ImageError::Unsupported)
-    }
+        return Err(ImageError::Unsupported);
+    };
+    check_size(width, height, max_pixels)?;
+    Ok((width, height))
 }
 
 fn check_size(width: u64, height: u64, limit: u64) -> Result<(), ImageError> {
@@ -171,21 +174,21 @@ mod tests {
     #[test]
     fn dimensions_come_from_the_header_alone() {
         let png = png_bytes(3, 2, png::ColorType::Grayscale, &[0; 6]);
-        assert_eq!(dimensions(&png).unwrap(), (3, 2));
+        assert_eq!(dimensions(&png, 100).unwrap(), (3, 2));
         // The header is enough: the pixel data may be missing.
-        assert_eq!(dimensions(&png[..33]).unwrap(), (3, 2));
+        assert_eq!(dimensions(&png[..33], 100).unwrap(), (3, 2));
         assert!(matches!(
-            dimensions(&png[..20]),
+            dimensions(&png[..20], 100),
             Err(ImageError::Corrupt(_))
         ));
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         for name in ["test-0-label-7.jpg", "test-0-label-7-cmyk.jpg"] {
             let jpeg = std::fs::read(dir.join(name)).unwrap();
-            let (w, h) = dimensions(&jpeg).unwrap();
+            let (w, h) = dimensions(&jpeg, 1 << 20).unwrap();
             let g = decode(&jpeg, 1 << 20).unwrap();
             assert_eq!((w, h), (g.width as u64, g.height as u64), "{name}");
         }
-        assert_eq!(dimensions(b"GIF89a"), Err(ImageError::Unsupported));
+        assert_eq!(dimensions(b"GIF89a", 100), Err(ImageError::Unsupported));
     }
 
     #[test]

@@ -98,10 +98,7 @@ pub fn passes(dbn: &Dbn, rows: usize) -> u64 {
 /// `chains` Gibbs chains of `steps` steps in the top RBM (two products with its weights per
 /// step), then one pass down to the pixels.
 pub fn gibbs(dbn: &Dbn, chains: usize, steps: usize) -> u64 {
-    let top = dbn
-        .layers()
-        .last()
-        .map_or(0, |rbm| (rbm.n_visible() * rbm.n_hidden()) as u64);
+    let top = (dbn.top().n_visible() * dbn.top().n_hidden()) as u64;
     let per_chain = (steps as u64).saturating_mul(2).saturating_mul(top);
     (chains as u64)
         .saturating_mul(per_chain)

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::app::{code, small_spec, spawn_app_with, TestApp};
+use crate::classify::classify_bytes;
 
 /// A PNG that is only a signature and a header declaring `side` × `side` pixels: priced by its
 /// header, it would fail as corrupt if anyone tried to decode it.
@@ -76,16 +77,8 @@ async fn calls_over_the_per_call_budget_are_refused_before_any_work() {
     // Images are priced by the pixels their headers declare, summed over a multipart body:
     // one 2048 × 2048 picture is 8.4e8 multiply-adds of decoding, over this budget, and it is
     // refused as over budget, not as the corrupt file it is.
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/models/{model}/classify")))
-        .header("content-type", "image/png")
-        .body(declared_png(2048))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let (status, body) = classify_bytes(&app, &model, declared_png(2048), "image/png").await;
+    assert_eq!(status, 422);
     assert_eq!(code(&body), "over_budget", "{body}");
     let mut form = reqwest::multipart::Form::new();
     for i in 0..8 {
@@ -109,16 +102,8 @@ async fn calls_over_the_per_call_budget_are_refused_before_any_work() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(code(&body), "over_budget", "{body}");
     // One such picture alone is decoded, and found corrupt.
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/models/{model}/classify")))
-        .header("content-type", "image/png")
-        .body(declared_png(400))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let (status, body) = classify_bytes(&app, &model, declared_png(400), "image/png").await;
+    assert_eq!(status, 422);
     assert_eq!(code(&body), "invalid_image", "{body}");
     assert_eq!(admitted_work(&app).await, 0);
     app.assert_healthy().await;

@@ -62,7 +62,12 @@ fn test_png(i: usize, scale: usize) -> Vec<u8> {
     out
 }
 
-async fn classify_bytes(app: &TestApp, model: &str, bytes: Vec<u8>, ctype: &str) -> (u16, Value) {
+pub async fn classify_bytes(
+    app: &TestApp,
+    model: &str,
+    bytes: Vec<u8>,
+    ctype: &str,
+) -> (u16, Value) {
     let r = app
         .client
         .post(app.url(&format!("/v1/models/{model}/classify")))

@@ -11,7 +11,7 @@ use crate::engine::error::DataError;
 
 /// The element type code of unsigned bytes, the only one MNIST uses.
 const TYPE_U8: u8 = 0x08;
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+pub(super) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Refuse to inflate more than this by default (the MNIST training images are 47 MB).
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
@@ -59,6 +59,31 @@ pub fn parse_idx(name: &str, bytes: &[u8], max_bytes: u64) -> Result<IdxArray, D
 }
 
 fn parse_raw(name: &str, bytes: &[u8]) -> Result<IdxArray, DataError> {
+    let (dims, header) = parse_header(name, bytes)?;
+    let count = element_count(&dims);
+    let body = (bytes.len() - header) as u64;
+    if body < count {
+        return Err(DataError::Truncated {
+            name: name.to_string(),
+            expected: count,
+            found: body,
+        });
+    }
+    if body > count {
+        return Err(DataError::TrailingBytes {
+            name: name.to_string(),
+            found: body - count,
+        });
+    }
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
+}
+
+/// The header at the start of `bytes` (the whole file, or as much of its beginning as holds
+/// the header): the dimensions, and the header's length in bytes.
+pub(super) fn parse_header(name: &str, bytes: &[u8]) -> Result<(Vec<usize>, usize), DataError> {
     let truncated = |expected: u64| DataError::Truncated {
         name: name.to_string(),
         expected,
@@ -86,38 +111,23 @@ fn parse_raw(name: &str, bytes: &[u8]) -> Result<IdxArray, DataError> {
             code: bytes[2],
         });
     }
-    let rank = bytes[3] as usize;
-    let header = 4 + 4 * rank;
+    let header = 4 + 4 * bytes[3] as usize;
     if bytes.len() < header {
         return Err(truncated(header as u64));
     }
-    let dims: Vec<usize> = bytes[4..header]
+    let dims = bytes[4..header]
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    // A product of up to 255 u32 sizes can overflow u64: saturate, so it reads as truncated.
-    let count = dims
-        .iter()
+    Ok((dims, header))
+}
+
+/// The number of elements `dims` declare. A product of up to 255 u32 sizes can overflow u64:
+/// it saturates, so an absurd header reads as truncated.
+pub(super) fn element_count(dims: &[usize]) -> u64 {
+    dims.iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-        .unwrap_or(u64::MAX);
-    let body = (bytes.len() - header) as u64;
-    if body < count {
-        return Err(DataError::Truncated {
-            name: name.to_string(),
-            expected: count,
-            found: body,
-        });
-    }
-    if body > count {
-        return Err(DataError::TrailingBytes {
-            name: name.to_string(),
-            found: body - count,
-        });
-    }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+        .unwrap_or(u64::MAX)
 }
 
 /// Reads and parses an IDX file (raw or gzipped).

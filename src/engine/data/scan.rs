@@ -3,7 +3,8 @@
 //! a file that unpacks to a gigabyte costs a few kilobytes to check. Used for uploads, whose
 //! bytes are stored as they came once they pass.
 //!
-//! The checks and their errors are those of [`super::idx::parse_idx`] and
+//! The checks and their errors are those of [`super::idx::parse_idx`] (whose header parser it
+//! shares) and
 //! [`super::Dataset::from_idx`]; the reading stops early when the computation is cancelled
 //! (see [`crate::engine::cancel`]).
 
@@ -11,6 +12,7 @@ use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
 
+use super::idx::{element_count, parse_header, GZIP_MAGIC};
 use crate::engine::error::{DataError, Result};
 
 /// Elements read per piece.
@@ -52,7 +54,7 @@ pub fn check_pair(
         }
         .into());
     }
-    let image_bytes = elements(&dims);
+    let image_bytes = element_count(&dims);
     body(images_name, &mut image_reader, &dims, max_bytes, |_, _| {
         Ok(())
     })?;
@@ -89,7 +91,7 @@ pub fn check_pair(
 
 /// The file's bytes as they unpack: through gzip when they begin as gzip does.
 fn open(bytes: &[u8]) -> Box<dyn Read + '_> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
+    if bytes.starts_with(&GZIP_MAGIC) {
         Box::new(MultiGzDecoder::new(bytes))
     } else {
         Box::new(bytes)
@@ -117,69 +119,28 @@ fn fill(name: &str, r: &mut dyn Read, buf: &mut [u8]) -> std::result::Result<usi
     Ok(got)
 }
 
-/// Parses the header: magic, unsigned-byte elements, `rank` dimensions.
+/// Reads and parses the header (as [`parse_header`] does for a whole file), which must
+/// declare `rank` dimensions.
 fn header(name: &str, r: &mut dyn Read, rank: usize) -> Result<Vec<usize>> {
-    let mut magic = [0u8; 4];
-    let got = fill(name, r, &mut magic)?;
-    if got < 4 {
-        return Err(if got == 0 || magic[0] == 0 {
-            DataError::Truncated {
-                name: name.into(),
-                expected: 4,
-                found: got as u64,
-            }
-        } else {
-            DataError::BadMagic {
-                name: name.into(),
-                found: magic[..got].to_vec(),
-            }
-        }
-        .into());
+    let mut head = vec![0u8; 4];
+    let got = fill(name, r, &mut head)?;
+    head.truncate(got);
+    if got == 4 {
+        // The magic's last byte is the number of dimensions, four bytes each.
+        head.resize(4 + 4 * head[3] as usize, 0);
+        let more = fill(name, r, &mut head[4..])?;
+        head.truncate(4 + more);
     }
-    if magic[0] != 0 || magic[1] != 0 || magic[3] == 0 {
-        return Err(DataError::BadMagic {
-            name: name.into(),
-            found: magic.to_vec(),
-        }
-        .into());
-    }
-    if magic[2] != 0x08 {
-        return Err(DataError::UnsupportedType {
-            name: name.into(),
-            code: magic[2],
-        }
-        .into());
-    }
-    let found_rank = magic[3] as usize;
-    let mut sizes = vec![0u8; 4 * found_rank];
-    let got = fill(name, r, &mut sizes)?;
-    if got < sizes.len() {
-        return Err(DataError::Truncated {
-            name: name.into(),
-            expected: 4 + sizes.len() as u64,
-            found: 4 + got as u64,
-        }
-        .into());
-    }
-    if found_rank != rank {
+    let (dims, _) = parse_header(name, &head)?;
+    if dims.len() != rank {
         return Err(DataError::Rank {
             name: name.into(),
             expected: rank,
-            found: found_rank,
+            found: dims.len(),
         }
         .into());
     }
-    Ok(sizes
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect())
-}
-
-/// The number of elements `dims` declare (saturating: an absurd header reads as truncated).
-fn elements(dims: &[usize]) -> u64 {
-    dims.iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-        .unwrap_or(u64::MAX)
+    Ok(dims)
 }
 
 /// Reads exactly the elements `dims` declare, giving each piece and its offset to `visit`;
@@ -191,7 +152,7 @@ fn body(
     max_bytes: u64,
     mut visit: impl FnMut(usize, &[u8]) -> std::result::Result<(), DataError>,
 ) -> Result<()> {
-    let expected = elements(dims);
+    let expected = element_count(dims);
     if expected > max_bytes {
         return Err(DataError::TooLarge {
             name: name.into(),

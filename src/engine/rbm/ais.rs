@@ -85,6 +85,49 @@ pub struct AisEstimate {
     pub log_weights: Vec<f64>,
 }
 
+/// How the runs' own estimates of ln Z spread: each run's ln Z_0 + ln w_i, and how many runs
+/// the weights effectively count as (a few dominant weights mean an unreliable mean).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunSpread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+    /// Standard deviation of the runs' estimates.
+    pub std: f64,
+    /// (Σw)² / Σw²: the number of equal weights with the same spread.
+    pub effective_runs: f64,
+}
+
+impl AisEstimate {
+    /// The spread of the runs behind the estimate.
+    pub fn spread(&self) -> RunSpread {
+        let mut runs: Vec<f64> = self
+            .log_weights
+            .iter()
+            .map(|w| self.log_z_base + w)
+            .collect();
+        runs.sort_by(f64::total_cmp);
+        let n = runs.len().max(1) as f64;
+        let mean = runs.iter().sum::<f64>() / n;
+        let std =
+            (runs.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        let top = runs.last().copied().unwrap_or(0.0);
+        let w: Vec<f64> = runs.iter().map(|r| (r - top).exp()).collect();
+        let (sum, squares) = (w.iter().sum::<f64>(), w.iter().map(|x| x * x).sum::<f64>());
+        RunSpread {
+            min: runs.first().copied().unwrap_or(f64::NAN),
+            median: runs.get(runs.len() / 2).copied().unwrap_or(f64::NAN),
+            max: top,
+            std,
+            effective_runs: if squares > 0.0 {
+                sum * sum / squares
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// Visible biases of the base-rate model: the log-odds of each unit being on in `data`,
 /// smoothed (as if every unit had been seen on and off in 0.5 % of extra examples) so that
 /// units that never turn on keep a finite bias.

@@ -14,7 +14,7 @@ mod units;
 
 pub use ais::{
     base_rate_biases, estimate_log_z, log_prob_report, mean_log_prob, sample_binary, AisConfig,
-    AisEstimate, LogProbReport,
+    AisEstimate, LogProbReport, RunSpread,
 };
 pub use config::{LayerMethod, RbmTrainConfig, VisibleBiasInit, MAX_BATCH, MAX_CD_K, MAX_EPOCHS};
 pub use gibbs::{Clamp, GibbsState};

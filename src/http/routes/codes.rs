@@ -14,7 +14,6 @@ use super::generation::{image_shape, png_response, rows, wants_png};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::routes::inputs::{read_body, Body, Inputs};
 use crate::http::state::AppState;
-use crate::inference::cost;
 use crate::render::{grid_png, Scale};
 
 pub fn router() -> Router<AppState> {
@@ -88,9 +87,7 @@ async fn encode(
     let model = state.model(&id).await?;
     let inputs = inputs(req, &state).await?;
     let max_pixels = state.config.max_image_pixels;
-    let work = inputs
-        .work(max_pixels)?
-        .saturating_add(cost::passes(&model.dbn, inputs.len()));
+    let work = inputs.work_through(&model.dbn, max_pixels)?;
     state
         .infer("encode", work, move || {
             let x = inputs.into_matrix(model.dbn.n_inputs(), max_pixels)?;
@@ -133,9 +130,7 @@ async fn reconstruct(
     let wants_png = wants_png(req.headers());
     let inputs = inputs(req, &state).await?;
     let max_pixels = state.config.max_image_pixels;
-    let work = inputs
-        .work(max_pixels)?
-        .saturating_add(cost::passes(&model.dbn, inputs.len()));
+    let work = inputs.work_through(&model.dbn, max_pixels)?;
     state
         .infer("reconstruct", work, move || {
             let x = inputs.into_matrix(model.dbn.n_inputs(), max_pixels)?;

@@ -83,18 +83,24 @@ pub(super) fn image_shape(model: &ModelEntry) -> [usize; 2] {
     model.card.image_shape.unwrap_or([1, model.dbn.n_inputs()])
 }
 
+/// A samples request's count and Gibbs steps, defaults filled in.
+fn sample_size(req: &SampleRequest) -> (usize, usize) {
+    (
+        req.count.unwrap_or(DEFAULT_SAMPLE_COUNT),
+        req.gibbs_steps.unwrap_or(DEFAULT_SAMPLE_STEPS),
+    )
+}
+
 /// Checks a samples request and returns the work it asks for.
 fn sample_work(state: &AppState, model: &ModelEntry, req: &SampleRequest) -> Result<u64, ApiError> {
-    let count = req.count.unwrap_or(DEFAULT_SAMPLE_COUNT);
-    let steps = req.gibbs_steps.unwrap_or(DEFAULT_SAMPLE_STEPS);
+    let (count, steps) = sample_size(req);
     check_generation(state, model, count, steps, req.label)?;
     Ok(cost::gibbs(&model.dbn, count, steps))
 }
 
 /// Generates the samples of a request checked by [`sample_work`].
 fn generate(model: &Arc<ModelEntry>, req: &SampleRequest) -> Result<Generated, ApiError> {
-    let count = req.count.unwrap_or(DEFAULT_SAMPLE_COUNT);
-    let steps = req.gibbs_steps.unwrap_or(DEFAULT_SAMPLE_STEPS);
+    let (count, steps) = sample_size(req);
     let seed = req.seed.unwrap_or(0);
     let mut rng = crate::engine::rng_from_seed(seed);
     let images = model.dbn.generate(req.label, count, steps, &mut rng)?;
@@ -147,7 +153,6 @@ pub(super) fn png_response(bytes: Vec<u8>) -> Response {
         (status = 200, description = "Pixel probabilities, or a PNG grid", content(
             (SampleResponse = "application/json"), ("image/png"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
@@ -213,6 +218,7 @@ async fn samples_png(
     responses(
         (status = 200, body = ChainResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Count, steps, frames or label out of range; `over_budget`: more work than one call may ask for (DBN_MAX_CALL_WORK)", body = ErrorBody),

@@ -125,20 +125,23 @@ impl Inputs {
             Inputs::Images(images) => {
                 let mut pixels: u64 = 0;
                 for bytes in images {
-                    let (width, height) = dimensions(bytes)?;
-                    if width.saturating_mul(height) > max_pixels {
-                        return Err(crate::imaging::ImageError::TooLarge {
-                            width,
-                            height,
-                            limit: max_pixels,
-                        }
-                        .into());
-                    }
-                    pixels = pixels.saturating_add(width.saturating_mul(height));
+                    let (width, height) = dimensions(bytes, max_pixels)?;
+                    pixels = pixels.saturating_add(width * height);
                 }
                 Ok(cost::decoding(pixels))
             }
         }
+    }
+
+    /// [`Inputs::work`] and one pass of every image through `dbn`.
+    pub fn work_through(
+        &self,
+        dbn: &crate::engine::dbn::Dbn,
+        max_pixels: u64,
+    ) -> Result<u64, ApiError> {
+        Ok(self
+            .work(max_pixels)?
+            .saturating_add(cost::passes(dbn, self.len())))
     }
 
     /// How many images.

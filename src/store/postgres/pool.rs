@@ -135,11 +135,8 @@ impl Pool {
             // idle ones go too, and the calls after this one connect afresh instead of each
             // failing on a dead connection.
             let stale = std::mem::take(&mut *self.lock_idle());
-            for _ in &stale {
-                self.closed_one();
-            }
-            discard(stale);
-            self.close(client);
+            self.closed(stale.len() + 1);
+            discard((stale, client));
             return out;
         }
         let mut idle = self.lock_idle();
@@ -173,7 +170,7 @@ impl Pool {
                     if *open < MAX_OPEN {
                         *open += 1;
                         drop(open);
-                        return self.connector.connect().inspect_err(|_| self.closed_one());
+                        return self.connector.connect().inspect_err(|_| self.closed(1));
                     }
                     // Woken when a connection comes back or closes; the timeout re-checks.
                     let _ = self.freed.wait_timeout(open, Duration::from_millis(100));
@@ -184,13 +181,14 @@ impl Pool {
 
     fn close(&self, client: Client) {
         discard(client);
-        self.closed_one();
+        self.closed(1);
     }
 
-    fn closed_one(&self) {
+    /// Counts `n` connections as closed.
+    fn closed(&self, n: usize) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        *open = open.saturating_sub(1);
-        self.freed.notify_one();
+        *open = open.saturating_sub(n);
+        self.freed.notify_all();
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(Client, Instant)>> {
