@@ -195,6 +195,10 @@ pub struct UpDownSchema {
     learning_rate: Option<f32>,
     /// Gibbs steps at the top, one entry per equal part of the run (default [3, 6, 10]).
     cd_k: Option<Vec<usize>>,
+    /// Persistent fantasy chains for the top RBM's negative phase (PCD, labels free), from
+    /// which the sleep phase also goes down, instead of the paper's CD-k from the wake state
+    /// (default false).
+    persistent: Option<bool>,
 }
 
 /// Layer sizes above the input.
@@ -440,7 +444,11 @@ mod tests {
         let mut backprop = json_fields(json["finetune"].clone());
         backprop.remove("method");
         assert_eq!(backprop, schema_fields::<BackpropSchema>());
-        let up_down = serde_json::to_value(Finetune::UpDown(UpDownConfig::default())).unwrap();
+        let up_down = Finetune::UpDown(UpDownConfig {
+            persistent: true,
+            ..UpDownConfig::default()
+        });
+        let up_down = serde_json::to_value(up_down).unwrap();
         let mut up_down = json_fields(up_down);
         up_down.remove("method");
         assert_eq!(up_down, schema_fields::<UpDownSchema>());

@@ -294,6 +294,46 @@ fn resuming_in_finetuning_gives_the_uninterrupted_model() {
     }
 }
 
+/// Up-down with persistent chains at the top: the chains (binary features, one label each)
+/// travel in the checkpoint, so a run stopped after either fine-tuning epoch resumes to the
+/// uninterrupted model; and they change what is learned.
+#[test]
+fn persistent_up_down_resumes_with_its_chains() {
+    let mut spec = finetune_spec(false);
+    let Some(Finetune::UpDown(cfg)) = spec.finetune.as_mut() else {
+        panic!("an up-down spec");
+    };
+    cfg.persistent = true;
+    let straight = run(&spec, &mut Silent).unwrap();
+    let cd = run(&finetune_spec(false), &mut Silent).unwrap();
+    assert_ne!(
+        straight.dbn.layers(),
+        cd.dbn.layers(),
+        "persistent chains change the top's negative phase"
+    );
+    let top = &straight.dbn.layers()[1];
+    for stop_after in 3..=4 {
+        let mut stopper = StopAtCheckpoint::new(stop_after);
+        assert!(matches!(
+            run(&spec, &mut stopper),
+            Err(EngineError::Cancelled)
+        ));
+        let last = stopper.last();
+        let Checkpoint::Finetune(cp) = &last else {
+            panic!("checkpoint {stop_after} is not fine-tuning's");
+        };
+        let chains = cp.state.chains.as_ref().expect("the chains are saved");
+        assert_eq!(chains.dim(), (50, top.n_visible()));
+        assert!(chains.iter().all(|&x| x == 0.0 || x == 1.0));
+        for row in chains.rows() {
+            let labels = row.slice(ndarray::s![top.n_features()..]).sum();
+            assert_eq!(labels, 1.0, "one label per chain");
+        }
+        let resumed = resume(&spec, &mut Silent, last).unwrap();
+        assert_same(&straight, &resumed);
+    }
+}
+
 /// Up-down, then a classifier by backpropagation: one model with both, and a checkpoint of
 /// either stage resumes to the uninterrupted model.
 #[test]

@@ -11,8 +11,8 @@ use crate::engine::error::{EngineError, Result};
 use crate::engine::finetune::{FinetuneState, MAX_FINETUNE_EPOCHS};
 use crate::engine::observer::EpochMetrics;
 use crate::engine::persist::{
-    body_of, check_resume_point, metadata_of, push_dbn, read_dbn, read_dense, read_u32, DbnLayout,
-    Tensors,
+    body_of, check_resume_point, metadata_of, push_dbn, read_dbn, read_dense, read_matrix,
+    read_u32, DbnLayout, Tensors,
 };
 use crate::engine::EngineRng;
 
@@ -41,6 +41,9 @@ struct Meta {
     next_epoch: usize,
     examples: usize,
     increments: usize,
+    /// Shape of up-down's persistent chains, when the checkpoint carries them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chains: Option<[usize; 2]>,
     history: Vec<EpochMetrics>,
     rng: EngineRng,
     fingerprint: u64,
@@ -55,11 +58,16 @@ impl FinetuneCheckpoint {
             tensors.push_dense(&format!("state.inc.{i}"), inc);
         }
         tensors.push_u32("state.order", &self.state.order);
+        if let Some(chains) = &self.state.chains {
+            let shape = [chains.nrows(), chains.ncols()];
+            tensors.push_f32("state.chains", &shape, chains.iter());
+        }
         let meta = Meta {
             layout,
             next_epoch: self.state.next_epoch,
             examples: self.state.order.len(),
             increments: self.state.increments.len(),
+            chains: self.state.chains.as_ref().map(|c| [c.nrows(), c.ncols()]),
             history: self.history.clone(),
             rng: self.rng.clone(),
             fingerprint: self.fingerprint,
@@ -73,7 +81,10 @@ impl FinetuneCheckpoint {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let meta: Meta = body_of(bytes, FINETUNE_CHECKPOINT_FORMAT, VERSION)?;
-        let expected = meta.layout.tensor_count() + 2 * meta.increments + 1;
+        let expected = meta.layout.tensor_count()
+            + 2 * meta.increments
+            + 1
+            + usize::from(meta.chains.is_some());
         if st.len() != expected {
             return Err(bad(format!("{} tensors, expected {expected}", st.len())));
         }
@@ -93,12 +104,17 @@ impl FinetuneCheckpoint {
             return Err(bad("momentum increments for another network".into()));
         }
         let order = read_u32(&st, "state.order", meta.examples)?;
+        let chains = match meta.chains {
+            Some([rows, cols]) => Some(read_matrix(&st, "state.chains", rows, cols)?),
+            None => None,
+        };
         Ok(FinetuneCheckpoint {
             dbn,
             state: FinetuneState {
                 next_epoch: meta.next_epoch,
                 order,
                 increments,
+                chains,
             },
             history: meta.history,
             rng: meta.rng,

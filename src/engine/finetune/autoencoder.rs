@@ -406,6 +406,7 @@ pub fn train_autoencoder(
             next_epoch: epoch + 1,
             order: order.iter().map(|&i| i as u32).collect(),
             increments: inc.clone(),
+            chains: None,
         };
         let model = || base.clone().with_autoencoder(net.clone());
         stop |= run.checkpoint(model, state, &history, rng)? == Control::Stop;

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2};
 
 use super::net::Dense;
 use crate::engine::dbn::{Checkpoint, Dbn, FinetuneCheckpoint};
@@ -42,6 +42,9 @@ pub struct FinetuneState {
     pub order: Vec<u32>,
     /// Momentum increments of the classifier's layers (backpropagation; empty for up-down).
     pub increments: Vec<Dense>,
+    /// The persistent fantasy chains of up-down's top RBM ([chains, visible units]), when
+    /// its negative phase is persistent and has started.
+    pub chains: Option<Array2<f32>>,
 }
 
 impl FinetuneState {
@@ -51,6 +54,7 @@ impl FinetuneState {
             next_epoch: 0,
             order: (0..n as u32).collect(),
             increments,
+            chains: None,
         }
     }
 

@@ -34,6 +34,11 @@ pub struct UpDownConfig {
     /// Gibbs steps at the top, rising through the run: the epochs are split into equal parts,
     /// one per entry (default [3, 6, 10], as in the paper).
     pub cd_k: Vec<usize>,
+    /// When set, the top RBM's negative phase continues persistent fantasy chains (PCD,
+    /// Tieleman 2008; labels free) instead of starting each batch from the wake features, and
+    /// the sleep phase goes down from those chains. Default false: the paper's CD-k.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub persistent: bool,
 }
 
 impl Default for UpDownConfig {
@@ -43,6 +48,7 @@ impl Default for UpDownConfig {
             batch_size: 100,
             learning_rate: 0.01,
             cd_k: vec![3, 6, 10],
+            persistent: false,
         }
     }
 }
@@ -93,13 +99,16 @@ fn add_outer(w: &mut Array2<f32>, a: ArrayView2<f32>, b: ArrayView2<f32>, alpha:
 }
 
 /// One mini-batch of up-down learning on `dbn` (untied) with one-hot `labels` ([batch, k]).
-/// Returns the squared error of the wake-phase prediction of the data.
+/// With `chains`, the top's negative phase continues those fantasy chains (an empty array
+/// starts them from this batch's wake state). Returns the squared error of the wake-phase
+/// prediction of the data.
 pub(crate) fn up_down_step<R: Rng + ?Sized>(
     dbn: &mut Dbn,
     v: ArrayView2<f32>,
     labels: ArrayView2<f32>,
     k: usize,
     lr: f32,
+    chains: Option<&mut Array2<f32>>,
     rng: &mut R,
 ) -> Result<f64> {
     let batch = v.nrows() as f32;
@@ -119,19 +128,36 @@ pub(crate) fn up_down_step<R: Rng + ?Sized>(
     let pos_vis = concatenate(Axis(1), &[wake[n - 1].view(), labels])
         .map_err(|e| EngineError::Shape(e.to_string()))?;
     let pos_hid = top.hidden_probs(pos_vis.view());
-    let mut hid_state = sample(&pos_hid, rng);
-    let mut neg_vis = pos_vis.clone();
-    let mut neg_hid = pos_hid.clone();
-    for step in 0..k {
-        // Features sampled, labels as their softmax probabilities (seed Eq. 3).
-        neg_vis = top.visible_probs(hid_state.view());
-        let feat = sample(&neg_vis.slice(s![.., ..nf]).to_owned(), rng);
-        neg_vis.slice_mut(s![.., ..nf]).assign(&feat);
-        neg_hid = top.hidden_probs(neg_vis.view());
-        if step + 1 < k {
-            hid_state = sample(&neg_hid, rng);
+    let (neg_vis, neg_hid) = match chains {
+        Some(chains) => {
+            if chains.nrows() == 0 {
+                *chains = pos_vis.as_standard_layout().into_owned();
+            }
+            // PCD-k: features and labels both sampled, as in pretraining's persistent chains.
+            for _ in 0..k {
+                let h = sample(&top.hidden_probs(chains.view()), rng);
+                let p = top.visible_probs(h.view());
+                top.sample_visible_into(rng, p.view(), chains.view_mut());
+            }
+            (chains.clone(), top.hidden_probs(chains.view()))
         }
-    }
+        None => {
+            let mut hid_state = sample(&pos_hid, rng);
+            let mut neg_vis = pos_vis.clone();
+            let mut neg_hid = pos_hid.clone();
+            for step in 0..k {
+                // Features sampled, labels as their softmax probabilities (seed Eq. 3).
+                neg_vis = top.visible_probs(hid_state.view());
+                let feat = sample(&neg_vis.slice(s![.., ..nf]).to_owned(), rng);
+                neg_vis.slice_mut(s![.., ..nf]).assign(&feat);
+                neg_hid = top.hidden_probs(neg_vis.view());
+                if step + 1 < k {
+                    hid_state = sample(&neg_hid, rng);
+                }
+            }
+            (neg_vis, neg_hid)
+        }
+    };
     // Sleep: stochastic down-pass with the generative weights from the chain's features.
     // sleep[l] mirrors wake[l]; the data layer keeps probabilities.
     let mut sleep = vec![Array2::zeros((0, 0)); n];
@@ -224,6 +250,18 @@ pub fn train_up_down(
         }
         None => FinetuneState::fresh(n, Vec::new()),
     };
+    let mut chains = match (cfg.persistent, state.chains) {
+        (true, Some(c)) if c.dim() == (batch, dbn.layers()[dbn.layers().len() - 1].n_visible()) => {
+            Some(c)
+        }
+        (true, Some(_)) => {
+            return Err(EngineError::Model(
+                "checkpoint: its persistent chains do not fit the top RBM".into(),
+            ))
+        }
+        (true, None) => Some(Array2::zeros((0, 0))),
+        (false, _) => None,
+    };
     let mut order: Vec<usize> = state.order.iter().map(|&i| i as usize).collect();
     let mut history = Vec::with_capacity(cfg.epochs);
     let mut vb = Array2::zeros((batch, x.ncols()));
@@ -239,7 +277,8 @@ pub fn train_up_down(
                 vb.row_mut(r).assign(&x.row(i));
                 yb[[r, labels[i] as usize]] = 1.0;
             }
-            recon += up_down_step(dbn, vb.view(), yb.view(), k, cfg.learning_rate, rng)?;
+            let lr = cfg.learning_rate;
+            recon += up_down_step(dbn, vb.view(), yb.view(), k, lr, chains.as_mut(), rng)?;
             let done = (b + 1) * batch;
             let progress = run.progress(epoch, cfg.epochs, b + 1, batches, done, n, started);
             if run.observer.on_batch(&progress) == Control::Stop {
@@ -287,6 +326,7 @@ pub fn train_up_down(
             next_epoch: epoch + 1,
             order: order.iter().map(|&i| i as u32).collect(),
             increments: Vec::new(),
+            chains: chains.clone().filter(|c| c.nrows() > 0),
         };
         stop |= run.checkpoint(|| Ok(dbn.clone()), state, &history, rng)? == Control::Stop;
         if stop {
@@ -342,7 +382,7 @@ mod tests {
         let before = dbn.clone();
         let lr = 0.1;
         let mut step_rng = crate::engine::rng_from_seed(99);
-        up_down_step(&mut dbn, v.view(), y.view(), 2, lr, &mut step_rng).unwrap();
+        up_down_step(&mut dbn, v.view(), y.view(), 2, lr, None, &mut step_rng).unwrap();
 
         // The wake sample is the step's first draw.
         let mut replay = crate::engine::rng_from_seed(99);

@@ -445,6 +445,7 @@ pub fn train_wake_sleep(
             next_epoch: epoch + 1,
             order: order.iter().map(|&i| i as u32).collect(),
             increments: Vec::new(),
+            chains: None,
         };
         let model = || base.clone().with_belief_net(net.clone());
         stop |= run.checkpoint(model, state, &history, rng)? == Control::Stop;
