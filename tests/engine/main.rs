@@ -13,6 +13,7 @@ mod conditionals;
 mod crbm;
 mod deep_autoencoder;
 mod exact_rbm;
+mod examples;
 mod finetune;
 mod gaussian_dbn;
 mod gaussian_units;
