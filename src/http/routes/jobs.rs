@@ -133,8 +133,9 @@ async fn show(
 ///
 /// A queued job is cancelled at once, a running one within one mini-batch (its status turns
 /// `cancelled` when it has stopped), also while its model is evaluated on the test set. Once
-/// the model file is being written the job is committed: it ends `succeeded`, with
-/// `cancel_requested` true. Cancelling a cancelled job changes nothing.
+/// the model file is being written the job is committed: the answer shows `cancel_requested`
+/// true, and the job still ends `succeeded` with its model. Cancelling a cancelled job changes
+/// nothing.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses(
