@@ -824,10 +824,18 @@ async fn a_bad_image_among_merged_calls_fails_only_its_own_call() {
             3 | 5 => assert_eq!(status, 422, "call {i}: {body}"),
             _ => {
                 assert_eq!(status, 200, "call {i}: {body}");
-                assert_eq!(
-                    body["predictions"][0]["probabilities"], alone[i],
-                    "call {i}"
-                );
+                // The same answer as alone, up to summation order: a merged batch may take
+                // another GEMM blocking than a batch of one (differences near 1e-6 seen).
+                let merged = body["predictions"][0]["probabilities"].as_array().unwrap();
+                let single = alone[i].as_array().unwrap();
+                assert_eq!(merged.len(), single.len(), "call {i}");
+                for (m, s) in merged.iter().zip(single) {
+                    let (m, s) = (m.as_f64().unwrap(), s.as_f64().unwrap());
+                    assert!(
+                        (m - s).abs() < 1e-4,
+                        "call {i}: {merged:?} against {single:?}"
+                    );
+                }
             }
         }
     }
