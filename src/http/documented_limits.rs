@@ -58,6 +58,7 @@ fn property_limits(config: &ServeConfig) -> Vec<(String, Value)> {
     add("UpDownConfig", "epochs", positive(MAX_FINETUNE_EPOCHS));
     add("UpDownConfig", "batch_size", positive(MAX_FINETUNE_BATCH));
     add("UpDownConfig", "learning_rate", step(10.0));
+    add("UpDownConfig", "discriminative", closed(100.0));
     add(
         "UpDownConfig",
         "cd_k",

@@ -199,6 +199,10 @@ pub struct UpDownSchema {
     /// which the sleep phase also goes down, instead of the paper's CD-k from the wake state
     /// (default false).
     persistent: Option<bool>,
+    /// Weight of a discriminative term in the top RBM's update: the gradient of
+    /// log p(label | features) as classification by free energy computes it, added to the
+    /// top's CD-k step; the layers below learn by up-down alone (default 0, in [0, 100]).
+    discriminative: Option<f32>,
 }
 
 /// Layer sizes above the input.
@@ -446,6 +450,7 @@ mod tests {
         assert_eq!(backprop, schema_fields::<BackpropSchema>());
         let up_down = Finetune::UpDown(UpDownConfig {
             persistent: true,
+            discriminative: 1.0,
             ..UpDownConfig::default()
         });
         let up_down = serde_json::to_value(up_down).unwrap();

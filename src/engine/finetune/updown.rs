@@ -9,16 +9,18 @@
 
 use std::time::Instant;
 
-use ndarray::{concatenate, s, Array2, ArrayView2, Axis};
+use ndarray::{concatenate, s, Array1, Array2, ArrayView2, Axis};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::run::{FinetuneRun, FinetuneState};
 use crate::engine::dbn::{error_rate, Dbn};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::math::{matmul, sample_bernoulli};
+use crate::engine::math::{
+    matmul, sample_bernoulli, sigmoid_bias_rows, softmax_bias_rows, softplus_sum_shifted, x_times_w,
+};
 use crate::engine::observer::{Control, EpochMetrics, Phase};
-use crate::engine::rbm::shuffle;
+use crate::engine::rbm::{shuffle, Rbm};
 use crate::engine::EngineRng;
 
 /// Settings of up-down fine-tuning; every field has a default.
@@ -39,6 +41,17 @@ pub struct UpDownConfig {
     /// the sleep phase goes down from those chains. Default false: the paper's CD-k.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub persistent: bool,
+    /// Weight of a discriminative term in the top RBM's update: this times the gradient of
+    /// log p(label | features), with p(k | f) ∝ exp(−F(f, k)) as classification by free
+    /// energy computes it and f the mean-field penultimate features, is added to the top's
+    /// CD-k step (the hybrid objective of Larochelle & Bengio 2008). The layers below learn
+    /// by up-down alone. Default 0: the paper's purely generative up-down.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub discriminative: f32,
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 impl Default for UpDownConfig {
@@ -49,6 +62,7 @@ impl Default for UpDownConfig {
             learning_rate: 0.01,
             cd_k: vec![3, 6, 10],
             persistent: false,
+            discriminative: 0.0,
         }
     }
 }
@@ -77,6 +91,9 @@ impl UpDownConfig {
         if self.cd_k.is_empty() || self.cd_k.iter().any(|&k| k == 0 || k > 1000) {
             return bad("cd_k", "needs 1 to 1000 steps per entry".into());
         }
+        if !(self.discriminative.is_finite() && (0.0..=100.0).contains(&self.discriminative)) {
+            return bad("discriminative", "must be in [0, 100]".into());
+        }
         Ok(())
     }
 
@@ -98,6 +115,69 @@ fn add_outer(w: &mut Array2<f32>, a: ArrayView2<f32>, b: ArrayView2<f32>, alpha:
     matmul(w.view_mut(), true, a.t(), b, alpha);
 }
 
+/// Gradient of Σ_r log p(y_r | f_r) for the top RBM's weights and biases, where
+/// p(k | f) = softmax_k(−F(f, k)) and F is the top's free energy with label k clamped.
+/// With a_k = c + f·W_f + w_k (the hidden input with label k on) and d_rk = y_rk − p(k | f_r):
+/// ∂/∂W_f = fᵀ Σ_k d_k ⊙ σ(a_k), ∂/∂w_k = Σ_r d_rk σ(a_rk), ∂/∂c = Σ_r Σ_k d_rk σ(a_rk),
+/// ∂/∂b_k = Σ_r d_rk (the feature biases cancel out of p). f: [batch, features],
+/// labels: one-hot [batch, classes]. Returns (∂W, ∂b visible, ∂c hidden).
+pub(crate) fn label_log_likelihood_gradient(
+    top: &Rbm,
+    f: ArrayView2<f32>,
+    labels: ArrayView2<f32>,
+) -> (Array2<f32>, Array1<f32>, Array1<f32>) {
+    let nf = top.n_features();
+    let classes = labels.ncols();
+    let mut base = Array2::zeros((f.nrows(), top.n_hidden()));
+    x_times_w(f, top.weights.slice(s![..nf, ..]), base.view_mut());
+    base += &top.hidden_bias;
+    // −F(f, k) up to the feature term, which is the same for every k.
+    let mut log_p = Array2::zeros((f.nrows(), classes));
+    for (r, base_row) in base.rows().into_iter().enumerate() {
+        let base_row = base_row
+            .as_slice()
+            .expect("rows of an owned array are contiguous");
+        for k in 0..classes {
+            let w_k = top.weights.row(nf + k);
+            let w_k = w_k.as_slice().expect("rows of the weights are contiguous");
+            log_p[[r, k]] = top.visible_bias[nf + k] + softplus_sum_shifted(base_row, w_k);
+        }
+    }
+    softmax_bias_rows(log_p.view_mut(), Array1::zeros(classes).view());
+    let d = &labels - &log_p;
+    let mut grad_w = Array2::zeros(top.weights.dim());
+    let mut grad_vb = Array1::zeros(top.n_visible());
+    grad_vb.slice_mut(s![nf..]).assign(&d.sum_axis(Axis(0)));
+    let mut weighted = Array2::<f32>::zeros(base.dim());
+    for k in 0..classes {
+        let mut sig = base.clone();
+        sigmoid_bias_rows(sig.view_mut(), top.weights.row(nf + k));
+        grad_w.row_mut(nf + k).assign(&sig.t().dot(&d.column(k)));
+        sig *= &d.column(k).insert_axis(Axis(1));
+        weighted += &sig;
+    }
+    matmul(
+        grad_w.slice_mut(s![..nf, ..]),
+        true,
+        f.t(),
+        weighted.view(),
+        1.0,
+    );
+    let grad_hb = weighted.sum_axis(Axis(0));
+    (grad_w, grad_vb, grad_hb)
+}
+
+/// What one mini-batch of up-down does besides its data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
+    /// Gibbs steps at the top.
+    pub k: usize,
+    /// Step size of every weight.
+    pub lr: f32,
+    /// Weight of the top's discriminative term ([`UpDownConfig::discriminative`]).
+    pub discriminative: f32,
+}
+
 /// One mini-batch of up-down learning on `dbn` (untied) with one-hot `labels` ([batch, k]).
 /// With `chains`, the top's negative phase continues those fantasy chains (an empty array
 /// starts them from this batch's wake state). Returns the squared error of the wake-phase
@@ -106,14 +186,32 @@ pub(crate) fn up_down_step<R: Rng + ?Sized>(
     dbn: &mut Dbn,
     v: ArrayView2<f32>,
     labels: ArrayView2<f32>,
-    k: usize,
-    lr: f32,
+    step: Step,
     chains: Option<&mut Array2<f32>>,
     rng: &mut R,
 ) -> Result<f64> {
+    let Step {
+        k,
+        lr,
+        discriminative,
+    } = step;
     let batch = v.nrows() as f32;
     let eps = lr / batch;
     let n = dbn.layers().len();
+    // The discriminative term's gradient, from the weights as they are before this step.
+    let hybrid = if discriminative > 0.0 {
+        let mut f = v.to_owned();
+        for rbm in &dbn.layers()[..n - 1] {
+            f = rbm.hidden_probs(f.view());
+        }
+        Some(label_log_likelihood_gradient(
+            &dbn.layers()[n - 1],
+            f.view(),
+            labels,
+        ))
+    } else {
+        None
+    };
     // Wake: stochastic up-pass with the recognition weights. wake[l] is the state of the
     // visible units of layer l (wake[0] the data); wake[n-1] the penultimate features.
     let mut wake = vec![v.to_owned()];
@@ -203,6 +301,12 @@ pub(crate) fn up_down_step<R: Rng + ?Sized>(
         .scaled_add(eps, &(&pos_vis - &neg_vis).sum_axis(Axis(0)));
     top.hidden_bias
         .scaled_add(eps, &(&pos_hid - &neg_hid).sum_axis(Axis(0)));
+    if let Some((grad_w, grad_vb, grad_hb)) = hybrid {
+        let alpha = eps * discriminative;
+        top.weights.scaled_add(alpha, &grad_w);
+        top.visible_bias.scaled_add(alpha, &grad_vb);
+        top.hidden_bias.scaled_add(alpha, &grad_hb);
+    }
     Ok(recon)
 }
 
@@ -277,8 +381,12 @@ pub fn train_up_down(
                 vb.row_mut(r).assign(&x.row(i));
                 yb[[r, labels[i] as usize]] = 1.0;
             }
-            let lr = cfg.learning_rate;
-            recon += up_down_step(dbn, vb.view(), yb.view(), k, lr, chains.as_mut(), rng)?;
+            let step = Step {
+                k,
+                lr: cfg.learning_rate,
+                discriminative: cfg.discriminative,
+            };
+            recon += up_down_step(dbn, vb.view(), yb.view(), step, chains.as_mut(), rng)?;
             let done = (b + 1) * batch;
             let progress = run.progress(epoch, cfg.epochs, b + 1, batches, done, n, started);
             if run.observer.on_batch(&progress) == Control::Stop {
@@ -353,7 +461,6 @@ fn top_free_energy(dbn: &Dbn, x: ArrayView2<f32>, labels: &[u8]) -> Result<f64> 
 mod tests {
     use super::*;
     use crate::engine::math::{fill_normal, fill_uniform};
-    use crate::engine::rbm::Rbm;
 
     fn tiny_dbn(rng: &mut crate::engine::EngineRng) -> Dbn {
         let mut rbm = |v: usize, h: usize, labels: usize| {
@@ -382,7 +489,12 @@ mod tests {
         let before = dbn.clone();
         let lr = 0.1;
         let mut step_rng = crate::engine::rng_from_seed(99);
-        up_down_step(&mut dbn, v.view(), y.view(), 2, lr, None, &mut step_rng).unwrap();
+        let step = Step {
+            k: 2,
+            lr,
+            discriminative: 0.0,
+        };
+        up_down_step(&mut dbn, v.view(), y.view(), step, None, &mut step_rng).unwrap();
 
         // The wake sample is the step's first draw.
         let mut replay = crate::engine::rng_from_seed(99);
@@ -417,6 +529,128 @@ mod tests {
         }
         // Untied: the recognition weights moved differently from the generative ones.
         assert_ne!(dbn.layers()[0].weights, dbn.generative(0).to_owned());
+    }
+
+    /// Σ_r log p(y_r | f_r) by the top RBM, in f64 and by the definition: F(f, k) with label k
+    /// clamped, p = softmax(−F). `w`, `b`, `c` are the top's weights and biases.
+    fn label_log_likelihood(
+        w: &Array2<f64>,
+        b: &[f64],
+        c: &[f64],
+        f: &Array2<f64>,
+        y: &[usize],
+        classes: usize,
+    ) -> f64 {
+        let nf = f.ncols();
+        let mut total = 0.0;
+        for (r, &label) in y.iter().enumerate() {
+            let neg_f: Vec<f64> = (0..classes)
+                .map(|k| {
+                    let feature_term: f64 = (0..nf).map(|i| f[[r, i]] * b[i]).sum();
+                    let hidden: f64 = (0..c.len())
+                        .map(|j| {
+                            let a = c[j]
+                                + (0..nf).map(|i| f[[r, i]] * w[[i, j]]).sum::<f64>()
+                                + w[[nf + k, j]];
+                            a.exp().ln_1p()
+                        })
+                        .sum();
+                    feature_term + b[nf + k] + hidden
+                })
+                .collect();
+            let max = neg_f.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let log_z = max + neg_f.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            total += neg_f[label] - log_z;
+        }
+        total
+    }
+
+    /// The discriminative term moves the top RBM by exactly ε/B · weight · ∇ Σ log p(y | f),
+    /// with the gradient taken by central differences of the definition above and f the
+    /// mean-field features of the recognition up-pass; everything else in the step is the
+    /// same as without it (same draws).
+    #[test]
+    fn the_discriminative_term_climbs_the_label_log_likelihood() {
+        let mut rng = crate::engine::rng_from_seed(5);
+        let mut dbn = tiny_dbn(&mut rng);
+        dbn.untie();
+        let mut v = Array2::zeros((4, 6));
+        fill_uniform(&mut rng, v.as_slice_mut().unwrap());
+        v.mapv_inplace(|p| f32::from(p > 0.5));
+        let y_idx = [0usize, 2, 1, 2];
+        let mut y = Array2::zeros((4, 3));
+        for (r, &k) in y_idx.iter().enumerate() {
+            y[[r, k]] = 1.0;
+        }
+        let (lr, weight) = (0.1f32, 2.0f32);
+        let run = |discriminative: f32| {
+            let mut d = dbn.clone();
+            let step = Step {
+                k: 1,
+                lr,
+                discriminative,
+            };
+            let mut step_rng = crate::engine::rng_from_seed(31);
+            up_down_step(&mut d, v.view(), y.view(), step, None, &mut step_rng).unwrap();
+            d.layers()[2].clone()
+        };
+        let (plain, hybrid) = (run(0.0), run(weight));
+
+        let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
+        let mut f = v.mapv(f64::from);
+        for rbm in &dbn.layers()[..2] {
+            let w = rbm.weights.mapv(f64::from);
+            let c = rbm.hidden_bias.mapv(f64::from);
+            f = (f.dot(&w) + &c).mapv(sig);
+        }
+        let top = &dbn.layers()[2];
+        let mut w = top.weights.mapv(f64::from);
+        let mut b = top.visible_bias.mapv(f64::from).to_vec();
+        let mut c = top.hidden_bias.mapv(f64::from).to_vec();
+        let scale = f64::from(lr / 4.0 * weight);
+        let h = 1e-5;
+        let check = |what: &str, moved: f32, grad: f64| {
+            let expected = scale * grad;
+            assert!(
+                (f64::from(moved) - expected).abs() < 1e-5 + 1e-3 * expected.abs(),
+                "{what}: the term moved it by {moved}, the gradient says {expected}"
+            );
+        };
+        let mut moved_any = false;
+        for i in 0..w.nrows() {
+            for j in 0..w.ncols() {
+                let keep = w[[i, j]];
+                w[[i, j]] = keep + h;
+                let up = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
+                w[[i, j]] = keep - h;
+                let down = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
+                w[[i, j]] = keep;
+                let moved = hybrid.weights[[i, j]] - plain.weights[[i, j]];
+                moved_any |= moved.abs() > 1e-4;
+                check(&format!("W[{i},{j}]"), moved, (up - down) / (2.0 * h));
+            }
+        }
+        for i in 0..b.len() {
+            let keep = b[i];
+            b[i] = keep + h;
+            let up = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
+            b[i] = keep - h;
+            let down = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
+            b[i] = keep;
+            let moved = hybrid.visible_bias[i] - plain.visible_bias[i];
+            check(&format!("b[{i}]"), moved, (up - down) / (2.0 * h));
+        }
+        for j in 0..c.len() {
+            let keep = c[j];
+            c[j] = keep + h;
+            let up = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
+            c[j] = keep - h;
+            let down = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
+            c[j] = keep;
+            let moved = hybrid.hidden_bias[j] - plain.hidden_bias[j];
+            check(&format!("c[{j}]"), moved, (up - down) / (2.0 * h));
+        }
+        assert!(moved_any, "the term moved no weight");
     }
 
     #[test]
