@@ -84,14 +84,20 @@ impl TrainingSpec {
                 3.0 * c.epochs as f64 * n as f64 * (forward + (below * classes) as f64)
             }
             // Below the top: six products per layer (up, down, two predictions, two
-            // updates); the top: 2k + 3 products.
+            // updates); the top: 2k + 3 products. The discriminative term adds a mean-field
+            // up-pass and two products at the top.
             Finetune::UpDown(c) => {
                 let top = (self.layer_visible(hidden.len() - 1, n_inputs, classes)
                     * hidden[hidden.len() - 1]) as f64;
                 let k = c.cd_k.iter().sum::<usize>() as f64 / c.cd_k.len().max(1) as f64;
+                let hybrid = if c.discriminative > 0.0 {
+                    forward + top
+                } else {
+                    0.0
+                };
                 c.epochs as f64
                     * n as f64
-                    * (6.0 * (forward - top.min(forward)) + (2.0 * k + 3.0) * top)
+                    * (6.0 * (forward - top.min(forward)) + (2.0 * k + 3.0) * top + hybrid)
             }
             // Encoder and decoder: twice the forward products, three each per example.
             Finetune::Autoencoder(c) => 6.0 * c.epochs as f64 * n as f64 * forward,

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Up-down with a discriminative term at the top (issue 19), under the validation protocol.
+#
+#   bench/updown-hybrid.sh valid   # greedy model on the first 50,000 images, then each
+#                                  # validation spec below; prints the validation curve
+#   bench/updown-hybrid.sh final   # greedy model on all 60,000, the chosen spec, the test set
+#                                  # measured once by free energy and by the classifier stage
+#
+# Dreams are judged separately, through a server: start `dbn-serve serve --data-dir D` and run
+#   python3 bench/judge.py dreams --base URL --model FILE.safetensors --per-label 100 --steps 3000
+# Models and logs go to $OUT (default /work/runs/updown). One thread per run, two runs at once
+# on a two-core machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mnist=${DBN_MNIST_DIR:-../shared/data/mnist}
+out=${OUT:-/work/runs/updown}
+mkdir -p "$out"
+cargo build --release --locked
+bin=target/release/dbn-serve
+valid_specs=(mnist-dbn-updown-hybrid-valid mnist-dbn-updown-pcd-hybrid-valid)
+final_spec=mnist-dbn-default-hybrid
+
+case "${1:-}" in
+valid)
+  [ -f "$out/greedy-50k.safetensors" ] || "$bin" train --spec examples/mnist-dbn-valid.json \
+      --mnist-dir "$mnist" --no-test --out "$out/greedy-50k.safetensors" >"$out/greedy-50k.log" 2>&1
+  for s in "${valid_specs[@]}"; do
+    "$bin" finetune --model "$out/greedy-50k.safetensors" --spec "examples/$s.json" --threads 1 \
+        --mnist-dir "$mnist" --no-test --out "$out/$s.safetensors" >"$out/$s.log" 2>&1 &
+  done
+  wait
+  for s in "${valid_specs[@]}"; do
+    echo "== $s"
+    grep -o 'epoch [0-9]*/[0-9]*:.*valid_error=[0-9.]*' "$out/$s.log" | sed 's/recon.*valid_error/valid_error/'
+  done
+  ;;
+final)
+  [ -f "$out/greedy-60k.safetensors" ] || "$bin" train --spec examples/mnist-dbn.json \
+      --mnist-dir "$mnist" --no-test --out "$out/greedy-60k.safetensors" >"$out/greedy-60k.log" 2>&1
+  "$bin" finetune --model "$out/greedy-60k.safetensors" --spec "examples/$final_spec.json" \
+      --mnist-dir "$mnist" --no-test --out "$out/$final_spec-f32.safetensors" 2>&1 | tee "$out/$final_spec.log"
+  "$bin" compact --mnist-dir "$mnist" --model "$out/$final_spec-f32.safetensors" \
+      --out "$out/$final_spec.safetensors" 2>&1 | tee "$out/$final_spec-compact.txt"
+  ;;
+*)
+  echo "usage: bench/updown-hybrid.sh valid|final" >&2
+  exit 2
+  ;;
+esac
