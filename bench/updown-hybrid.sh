@@ -3,8 +3,9 @@
 #
 #   bench/updown-hybrid.sh valid   # greedy model on the first 50,000 images, then each
 #                                  # validation spec below; prints the validation curve
-#   bench/updown-hybrid.sh final   # greedy model on all 60,000, the chosen spec, the test set
-#                                  # measured once by free energy and by the classifier stage
+#   bench/updown-hybrid.sh final   # greedy model on all 60,000, the chosen up-down spec, the
+#                                  # test set once by free energy; then the bundled model's
+#                                  # dropout classifier stage and its bf16 copy
 #
 # Dreams are judged separately, through a server: start `dbn-serve serve --data-dir D` and run
 #   python3 bench/judge.py dreams --base URL --model FILE.safetensors --per-label 100 --steps 3000
@@ -37,8 +38,14 @@ valid)
 final)
   [ -f "$out/greedy-60k.safetensors" ] || "$bin" train --spec examples/mnist-dbn.json \
       --mnist-dir "$mnist" --no-test --out "$out/greedy-60k.safetensors" >"$out/greedy-60k.log" 2>&1
-  "$bin" finetune --model "$out/greedy-60k.safetensors" --spec "examples/$final_spec.json" \
-      --mnist-dir "$mnist" --no-test --out "$out/$final_spec-f32.safetensors" 2>&1 | tee "$out/$final_spec.log"
+  # Up-down with the chosen settings, then the test set once by free energy.
+  "$bin" finetune --model "$out/greedy-60k.safetensors" --spec examples/mnist-dbn-updown-hybrid.json \
+      --mnist-dir "$mnist" --no-test --out "$out/updown-hybrid-60k.safetensors" >"$out/updown-hybrid-60k.log" 2>&1
+  "$bin" eval --mnist-dir "$mnist" --model "$out/updown-hybrid-60k.safetensors" --method free-energy
+  # The bundled model: the dropout classifier stage on top (finetune trains only that stage),
+  # stored as bfloat16; `compact` measures both methods for f32 and bf16.
+  "$bin" finetune --model "$out/updown-hybrid-60k.safetensors" --spec "examples/$final_spec.json" \
+      --mnist-dir "$mnist" --no-test --out "$out/$final_spec-f32.safetensors" >"$out/$final_spec.log" 2>&1
   "$bin" compact --mnist-dir "$mnist" --model "$out/$final_spec-f32.safetensors" \
       --out "$out/$final_spec.safetensors" 2>&1 | tee "$out/$final_spec-compact.txt"
   ;;
