@@ -531,31 +531,38 @@ mod tests {
         assert_ne!(dbn.layers()[0].weights, dbn.generative(0).to_owned());
     }
 
-    /// Σ_r log p(y_r | f_r) by the top RBM, in f64 and by the definition: F(f, k) with label k
-    /// clamped, p = softmax(−F). `w`, `b`, `c` are the top's weights and biases.
-    fn label_log_likelihood(
-        w: &Array2<f64>,
-        b: &[f64],
-        c: &[f64],
-        f: &Array2<f64>,
-        y: &[usize],
-        classes: usize,
-    ) -> f64 {
+    /// The top RBM's parameters in one list: its weights row by row, then the visible and
+    /// the hidden biases.
+    fn top_parameters(top: &Rbm) -> Vec<f64> {
+        let all = top
+            .weights
+            .iter()
+            .chain(&top.visible_bias)
+            .chain(&top.hidden_bias);
+        all.map(|&x| f64::from(x)).collect()
+    }
+
+    /// Σ_r log p(y_r | f_r) by a top RBM with parameters `theta` (as [`top_parameters`] lists
+    /// them; `hidden` units), in f64 and by the definition: F(f, k) with label k clamped,
+    /// p = softmax(−F).
+    fn label_log_likelihood(theta: &[f64], hidden: usize, f: &Array2<f64>, y: &[usize]) -> f64 {
         let nf = f.ncols();
+        let visible = (theta.len() - hidden) / (hidden + 1);
+        let w = |i: usize, j: usize| theta[i * hidden + j];
+        let b = |i: usize| theta[visible * hidden + i];
+        let c = |j: usize| theta[visible * hidden + visible + j];
         let mut total = 0.0;
         for (r, &label) in y.iter().enumerate() {
-            let neg_f: Vec<f64> = (0..classes)
+            let neg_f: Vec<f64> = (0..visible - nf)
                 .map(|k| {
-                    let feature_term: f64 = (0..nf).map(|i| f[[r, i]] * b[i]).sum();
-                    let hidden: f64 = (0..c.len())
+                    let feature_term: f64 = (0..nf).map(|i| f[[r, i]] * b(i)).sum();
+                    let hidden_term: f64 = (0..hidden)
                         .map(|j| {
-                            let a = c[j]
-                                + (0..nf).map(|i| f[[r, i]] * w[[i, j]]).sum::<f64>()
-                                + w[[nf + k, j]];
-                            a.exp().ln_1p()
+                            let a = c(j) + (0..nf).map(|i| f[[r, i]] * w(i, j)).sum::<f64>();
+                            (a + w(nf + k, j)).exp().ln_1p()
                         })
                         .sum();
-                    feature_term + b[nf + k] + hidden
+                    feature_term + b(nf + k) + hidden_term
                 })
                 .collect();
             let max = neg_f.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -592,7 +599,7 @@ mod tests {
             };
             let mut step_rng = crate::engine::rng_from_seed(31);
             up_down_step(&mut d, v.view(), y.view(), step, None, &mut step_rng).unwrap();
-            d.layers()[2].clone()
+            top_parameters(&d.layers()[2])
         };
         let (plain, hybrid) = (run(0.0), run(weight));
 
@@ -603,52 +610,25 @@ mod tests {
             let c = rbm.hidden_bias.mapv(f64::from);
             f = (f.dot(&w) + &c).mapv(sig);
         }
-        let top = &dbn.layers()[2];
-        let mut w = top.weights.mapv(f64::from);
-        let mut b = top.visible_bias.mapv(f64::from).to_vec();
-        let mut c = top.hidden_bias.mapv(f64::from).to_vec();
+        let hidden = dbn.layers()[2].n_hidden();
+        let mut theta = top_parameters(&dbn.layers()[2]);
         let scale = f64::from(lr / 4.0 * weight);
         let h = 1e-5;
-        let check = |what: &str, moved: f32, grad: f64| {
-            let expected = scale * grad;
-            assert!(
-                (f64::from(moved) - expected).abs() < 1e-5 + 1e-3 * expected.abs(),
-                "{what}: the term moved it by {moved}, the gradient says {expected}"
-            );
-        };
         let mut moved_any = false;
-        for i in 0..w.nrows() {
-            for j in 0..w.ncols() {
-                let keep = w[[i, j]];
-                w[[i, j]] = keep + h;
-                let up = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
-                w[[i, j]] = keep - h;
-                let down = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
-                w[[i, j]] = keep;
-                let moved = hybrid.weights[[i, j]] - plain.weights[[i, j]];
-                moved_any |= moved.abs() > 1e-4;
-                check(&format!("W[{i},{j}]"), moved, (up - down) / (2.0 * h));
-            }
-        }
-        for i in 0..b.len() {
-            let keep = b[i];
-            b[i] = keep + h;
-            let up = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
-            b[i] = keep - h;
-            let down = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
-            b[i] = keep;
-            let moved = hybrid.visible_bias[i] - plain.visible_bias[i];
-            check(&format!("b[{i}]"), moved, (up - down) / (2.0 * h));
-        }
-        for j in 0..c.len() {
-            let keep = c[j];
-            c[j] = keep + h;
-            let up = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
-            c[j] = keep - h;
-            let down = label_log_likelihood(&w, &b, &c, &f, &y_idx, 3);
-            c[j] = keep;
-            let moved = hybrid.hidden_bias[j] - plain.hidden_bias[j];
-            check(&format!("c[{j}]"), moved, (up - down) / (2.0 * h));
+        for i in 0..theta.len() {
+            let keep = theta[i];
+            theta[i] = keep + h;
+            let up = label_log_likelihood(&theta, hidden, &f, &y_idx);
+            theta[i] = keep - h;
+            let down = label_log_likelihood(&theta, hidden, &f, &y_idx);
+            theta[i] = keep;
+            let expected = scale * (up - down) / (2.0 * h);
+            let moved = hybrid[i] - plain[i];
+            moved_any |= moved.abs() > 1e-4;
+            assert!(
+                (moved - expected).abs() < 1e-5 + 1e-3 * expected.abs(),
+                "parameter {i}: the term moved it by {moved}, the gradient says {expected}"
+            );
         }
         assert!(moved_any, "the term moved no weight");
     }
