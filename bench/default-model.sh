@@ -8,7 +8,7 @@
 #      (examples/mnist-dbn-default-hybrid.json: `finetune` runs only the classifier stage on a
 #      model whose up-down matches the spec; about 30 minutes),
 #   4. the weights stored as bfloat16, both methods measured for f32 and bf16 (`compact`),
-#   5. the dreams judged by the independent MLP judge (bench/judge.py, through a server).
+#   5. the dreams judged by the independent MLP judge (bench/judge.py through a server; needs numpy).
 # Usage: bench/default-model.sh MNIST_DIR [OUT_DIR]
 set -euo pipefail
 mnist=${1:?usage: bench/default-model.sh MNIST_DIR [OUT_DIR]}

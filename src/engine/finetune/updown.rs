@@ -472,20 +472,26 @@ mod tests {
         Dbn::new(vec![rbm(6, 5, 0), rbm(5, 4, 0), rbm(7, 6, 3)]).unwrap()
     }
 
+    /// An untied [`tiny_dbn`] and a batch for it: binary images and one-hot `labels`.
+    fn untied_with_batch(seed: u64, labels: &[usize]) -> (Dbn, Array2<f32>, Array2<f32>) {
+        let mut rng = crate::engine::rng_from_seed(seed);
+        let mut dbn = tiny_dbn(&mut rng);
+        dbn.untie();
+        let mut v = Array2::zeros((labels.len(), 6));
+        fill_uniform(&mut rng, v.as_slice_mut().unwrap());
+        v.mapv_inplace(|p| f32::from(p > 0.5));
+        let mut y = Array2::zeros((labels.len(), 3));
+        for (r, &k) in labels.iter().enumerate() {
+            y[[r, k]] = 1.0;
+        }
+        (dbn, v, y)
+    }
+
     /// The generative weights of the bottom layer move by the delta rule of the seed's
     /// Eq. 1, computed here from the same wake sample: ΔG = ε/B (v − σ(s₁Gᵀ + b))ᵀ s₁.
     #[test]
     fn generative_weights_follow_the_delta_rule() {
-        let mut rng = crate::engine::rng_from_seed(8);
-        let mut dbn = tiny_dbn(&mut rng);
-        dbn.untie();
-        let mut v = Array2::zeros((4, 6));
-        fill_uniform(&mut rng, v.as_slice_mut().unwrap());
-        v.mapv_inplace(|p| f32::from(p > 0.5));
-        let mut y = Array2::zeros((4, 3));
-        for r in 0..4 {
-            y[[r, r % 3]] = 1.0;
-        }
+        let (mut dbn, v, y) = untied_with_batch(8, &[0, 1, 2, 0]);
         let before = dbn.clone();
         let lr = 0.1;
         let mut step_rng = crate::engine::rng_from_seed(99);
@@ -578,17 +584,8 @@ mod tests {
     /// same as without it (same draws).
     #[test]
     fn the_discriminative_term_climbs_the_label_log_likelihood() {
-        let mut rng = crate::engine::rng_from_seed(5);
-        let mut dbn = tiny_dbn(&mut rng);
-        dbn.untie();
-        let mut v = Array2::zeros((4, 6));
-        fill_uniform(&mut rng, v.as_slice_mut().unwrap());
-        v.mapv_inplace(|p| f32::from(p > 0.5));
         let y_idx = [0usize, 2, 1, 2];
-        let mut y = Array2::zeros((4, 3));
-        for (r, &k) in y_idx.iter().enumerate() {
-            y[[r, k]] = 1.0;
-        }
+        let (dbn, v, y) = untied_with_batch(5, &y_idx);
         let (lr, weight) = (0.1f32, 2.0f32);
         let run = |discriminative: f32| {
             let mut d = dbn.clone();
