@@ -10,7 +10,7 @@
 # Dreams are judged separately, through a server: start `dbn-serve serve --data-dir D` and run
 #   python3 bench/judge.py dreams --base URL --model FILE.safetensors --per-label 100 --steps 3000
 # Models and logs go to $OUT (default /work/runs/updown). One thread per run, two runs at once
-# on a two-core machine.
+# on a two-core machine; the specs all start at once, so a third run shares the two cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mnist=${DBN_MNIST_DIR:-../shared/data/mnist}
@@ -18,8 +18,10 @@ out=${OUT:-/work/runs/updown}
 mkdir -p "$out"
 cargo build --release --locked
 bin=target/release/dbn-serve
-valid_specs=(mnist-dbn-updown-hybrid-valid mnist-dbn-updown-pcd-hybrid-valid)
-final_spec=mnist-dbn-default-hybrid
+valid_specs=(mnist-dbn-updown-hybrid-valid mnist-dbn-updown-pcd-hybrid-valid mnist-dbn-updown-hybrid10-valid)
+# The chosen settings (α 10); the first choice, α 3, is mnist-dbn-updown-hybrid.json.
+updown_spec=mnist-dbn-updown-hybrid10
+final_spec=mnist-dbn-default-hybrid10
 
 case "${1:-}" in
 valid)
@@ -39,12 +41,12 @@ final)
   [ -f "$out/greedy-60k.safetensors" ] || "$bin" train --spec examples/mnist-dbn.json \
       --mnist-dir "$mnist" --no-test --out "$out/greedy-60k.safetensors" >"$out/greedy-60k.log" 2>&1
   # Up-down with the chosen settings, then the test set once by free energy.
-  "$bin" finetune --model "$out/greedy-60k.safetensors" --spec examples/mnist-dbn-updown-hybrid.json \
-      --mnist-dir "$mnist" --no-test --out "$out/updown-hybrid-60k.safetensors" >"$out/updown-hybrid-60k.log" 2>&1
-  "$bin" eval --mnist-dir "$mnist" --model "$out/updown-hybrid-60k.safetensors" --method free-energy
+  "$bin" finetune --model "$out/greedy-60k.safetensors" --spec "examples/$updown_spec.json" \
+      --mnist-dir "$mnist" --no-test --out "$out/$updown_spec-60k.safetensors" >"$out/$updown_spec-60k.log" 2>&1
+  "$bin" eval --mnist-dir "$mnist" --model "$out/$updown_spec-60k.safetensors" --method free-energy
   # The bundled model: the dropout classifier stage on top (finetune trains only that stage),
   # stored as bfloat16; `compact` measures both methods for f32 and bf16.
-  "$bin" finetune --model "$out/updown-hybrid-60k.safetensors" --spec "examples/$final_spec.json" \
+  "$bin" finetune --model "$out/$updown_spec-60k.safetensors" --spec "examples/$final_spec.json" \
       --mnist-dir "$mnist" --no-test --out "$out/$final_spec-f32.safetensors" >"$out/$final_spec.log" 2>&1
   "$bin" compact --mnist-dir "$mnist" --model "$out/$final_spec-f32.safetensors" \
       --out "$out/$final_spec.safetensors" 2>&1 | tee "$out/$final_spec-compact.txt"
