@@ -9,8 +9,8 @@
 #
 # Dreams are judged separately, through a server: start `dbn-serve serve --data-dir D` and run
 #   python3 bench/judge.py dreams --base URL --model FILE.safetensors --per-label 100 --steps 3000
-# Models and logs go to $OUT (default /work/runs/updown). One thread per run, two runs at once
-# on a two-core machine; the specs all start at once, so a third run shares the two cores
+# Models and logs go to $OUT (default /work/runs/updown). One thread per run; the validation
+# specs all start at once, so on two cores the third run shares them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mnist=${DBN_MNIST_DIR:-../shared/data/mnist}
