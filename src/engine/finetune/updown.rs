@@ -200,15 +200,8 @@ pub(crate) fn up_down_step<R: Rng + ?Sized>(
     let n = dbn.layers().len();
     // The discriminative term's gradient, from the weights as they are before this step.
     let hybrid = if discriminative > 0.0 {
-        let mut f = v.to_owned();
-        for rbm in &dbn.layers()[..n - 1] {
-            f = rbm.hidden_probs(f.view());
-        }
-        Some(label_log_likelihood_gradient(
-            &dbn.layers()[n - 1],
-            f.view(),
-            labels,
-        ))
+        let f = dbn.features(v)?;
+        Some(label_log_likelihood_gradient(dbn.top(), f.view(), labels))
     } else {
         None
     };
