@@ -15,6 +15,7 @@ use super::Dbn;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::math::team::{self, Team};
 use crate::engine::math::{self, matmul, sample_categorical_rows, softmax_bias_rows};
+use crate::engine::rbm::Rbm;
 
 /// Rows below which the per-label sums are split by columns over the team, not by rows.
 const PAR_ROWS: usize = 16;
@@ -54,6 +55,51 @@ fn softplus_sums_split(base: ArrayView2<f32>, w_l: ArrayView2<f32>) -> Array2<f3
     total
 }
 
+/// c + f·W_f: the top RBM's hidden input from penultimate features f, before any label.
+/// f: [rows, features] → [rows, H].
+pub(crate) fn top_hidden_input(top: &Rbm, features: ArrayView2<f32>) -> Array2<f32> {
+    let w_f = top.weights.slice(s![..top.n_features(), ..]);
+    let mut base = Array2::zeros((features.nrows(), top.n_hidden()));
+    math::x_times_w(features, w_f, base.view_mut());
+    base += &top.hidden_bias;
+    base
+}
+
+/// b_k + Σ_j softplus(base_rj + w_kj) for every row r and label k: −F(f, k) without the
+/// feature term Σ_i b_i f_i, which is the same for every label, so that a softmax over a row
+/// gives p(k | f). base: [`top_hidden_input`] → [rows, classes].
+pub(crate) fn label_scores(top: &Rbm, base: ArrayView2<f32>) -> Array2<f32> {
+    let nf = top.n_features();
+    let w_l = top.weights.slice(s![nf.., ..]);
+    let b_l = top.visible_bias.slice(s![nf..]);
+    let k = w_l.nrows();
+    let mut out = Array2::zeros((base.nrows(), k));
+    if base.nrows() < PAR_ROWS {
+        // A few images: the columns are split over the team instead of the rows.
+        let sums = softplus_sums_split(base, w_l);
+        for ((score, sum), label) in out.iter_mut().zip(sums).zip((0..k).cycle()) {
+            *score = b_l[label] + sum;
+        }
+    } else {
+        base.axis_iter(Axis(0))
+            .into_par_iter()
+            .zip(out.axis_iter_mut(Axis(0)).into_par_iter())
+            .for_each(|(base_row, mut out_row)| {
+                let base_row = base_row
+                    .as_slice()
+                    .expect("rows of an owned array are contiguous");
+                for (label, score) in out_row.iter_mut().enumerate() {
+                    let shift = w_l.row(label);
+                    let shift = shift
+                        .as_slice()
+                        .expect("rows of the weights are contiguous");
+                    *score = b_l[label] + math::softplus_sum_shifted(base_row, shift);
+                }
+            });
+    }
+    out
+}
+
 impl Dbn {
     fn require_labels(&self) -> Result<usize> {
         match self.label_classes() {
@@ -65,15 +111,11 @@ impl Dbn {
         }
     }
 
-    /// c + f·W_features for the top RBM: the hidden units' input before any label.
-    /// → [batch, H].
-    fn top_hidden_input(&self, x: ArrayView2<f32>) -> Result<(Array2<f32>, Array2<f32>)> {
-        let top = self.top();
+    /// The penultimate features of `x` and the top RBM's hidden input from them
+    /// ([`top_hidden_input`]). → ([batch, features], [batch, H]).
+    fn features_and_top_input(&self, x: ArrayView2<f32>) -> Result<(Array2<f32>, Array2<f32>)> {
         let features = self.features(x)?;
-        let w_f = top.weights.slice(s![..top.n_features(), ..]);
-        let mut base = Array2::zeros((features.nrows(), top.n_hidden()));
-        math::x_times_w(features.view(), w_f, base.view_mut());
-        base += &top.hidden_bias;
+        let base = top_hidden_input(self.top(), features.view());
         Ok((features, base))
     }
 
@@ -92,35 +134,9 @@ impl Dbn {
             return Ok(out);
         }
         let top = self.top();
-        let nf = top.n_features();
-        let (features, base) = self.top_hidden_input(x)?;
-        let feature_term = features.dot(&top.visible_bias.slice(s![..nf]));
-        let w_l = top.weights.slice(s![nf.., ..]);
-        let b_l = top.visible_bias.slice(s![nf..]);
-        let mut out = Array2::zeros((base.nrows(), k));
-        if base.nrows() < PAR_ROWS {
-            // A few images: the columns are split over the team instead of the rows.
-            let sums = softplus_sums_split(base.view(), w_l);
-            for ((f, sum), label) in out.iter_mut().zip(sums).zip((0..k).cycle()) {
-                *f = -b_l[label] - sum;
-            }
-        } else {
-            base.axis_iter(Axis(0))
-                .into_par_iter()
-                .zip(out.axis_iter_mut(Axis(0)).into_par_iter())
-                .for_each(|(base_row, mut out_row)| {
-                    let base_row = base_row
-                        .as_slice()
-                        .expect("rows of an owned array are contiguous");
-                    for (label, f) in out_row.iter_mut().enumerate() {
-                        let shift = w_l.row(label);
-                        let shift = shift
-                            .as_slice()
-                            .expect("rows of the weights are contiguous");
-                        *f = -b_l[label] - math::softplus_sum_shifted(base_row, shift);
-                    }
-                });
-        }
+        let (features, base) = self.features_and_top_input(x)?;
+        let feature_term = features.dot(&top.visible_bias.slice(s![..top.n_features()]));
+        let mut out = label_scores(top, base.view()).mapv(|score| -score);
         for (mut row, &ft) in out.axis_iter_mut(Axis(0)).zip(&feature_term) {
             row -= ft;
         }
@@ -155,7 +171,7 @@ impl Dbn {
         }
         let top = self.top();
         let nf = top.n_features();
-        let (_, base) = self.top_hidden_input(x)?;
+        let (_, base) = self.features_and_top_input(x)?;
         let w_l = top.weights.slice(s![nf.., ..]);
         let b_l = top.visible_bias.slice(s![nf..]);
         let batch = base.nrows();

@@ -14,6 +14,7 @@ mod pipeline;
 
 pub use checkpoint::{run_fingerprint, Checkpoint, GreedyCheckpoint, CHECKPOINT_FORMAT};
 pub use classify::{argmax_rows, error_rate, ConfusionMatrix};
+pub(crate) use classify::{label_scores, top_hidden_input};
 pub use finetune_checkpoint::{FinetuneCheckpoint, FINETUNE_CHECKPOINT_FORMAT};
 pub use greedy::{resume_greedy, train_greedy, TrainOutcome};
 pub use input_norm::{InputNorm, MIN_SCALE};

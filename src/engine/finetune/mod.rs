@@ -7,6 +7,7 @@
 mod autoencoder;
 mod backprop;
 mod config;
+mod hybrid;
 mod net;
 mod run;
 mod updown;

@@ -9,18 +9,17 @@
 
 use std::time::Instant;
 
-use ndarray::{concatenate, s, Array1, Array2, ArrayView2, Axis};
+use ndarray::{concatenate, s, Array2, ArrayView2, Axis};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::hybrid::label_log_likelihood_gradient;
 use super::run::{FinetuneRun, FinetuneState};
 use crate::engine::dbn::{error_rate, Dbn};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::math::{
-    matmul, sample_bernoulli, sigmoid_bias_rows, softmax_bias_rows, softplus_sum_shifted, x_times_w,
-};
+use crate::engine::math::{matmul, sample_bernoulli};
 use crate::engine::observer::{Control, EpochMetrics, Phase};
-use crate::engine::rbm::{shuffle, Rbm};
+use crate::engine::rbm::shuffle;
 use crate::engine::EngineRng;
 
 /// Settings of up-down fine-tuning; every field has a default.
@@ -113,58 +112,6 @@ fn sample<R: Rng + ?Sized>(p: &Array2<f32>, rng: &mut R) -> Array2<f32> {
 /// `w += alpha · aᵀ·b` for a: [batch, rows of w], b: [batch, cols of w].
 fn add_outer(w: &mut Array2<f32>, a: ArrayView2<f32>, b: ArrayView2<f32>, alpha: f32) {
     matmul(w.view_mut(), true, a.t(), b, alpha);
-}
-
-/// Gradient of Σ_r log p(y_r | f_r) for the top RBM's weights and biases, where
-/// p(k | f) = softmax_k(−F(f, k)) and F is the top's free energy with label k clamped.
-/// With a_k = c + f·W_f + w_k (the hidden input with label k on) and d_rk = y_rk − p(k | f_r):
-/// ∂/∂W_f = fᵀ Σ_k d_k ⊙ σ(a_k), ∂/∂w_k = Σ_r d_rk σ(a_rk), ∂/∂c = Σ_r Σ_k d_rk σ(a_rk),
-/// ∂/∂b_k = Σ_r d_rk (the feature biases cancel out of p). f: [batch, features],
-/// labels: one-hot [batch, classes]. Returns (∂W, ∂b visible, ∂c hidden).
-pub(crate) fn label_log_likelihood_gradient(
-    top: &Rbm,
-    f: ArrayView2<f32>,
-    labels: ArrayView2<f32>,
-) -> (Array2<f32>, Array1<f32>, Array1<f32>) {
-    let nf = top.n_features();
-    let classes = labels.ncols();
-    let mut base = Array2::zeros((f.nrows(), top.n_hidden()));
-    x_times_w(f, top.weights.slice(s![..nf, ..]), base.view_mut());
-    base += &top.hidden_bias;
-    // −F(f, k) up to the feature term, which is the same for every k.
-    let mut log_p = Array2::zeros((f.nrows(), classes));
-    for (r, base_row) in base.rows().into_iter().enumerate() {
-        let base_row = base_row
-            .as_slice()
-            .expect("rows of an owned array are contiguous");
-        for k in 0..classes {
-            let w_k = top.weights.row(nf + k);
-            let w_k = w_k.as_slice().expect("rows of the weights are contiguous");
-            log_p[[r, k]] = top.visible_bias[nf + k] + softplus_sum_shifted(base_row, w_k);
-        }
-    }
-    softmax_bias_rows(log_p.view_mut(), Array1::zeros(classes).view());
-    let d = &labels - &log_p;
-    let mut grad_w = Array2::zeros(top.weights.dim());
-    let mut grad_vb = Array1::zeros(top.n_visible());
-    grad_vb.slice_mut(s![nf..]).assign(&d.sum_axis(Axis(0)));
-    let mut weighted = Array2::<f32>::zeros(base.dim());
-    for k in 0..classes {
-        let mut sig = base.clone();
-        sigmoid_bias_rows(sig.view_mut(), top.weights.row(nf + k));
-        grad_w.row_mut(nf + k).assign(&sig.t().dot(&d.column(k)));
-        sig *= &d.column(k).insert_axis(Axis(1));
-        weighted += &sig;
-    }
-    matmul(
-        grad_w.slice_mut(s![..nf, ..]),
-        true,
-        f.t(),
-        weighted.view(),
-        1.0,
-    );
-    let grad_hb = weighted.sum_axis(Axis(0));
-    (grad_w, grad_vb, grad_hb)
 }
 
 /// What one mini-batch of up-down does besides its data.
@@ -454,6 +401,7 @@ fn top_free_energy(dbn: &Dbn, x: ArrayView2<f32>, labels: &[u8]) -> Result<f64> 
 mod tests {
     use super::*;
     use crate::engine::math::{fill_normal, fill_uniform};
+    use crate::engine::rbm::Rbm;
 
     fn tiny_dbn(rng: &mut crate::engine::EngineRng) -> Dbn {
         let mut rbm = |v: usize, h: usize, labels: usize| {
@@ -530,55 +478,13 @@ mod tests {
         assert_ne!(dbn.layers()[0].weights, dbn.generative(0).to_owned());
     }
 
-    /// The top RBM's parameters in one list: its weights row by row, then the visible and
-    /// the hidden biases.
-    fn top_parameters(top: &Rbm) -> Vec<f64> {
-        let all = top
-            .weights
-            .iter()
-            .chain(&top.visible_bias)
-            .chain(&top.hidden_bias);
-        all.map(|&x| f64::from(x)).collect()
-    }
-
-    /// Σ_r log p(y_r | f_r) by a top RBM with parameters `theta` (as [`top_parameters`] lists
-    /// them; `hidden` units), in f64 and by the definition: F(f, k) with label k clamped,
-    /// p = softmax(−F).
-    fn label_log_likelihood(theta: &[f64], hidden: usize, f: &Array2<f64>, y: &[usize]) -> f64 {
-        let nf = f.ncols();
-        let visible = (theta.len() - hidden) / (hidden + 1);
-        let w = |i: usize, j: usize| theta[i * hidden + j];
-        let b = |i: usize| theta[visible * hidden + i];
-        let c = |j: usize| theta[visible * hidden + visible + j];
-        let mut total = 0.0;
-        for (r, &label) in y.iter().enumerate() {
-            let neg_f: Vec<f64> = (0..visible - nf)
-                .map(|k| {
-                    let feature_term: f64 = (0..nf).map(|i| f[[r, i]] * b(i)).sum();
-                    let hidden_term: f64 = (0..hidden)
-                        .map(|j| {
-                            let a = c(j) + (0..nf).map(|i| f[[r, i]] * w(i, j)).sum::<f64>();
-                            (a + w(nf + k, j)).exp().ln_1p()
-                        })
-                        .sum();
-                    feature_term + b(nf + k) + hidden_term
-                })
-                .collect();
-            let max = neg_f.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let log_z = max + neg_f.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
-            total += neg_f[label] - log_z;
-        }
-        total
-    }
-
     /// The discriminative term moves the top RBM by exactly ε/B · weight · ∇ Σ log p(y | f),
-    /// with the gradient taken by central differences of the definition above and f the
-    /// mean-field features of the recognition up-pass; everything else in the step is the
-    /// same as without it (same draws).
+    /// with f the mean-field features of the recognition up-pass (the gradient itself is
+    /// checked against the definition in `hybrid`); everything else in the step is the same
+    /// as without it (same draws).
     #[test]
-    fn the_discriminative_term_climbs_the_label_log_likelihood() {
-        let y_idx = [0usize, 2, 1, 2];
-        let (dbn, v, y) = untied_with_batch(5, &y_idx);
+    fn the_discriminative_term_adds_the_scaled_label_gradient() {
+        let (dbn, v, y) = untied_with_batch(5, &[0, 2, 1, 2]);
         let (lr, weight) = (0.1f32, 2.0f32);
         let run = |discriminative: f32| {
             let mut d = dbn.clone();
@@ -589,36 +495,35 @@ mod tests {
             };
             let mut step_rng = crate::engine::rng_from_seed(31);
             up_down_step(&mut d, v.view(), y.view(), step, None, &mut step_rng).unwrap();
-            top_parameters(&d.layers()[2])
+            d.layers()[2].clone()
         };
         let (plain, hybrid) = (run(0.0), run(weight));
 
-        let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
-        let mut f = v.mapv(f64::from);
+        // The features by hand: the mean-field up-pass through the two lower layers.
+        let sig = |z: f32| 1.0 / (1.0 + (-z).exp());
+        let mut f = v.clone();
         for rbm in &dbn.layers()[..2] {
-            let w = rbm.weights.mapv(f64::from);
-            let c = rbm.hidden_bias.mapv(f64::from);
-            f = (f.dot(&w) + &c).mapv(sig);
+            f = (f.dot(&rbm.weights) + &rbm.hidden_bias).mapv(sig);
         }
-        let hidden = dbn.layers()[2].n_hidden();
-        let mut theta = top_parameters(&dbn.layers()[2]);
-        let scale = f64::from(lr / 4.0 * weight);
-        let h = 1e-5;
+        let (gw, gb, gc) = label_log_likelihood_gradient(dbn.top(), f.view(), y.view());
+        let scale = lr / 4.0 * weight;
+        let pairs = [
+            (&hybrid.weights - &plain.weights).into_dyn(),
+            (&hybrid.visible_bias - &plain.visible_bias).into_dyn(),
+            (&hybrid.hidden_bias - &plain.hidden_bias).into_dyn(),
+        ]
+        .into_iter()
+        .zip([gw.into_dyn(), gb.into_dyn(), gc.into_dyn()]);
         let mut moved_any = false;
-        for i in 0..theta.len() {
-            let keep = theta[i];
-            theta[i] = keep + h;
-            let up = label_log_likelihood(&theta, hidden, &f, &y_idx);
-            theta[i] = keep - h;
-            let down = label_log_likelihood(&theta, hidden, &f, &y_idx);
-            theta[i] = keep;
-            let expected = scale * (up - down) / (2.0 * h);
-            let moved = hybrid[i] - plain[i];
-            moved_any |= moved.abs() > 1e-4;
-            assert!(
-                (moved - expected).abs() < 1e-5 + 1e-3 * expected.abs(),
-                "parameter {i}: the term moved it by {moved}, the gradient says {expected}"
-            );
+        for (moved, grad) in pairs {
+            for (&m, &g) in moved.iter().zip(grad.iter()) {
+                moved_any |= m.abs() > 1e-4;
+                let expected = scale * g;
+                assert!(
+                    (m - expected).abs() < 1e-5 + 1e-3 * expected.abs(),
+                    "the term moved a parameter by {m}, the gradient says {expected}"
+                );
+            }
         }
         assert!(moved_any, "the term moved no weight");
     }
