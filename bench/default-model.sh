@@ -4,8 +4,9 @@
 #   2. 60 epochs of up-down with the discriminative term at the top
 #      (α 10; examples/mnist-dbn-updown-hybrid10.json, on the greedy model without pretraining again;
 #      about 25 minutes at two threads), measured once by free energy,
-#   3. a classifier by 222 epochs of backprop with dropout from the up-down recognition weights
-#      (examples/mnist-dbn-default-hybrid10.json: `finetune` runs only the classifier stage on a
+#   3. a classifier by 245 epochs of backprop with dropout from the up-down recognition weights
+#      (examples/mnist-dbn-default-hybrid10-dropout.json, its settings chosen on validation by
+#      `bench/updown-hybrid.sh classifier-valid`: `finetune` runs only the classifier stage on a
 #      model whose up-down matches the spec; about 30 minutes),
 #   4. the weights stored as bfloat16, both methods measured for f32 and bf16 (`compact`),
 #   5. the dreams judged by the independent MLP judge (bench/judge.py through a server; needs numpy).
@@ -24,7 +25,7 @@ fi
   --spec examples/mnist-dbn-updown-hybrid10.json --no-test --out "$out/mnist-dbn-updown-hybrid.safetensors"
 "$bin" eval --mnist-dir "$mnist" --model "$out/mnist-dbn-updown-hybrid.safetensors" --method free-energy
 "$bin" finetune --mnist-dir "$mnist" --model "$out/mnist-dbn-updown-hybrid.safetensors" \
-  --spec examples/mnist-dbn-default-hybrid10.json --no-test --out "$out/mnist-dbn-default-f32.safetensors"
+  --spec examples/mnist-dbn-default-hybrid10-dropout.json --no-test --out "$out/mnist-dbn-default-f32.safetensors"
 "$bin" compact --mnist-dir "$mnist" --model "$out/mnist-dbn-default-f32.safetensors" \
   --out "$out/mnist-dbn-default.safetensors"
 "$bin" serve --data-dir "$out/judge-server" --addr 127.0.0.1:8097 --default-model false &

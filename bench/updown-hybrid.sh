@@ -3,6 +3,8 @@
 #
 #   bench/updown-hybrid.sh valid   # greedy model on the first 50,000 images, then each
 #                                  # validation spec below; prints the validation curve
+#   bench/updown-hybrid.sh classifier-valid   # after `valid`: the dropout classifier stage
+#                                  # on the chosen validation model, for each classifier spec
 #   bench/updown-hybrid.sh final   # greedy model on all 60,000, the chosen up-down spec, the
 #                                  # test set once by free energy; then the bundled model's
 #                                  # dropout classifier stage and its bf16 copy
@@ -21,7 +23,10 @@ bin=target/release/dbn-serve
 valid_specs=(mnist-dbn-updown-hybrid-valid mnist-dbn-updown-pcd-hybrid-valid mnist-dbn-updown-hybrid10-valid)
 # The chosen settings (α 10); the first choice, α 3, is mnist-dbn-updown-hybrid.json.
 updown_spec=mnist-dbn-updown-hybrid10
-final_spec=mnist-dbn-default-hybrid10
+# The bundled model's classifier stage, chosen on validation for these weights among
+# classifier_specs (decay 0.99, 245 epochs); the earlier recipe is mnist-dbn-default-hybrid10.json.
+classifier_specs=(mnist-dbn-default-hybrid10-dropout-valid mnist-dbn-default-hybrid10-dropout-slow-valid)
+final_spec=mnist-dbn-default-hybrid10-dropout
 
 case "${1:-}" in
 valid)
@@ -33,6 +38,18 @@ valid)
   done
   wait
   for s in "${valid_specs[@]}"; do
+    echo "== $s"
+    grep -o 'epoch [0-9]*/[0-9]*:.*valid_error=[0-9.]*' "$out/$s.log" | sed 's/recon.*valid_error/valid_error/'
+  done
+  ;;
+classifier-valid)
+  # The dropout classifier stage on the α 10 validation model, two decays side by side.
+  for s in "${classifier_specs[@]}"; do
+    "$bin" finetune --model "$out/$updown_spec-valid.safetensors" --spec "examples/$s.json" --threads 1 \
+        --mnist-dir "$mnist" --no-test --out "$out/$s.safetensors" >"$out/$s.log" 2>&1 &
+  done
+  wait
+  for s in "${classifier_specs[@]}"; do
     echo "== $s"
     grep -o 'epoch [0-9]*/[0-9]*:.*valid_error=[0-9.]*' "$out/$s.log" | sed 's/recon.*valid_error/valid_error/'
   done
@@ -52,7 +69,7 @@ final)
       --out "$out/$final_spec.safetensors" 2>&1 | tee "$out/$final_spec-compact.txt"
   ;;
 *)
-  echo "usage: bench/updown-hybrid.sh valid|final" >&2
+  echo "usage: bench/updown-hybrid.sh valid|classifier-valid|final" >&2
   exit 2
   ;;
 esac

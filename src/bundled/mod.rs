@@ -1,7 +1,8 @@
 //! The model that ships inside the binary: the digit model trained by this project
-//! (`examples/mnist-dbn-default-hybrid10.json`, command in `bench/default-model.sh`), its weights stored
-//! as bfloat16. On a first start with no models the server installs it and points the alias
-//! `default` at it, so classification and generation work from the first minute.
+//! (`examples/mnist-dbn-default-hybrid10-dropout.json`, command in `bench/default-model.sh`),
+//! its weights stored as bfloat16. On a first start with no models the server installs it and
+//! points the alias `default` at it, so classification and generation work from the first
+//! minute.
 
 use crate::engine::persist;
 use crate::store::{ModelStore, StoreError};
