@@ -28,31 +28,30 @@ updown_spec=mnist-dbn-updown-hybrid10
 classifier_specs=(mnist-dbn-default-hybrid10-dropout-valid mnist-dbn-default-hybrid10-dropout-slow-valid)
 final_spec=mnist-dbn-default-hybrid10-dropout
 
+# Fine-tunes MODEL by each SPEC at once, one thread each, then prints each validation curve.
+validate_each() {
+  local model=$1 s
+  shift
+  for s in "$@"; do
+    "$bin" finetune --model "$model" --spec "examples/$s.json" --threads 1 \
+        --mnist-dir "$mnist" --no-test --out "$out/$s.safetensors" >"$out/$s.log" 2>&1 &
+  done
+  wait
+  for s in "$@"; do
+    echo "== $s"
+    grep -o 'epoch [0-9]*/[0-9]*:.*valid_error=[0-9.]*' "$out/$s.log" | sed 's/recon.*valid_error/valid_error/'
+  done
+}
+
 case "${1:-}" in
 valid)
   [ -f "$out/greedy-50k.safetensors" ] || "$bin" train --spec examples/mnist-dbn-valid.json \
       --mnist-dir "$mnist" --no-test --out "$out/greedy-50k.safetensors" >"$out/greedy-50k.log" 2>&1
-  for s in "${valid_specs[@]}"; do
-    "$bin" finetune --model "$out/greedy-50k.safetensors" --spec "examples/$s.json" --threads 1 \
-        --mnist-dir "$mnist" --no-test --out "$out/$s.safetensors" >"$out/$s.log" 2>&1 &
-  done
-  wait
-  for s in "${valid_specs[@]}"; do
-    echo "== $s"
-    grep -o 'epoch [0-9]*/[0-9]*:.*valid_error=[0-9.]*' "$out/$s.log" | sed 's/recon.*valid_error/valid_error/'
-  done
+  validate_each "$out/greedy-50k.safetensors" "${valid_specs[@]}"
   ;;
 classifier-valid)
   # The dropout classifier stage on the α 10 validation model, two decays side by side.
-  for s in "${classifier_specs[@]}"; do
-    "$bin" finetune --model "$out/$updown_spec-valid.safetensors" --spec "examples/$s.json" --threads 1 \
-        --mnist-dir "$mnist" --no-test --out "$out/$s.safetensors" >"$out/$s.log" 2>&1 &
-  done
-  wait
-  for s in "${classifier_specs[@]}"; do
-    echo "== $s"
-    grep -o 'epoch [0-9]*/[0-9]*:.*valid_error=[0-9.]*' "$out/$s.log" | sed 's/recon.*valid_error/valid_error/'
-  done
+  validate_each "$out/$updown_spec-valid.safetensors" "${classifier_specs[@]}"
   ;;
 final)
   [ -f "$out/greedy-60k.safetensors" ] || "$bin" train --spec examples/mnist-dbn.json \
