@@ -136,9 +136,9 @@ impl Dbn {
         let top = self.top();
         let (features, base) = self.features_and_top_input(x)?;
         let feature_term = features.dot(&top.visible_bias.slice(s![..top.n_features()]));
-        let mut out = label_scores(top, base.view()).mapv(|score| -score);
+        let mut out = label_scores(top, base.view());
         for (mut row, &ft) in out.axis_iter_mut(Axis(0)).zip(&feature_term) {
-            row -= ft;
+            row.mapv_inplace(|score| -score - ft);
         }
         Ok(out)
     }
